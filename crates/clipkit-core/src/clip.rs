@@ -1,0 +1,256 @@
+//! [`Clip`]: a loaded checkpoint with its tokenizer and preprocessor, embedding batches of
+//! images and texts into the shared, L2-normalised space.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use crate::config::{ClipConfig, EosRule};
+use crate::error::{ClipError, Result};
+use crate::hub::{self, ResolvedModel};
+use crate::image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
+use crate::model::layers::l2_normalize;
+use crate::model::ClipModel;
+use crate::scores;
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::Weights;
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub preprocess: PreprocessMode,
+    pub decode: DecodeOptions,
+    pub device: Device,
+    /// Images or texts per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            preprocess: PreprocessMode::default(),
+            decode: DecodeOptions::default(),
+            device: Device::Cpu,
+            batch_size: 32,
+        }
+    }
+}
+
+pub struct Clip {
+    model: ClipModel,
+    tokenizer: ClipTokenizer,
+    preprocessor: Preprocessor,
+    eos_rule: EosRule,
+    device: Device,
+    batch_size: usize,
+    resolved: ResolvedModel,
+}
+
+impl Clip {
+    /// Loads a checkpoint directory or hub id (see [`hub::resolve`]).
+    pub fn load(model: &str, options: &LoadOptions) -> Result<Self> {
+        let resolved = hub::resolve(model)?;
+        Self::from_resolved(resolved, options)
+    }
+
+    pub fn from_dir(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        Self::from_resolved(
+            ResolvedModel {
+                dir: dir.to_path_buf(),
+                name: dir.display().to_string(),
+            },
+            options,
+        )
+    }
+
+    fn from_resolved(resolved: ResolvedModel, options: &LoadOptions) -> Result<Self> {
+        let dir = &resolved.dir;
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(ClipError::MissingFile {
+                dir: dir.clone(),
+                file: "config.json".into(),
+                hint: "not a Hugging Face CLIP checkpoint directory".into(),
+            });
+        }
+        let config = ClipConfig::from_file(&config_path)?;
+        let image_size = config.vision_config.image_size as u32;
+        let pp_path = dir.join("preprocessor_config.json");
+        let pp_config = if pp_path.is_file() {
+            PreprocessorConfig::from_file(&pp_path, image_size)?
+        } else {
+            PreprocessorConfig::openai(image_size)
+        };
+        if pp_config.crop_size != (image_size, image_size) {
+            return Err(ClipError::config(
+                &pp_path,
+                "crop_size",
+                format!(
+                    "{:?} does not match the model's image_size {image_size}",
+                    pp_config.crop_size
+                ),
+            ));
+        }
+        let tokenizer = ClipTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
+        let weights = Weights::open(dir, DType::F32, &options.device)?;
+        let model = ClipModel::load(&weights, &config)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocessor: Preprocessor::new(pp_config, options.preprocess, options.decode),
+            eos_rule: config.eos_rule(),
+            device: options.device.clone(),
+            batch_size: options.batch_size.max(1),
+            resolved,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.resolved.name
+    }
+
+    pub fn model_dir(&self) -> &Path {
+        &self.resolved.dir
+    }
+
+    pub fn config(&self) -> &ClipConfig {
+        self.model.config()
+    }
+
+    pub fn model(&self) -> &ClipModel {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `exp(logit_scale)`.
+    pub fn logit_scale(&self) -> f32 {
+        self.model.logit_scale()
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.config().projection_dim
+    }
+
+    /// Normalised text embeddings, one per text, in input order.
+    ///
+    /// Texts are batched by token length and padded to the longest in their batch, not to the
+    /// full context: under the causal mask the pooled token never sees the padding, so the
+    /// result is identical and short prompts cost a fraction.
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let ids = self.tokenizer.encode_batch(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = vec![Vec::new(); ids.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+            let mut flat = Vec::with_capacity(chunk.len() * len);
+            let mut eos = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                eos.push(self.eos_rule.position(&ids[i]));
+                flat.extend_from_slice(&ids[i]);
+                flat.extend(std::iter::repeat_n(self.tokenizer.pad_id(), len - ids[i].len()));
+            }
+            let input = Tensor::from_vec(flat, (chunk.len(), len), &self.device)?;
+            let features = self.model.text_features(&input, &eos)?;
+            for (&i, row) in chunk.iter().zip(to_rows(&l2_normalize(&features)?)?) {
+                out[i] = row;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Normalised image embeddings of preprocessed `[3, H, W]` inputs.
+    pub fn embed_pixels(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let (h, w) = self.preprocessor.output_size();
+        let plane = 3 * h as usize * w as usize;
+        let mut out = Vec::with_capacity(pixels.len());
+        for chunk in pixels.chunks(self.batch_size) {
+            let mut flat = Vec::with_capacity(chunk.len() * plane);
+            for p in chunk {
+                if p.len() != plane {
+                    return Err(ClipError::WrongVectorDimension {
+                        expected: plane,
+                        got: p.len(),
+                    });
+                }
+                flat.extend_from_slice(p);
+            }
+            let input = Tensor::from_vec(flat, (chunk.len(), 3, h as usize, w as usize), &self.device)?;
+            let features = self.model.image_features(&input)?;
+            out.extend(to_rows(&l2_normalize(&features)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Embeds image files; each file gets its own result so one broken file does not sink
+    /// the batch. Decoding runs in parallel, one model batch at a time.
+    pub fn embed_image_files(&self, paths: &[PathBuf]) -> Vec<Result<Vec<f32>>> {
+        let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(self.batch_size) {
+            let decoded: Vec<Result<Vec<f32>>> = chunk
+                .par_iter()
+                .map(|p| self.preprocessor.preprocess_file(p))
+                .collect();
+            let ok: Vec<Vec<f32>> = decoded
+                .iter()
+                .filter_map(|r| r.as_ref().ok().cloned())
+                .collect();
+            match self.embed_pixels(&ok) {
+                Ok(embeddings) => {
+                    let mut embeddings = embeddings.into_iter();
+                    for r in decoded {
+                        results.push(r.map(|_| embeddings.next().expect("one per decoded image")));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for r in decoded {
+                        results.push(r.and_then(|_| {
+                            Err(ClipError::Candle(candle_core::Error::Msg(message.clone())))
+                        }));
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// One embedding per label: each template filled with the label, embedded, normalised,
+    /// averaged and renormalised. With no templates the label text is used as is.
+    pub fn label_embeddings(&self, labels: &[String], templates: &[String]) -> Result<Vec<Vec<f32>>> {
+        if labels.is_empty() {
+            return Err(ClipError::EmptyLabels);
+        }
+        if templates.is_empty() {
+            let texts: Vec<&str> = labels.iter().map(String::as_str).collect();
+            return self.embed_texts(&texts);
+        }
+        let mut prompts = Vec::with_capacity(labels.len() * templates.len());
+        for label in labels {
+            for t in templates {
+                prompts.push(scores::apply_template(t, label)?);
+            }
+        }
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let embedded = self.embed_texts(&refs)?;
+        Ok(embedded
+            .chunks(templates.len())
+            .map(scores::ensemble)
+            .collect())
+    }
+}
+
+fn to_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}

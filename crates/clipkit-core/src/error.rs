@@ -1,0 +1,128 @@
+//! One error type for the whole engine. Every variant that comes from a file names it, so a
+//! user with a batch of thousands of inputs can tell which one is broken and why.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = ClipError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{dir}: missing {file} ({hint})")]
+    MissingFile {
+        dir: PathBuf,
+        file: String,
+        hint: String,
+    },
+
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{path}: field `{field}`: {problem}")]
+    Config {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+
+    #[error("{path}: cannot read safetensors: {message}")]
+    Safetensors { path: PathBuf, message: String },
+
+    #[error("{dir}: tensor `{name}` is missing from the checkpoint")]
+    MissingTensor { dir: PathBuf, name: String },
+
+    #[error("{dir}: tensor `{name}` has shape {got:?}, the config expects {expected:?}")]
+    WrongShape {
+        dir: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    #[error("{dir}: tensor `{name}` has dtype {dtype}, expected a floating-point type")]
+    UnsupportedDtype {
+        dir: PathBuf,
+        name: String,
+        dtype: String,
+    },
+
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+
+    #[error("{path}: {problem}")]
+    Image { path: PathBuf, problem: ImageProblem },
+
+    #[error("no labels given: zero-shot classification needs at least one label")]
+    EmptyLabels,
+
+    #[error("template `{template}` has no `{{}}` or `{{c}}` placeholder for the label")]
+    BadTemplate { template: String },
+
+    #[error("model `{model}`: {message}")]
+    Hub { model: String, message: String },
+
+    #[error("vector has {got} dimensions, expected {expected}")]
+    WrongVectorDimension { expected: usize, got: usize },
+
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Why an image could not be turned into pixels. Kept separate from [`ClipError`] so batch
+/// callers can report the problem per file and carry on.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageProblem {
+    #[error("file is empty")]
+    Empty,
+    #[error("not a recognised image format")]
+    UnknownFormat,
+    #[error("image format {0} is not supported")]
+    Unsupported(String),
+    #[error("image has zero width or height")]
+    ZeroSize,
+    #[error(
+        "image is {width}x{height} = {pixels} pixels, over the limit of {limit} \
+         (possible decompression bomb; raise it with --max-pixels)"
+    )]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("corrupt or truncated image data: {0}")]
+    Corrupt(String),
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClipError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        Self::Config {
+            path: path.into(),
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}

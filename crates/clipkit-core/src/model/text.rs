@@ -1,0 +1,78 @@
+//! The causal text transformer (`text_model.*`).
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::LayerNorm;
+
+use super::layers::{gather_positions, layer_norm, Encoder, EncoderShape};
+use crate::config::ClipTextConfig;
+use crate::error::Result;
+use crate::weights::Weights;
+
+pub struct TextTransformer {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    encoder: Encoder,
+    final_layer_norm: LayerNorm,
+    config: ClipTextConfig,
+}
+
+impl TextTransformer {
+    pub fn load(w: &Weights, prefix: &str, c: &ClipTextConfig) -> Result<Self> {
+        let shape = EncoderShape {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            layers: c.num_hidden_layers,
+            eps: c.layer_norm_eps,
+            act: c.hidden_act,
+        };
+        let emb = format!("{prefix}.embeddings");
+        Ok(Self {
+            token_embedding: w.get(
+                &format!("{emb}.token_embedding.weight"),
+                &[c.vocab_size, c.hidden_size],
+            )?,
+            position_embedding: w.get(
+                &format!("{emb}.position_embedding.weight"),
+                &[c.max_position_embeddings, c.hidden_size],
+            )?,
+            encoder: Encoder::load(w, &format!("{prefix}.encoder"), &shape)?,
+            final_layer_norm: layer_norm(
+                w,
+                &format!("{prefix}.final_layer_norm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
+            config: c.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ClipTextConfig {
+        &self.config
+    }
+
+    /// `ids`: `[batch, len]` (padded at the end; padding never influences earlier positions
+    /// under the causal mask, so no padding mask is needed) → pooled `[batch, hidden]` at
+    /// `eos_positions`.
+    pub fn forward(&self, ids: &Tensor, eos_positions: &[usize]) -> Result<Tensor> {
+        let (b, len) = ids.dims2()?;
+        let tokens = self
+            .token_embedding
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, len, self.config.hidden_size))?;
+        let positions = self.position_embedding.narrow(0, 0, len)?.unsqueeze(0)?;
+        let xs = tokens.broadcast_add(&positions)?;
+        let mask = causal_mask(len, xs.device())?.to_dtype(xs.dtype())?;
+        let xs = self.encoder.forward(&xs, Some(&mask))?;
+        // LayerNorm is per token: normalising only the pooled rows gives the same result.
+        let pooled = gather_positions(&xs, eos_positions)?;
+        Ok(self.final_layer_norm.forward(&pooled)?)
+    }
+}
+
+fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (len, len), device)?)
+}

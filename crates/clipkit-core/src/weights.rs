@@ -1,0 +1,177 @@
+//! Memory-mapped safetensors checkpoints, single-file or sharded.
+//!
+//! Tensors are fetched by their Hugging Face names with the shape the config implies; a
+//! missing tensor or a wrong shape is an error naming the tensor, never a silent random init.
+//! Pickle checkpoints (`pytorch_model.bin`) are refused: loading them means executing code.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{ClipError, Result};
+
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+pub struct Weights {
+    dir: PathBuf,
+    tensors: MmapedSafetensors,
+    dtype: DType,
+    device: Device,
+}
+
+impl Weights {
+    /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    pub fn open(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let files = Self::files(dir)?;
+        for file in &files {
+            let len = std::fs::metadata(file)
+                .map_err(|e| ClipError::io(file, e))?
+                .len();
+            if len < 8 {
+                return Err(ClipError::Safetensors {
+                    path: file.clone(),
+                    message: format!("file is {len} bytes long, too short for a safetensors header"),
+                });
+            }
+        }
+        // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
+        // not being truncated while the model is alive.
+        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
+            ClipError::Safetensors {
+                path: files.first().cloned().unwrap_or_else(|| dir.to_path_buf()),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tensors,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// The safetensors files a checkpoint directory consists of.
+    pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
+        let single = dir.join(SINGLE_FILE);
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        let index = dir.join(INDEX_FILE);
+        if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| ClipError::io(&index, e))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| ClipError::Json {
+                    path: index.clone(),
+                    source,
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ClipError::config(&index, "weight_map", "missing or not an object"))?;
+            let mut shards = BTreeSet::new();
+            for (name, file) in map {
+                let file = file.as_str().ok_or_else(|| {
+                    ClipError::config(&index, format!("weight_map.{name}"), "is not a file name")
+                })?;
+                shards.insert(file.to_string());
+            }
+            let mut files = Vec::new();
+            for shard in shards {
+                let path = dir.join(&shard);
+                if !path.is_file() {
+                    return Err(ClipError::MissingFile {
+                        dir: dir.to_path_buf(),
+                        file: shard,
+                        hint: format!("listed in {INDEX_FILE}"),
+                    });
+                }
+                files.push(path);
+            }
+            return Ok(files);
+        }
+        let hint = if dir.join("pytorch_model.bin").exists() {
+            "only pickle weights (pytorch_model.bin) are present; clipkit never executes pickles — \
+             convert them with `safetensors` first"
+                .to_string()
+        } else {
+            format!("expected {SINGLE_FILE} or {INDEX_FILE}")
+        };
+        Err(ClipError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: SINGLE_FILE.into(),
+            hint,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.get(name).is_ok()
+    }
+
+    /// Loads tensor `name`, checking it has exactly `shape`, converted to the model dtype.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let view = self
+            .tensors
+            .get(name)
+            .map_err(|_| ClipError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
+        if view.shape() != shape {
+            return Err(ClipError::WrongShape {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                got: view.shape().to_vec(),
+            });
+        }
+        use candle_core::safetensors::Load;
+        let tensor = view.load(&self.device).map_err(|e| ClipError::Safetensors {
+            path: self.dir.clone(),
+            message: format!("tensor `{name}`: {e}"),
+        })?;
+        if !tensor.dtype().is_float() {
+            return Err(ClipError::UnsupportedDtype {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+                dtype: format!("{:?}", tensor.dtype()),
+            });
+        }
+        Ok(tensor.to_dtype(self.dtype)?)
+    }
+
+    /// A scalar stored either as shape `[]` or `[1]` (exports differ).
+    pub fn get_scalar(&self, name: &str) -> Result<f32> {
+        let shape = self
+            .tensors
+            .get(name)
+            .map(|v| v.shape().to_vec())
+            .map_err(|_| ClipError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
+        let expected: &[usize] = if shape.is_empty() { &[] } else { &[1] };
+        let value = self
+            .get(name, expected)?
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?[0];
+        if !value.is_finite() {
+            return Err(ClipError::Safetensors {
+                path: self.dir.clone(),
+                message: format!("tensor `{name}` is {value}, expected a finite number"),
+            });
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,89 @@
+//! The 8-bit crops are bit-identical to transformers' PIL processor (and to OpenAI's
+//! transform) on lossless inputs; JPEGs are held to a mean bound because our decoder rounds
+//! its IDCT differently from libjpeg-turbo (up to a few levels on single pixels).
+
+mod common;
+
+use clipkit_core::image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
+
+fn lossless(name: &str) -> bool {
+    [".png", ".bmp", ".tiff", ".webp", ".gif"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// (max abs difference, mean abs difference) between our crop and the reference.
+fn compare(mode: PreprocessMode, key: &str) -> Vec<(String, u8, f64)> {
+    let fixtures = common::fixtures();
+    let reference = common::load_tensors(&fixtures.join("reference/preprocess.safetensors"));
+    let meta = common::read_json(&fixtures.join("reference/preprocess.json"));
+    // The references were made from PIL images, which transformers does not EXIF-rotate.
+    let decode = DecodeOptions {
+        apply_exif_orientation: false,
+        ..DecodeOptions::default()
+    };
+    let pre = Preprocessor::new(PreprocessorConfig::openai(224), mode, decode);
+    let mut out = Vec::new();
+    for name in meta["files"].as_object().unwrap().keys() {
+        let expected = reference[&format!("{key}/{name}")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<u8>()
+            .unwrap();
+        let decoded = pre
+            .decode_file(&fixtures.join("images").join(name))
+            .unwrap();
+        let got = pre.resize_and_crop(&decoded).into_raw();
+        assert_eq!(got.len(), expected.len(), "{name}");
+        let diffs: Vec<u8> = got.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).collect();
+        let max = *diffs.iter().max().unwrap();
+        let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+        out.push((name.clone(), max, mean));
+    }
+    out
+}
+
+fn assert_close(results: &[(String, u8, f64)], lossy_mean: f64) {
+    let report: Vec<String> = results
+        .iter()
+        .map(|(n, max, mean)| format!("{n}: max {max}, mean {mean:.4}"))
+        .collect();
+    for (name, max, mean) in results {
+        if lossless(name) {
+            assert_eq!(*max, 0, "{name} differs by {max} levels\n{}", report.join("\n"));
+        } else {
+            assert!(*mean <= lossy_mean, "{name} mean diff {mean}\n{}", report.join("\n"));
+        }
+    }
+    assert!(results.len() >= 15);
+    eprintln!("{}", report.join("\n"));
+}
+
+#[test]
+fn transformers_pil_path_within_one_level() {
+    assert_close(&compare(PreprocessMode::Transformers, "hf224"), 1.5);
+}
+
+#[test]
+fn openai_path_within_one_level() {
+    assert_close(&compare(PreprocessMode::OpenAi, "openai224"), 1.5);
+}
+
+#[test]
+fn exif_orientation_is_applied_by_default() {
+    let path = common::fixtures().join("images/rotated_exif.jpg");
+    let pre = |apply| {
+        Preprocessor::new(
+            PreprocessorConfig::openai(224),
+            PreprocessMode::Transformers,
+            DecodeOptions {
+                apply_exif_orientation: apply,
+                ..DecodeOptions::default()
+            },
+        )
+    };
+    let raw = pre(false).decode_file(&path).unwrap();
+    let rotated = pre(true).decode_file(&path).unwrap();
+    assert_ne!(raw.width(), raw.height());
+    assert_eq!((raw.width(), raw.height()), (rotated.height(), rotated.width()));
+}
