@@ -152,47 +152,68 @@ pub fn resize(
     if resample == Resample::Nearest {
         return nearest(src, width, height, channels, out_w, out_h);
     }
-    let round = 1i32 << (PRECISION_BITS - 1);
     let horizontal = Coefficients::new(width, out_w, resample);
     let vertical = Coefficients::new(height, out_h, resample);
+    let (need_h, need_v) = (out_w != width, out_h != height);
+    // Pillow 13 runs the vertical pass first when the height shrinks by more than twice
+    // what the width does; the order changes the 8-bit intermediate, so we follow it.
+    let shrink_h = width as i64 - out_w as i64;
+    let shrink_v = height as i64 - out_h as i64;
+    if need_h && need_v && shrink_v > 0 && shrink_v > 2 * shrink_h {
+        let tmp = vertical_pass(src, width, channels, &vertical);
+        horizontal_pass(&tmp, width, out_h, channels, &horizontal)
+    } else {
+        let tmp = if need_h {
+            horizontal_pass(src, width, height, channels, &horizontal)
+        } else {
+            src.to_vec()
+        };
+        if need_v {
+            vertical_pass(&tmp, out_w, channels, &vertical)
+        } else {
+            tmp
+        }
+    }
+}
 
-    let mut tmp = if out_w != width {
-        let mut out = vec![0u8; out_w * height * channels];
-        for y in 0..height {
-            let row = &src[y * width * channels..(y + 1) * width * channels];
-            let out_row = &mut out[y * out_w * channels..(y + 1) * out_w * channels];
-            for (xx, &(xmin, taps)) in horizontal.bounds.iter().enumerate() {
-                let k = &horizontal.weights[xx * horizontal.ksize..][..taps];
-                for c in 0..channels {
-                    let mut acc = round;
-                    for (t, &w) in k.iter().enumerate() {
-                        acc += i32::from(row[(xmin + t) * channels + c]) * w;
-                    }
-                    out_row[xx * channels + c] = clip8(acc);
+/// Resamples each of `rows` rows of `width` pixels to `k.bounds.len()` pixels.
+fn horizontal_pass(src: &[u8], width: usize, rows: usize, channels: usize, k: &Coefficients) -> Vec<u8> {
+    let round = 1i32 << (PRECISION_BITS - 1);
+    let out_w = k.bounds.len();
+    let mut out = vec![0u8; out_w * rows * channels];
+    for y in 0..rows {
+        let row = &src[y * width * channels..(y + 1) * width * channels];
+        let out_row = &mut out[y * out_w * channels..(y + 1) * out_w * channels];
+        for (xx, &(xmin, taps)) in k.bounds.iter().enumerate() {
+            let weights = &k.weights[xx * k.ksize..][..taps];
+            for c in 0..channels {
+                let mut acc = round;
+                for (t, &w) in weights.iter().enumerate() {
+                    acc += i32::from(row[(xmin + t) * channels + c]) * w;
                 }
+                out_row[xx * channels + c] = clip8(acc);
             }
         }
-        out
-    } else {
-        src.to_vec()
-    };
-    if out_h == height {
-        return tmp;
     }
-    let stride = out_w * channels;
-    let mut out = vec![0u8; out_h * stride];
-    for (yy, &(ymin, taps)) in vertical.bounds.iter().enumerate() {
-        let k = &vertical.weights[yy * vertical.ksize..][..taps];
+    out
+}
+
+/// Resamples the columns of an image `width` pixels wide to `k.bounds.len()` rows.
+fn vertical_pass(src: &[u8], width: usize, channels: usize, k: &Coefficients) -> Vec<u8> {
+    let round = 1i32 << (PRECISION_BITS - 1);
+    let stride = width * channels;
+    let mut out = vec![0u8; k.bounds.len() * stride];
+    for (yy, &(ymin, taps)) in k.bounds.iter().enumerate() {
+        let weights = &k.weights[yy * k.ksize..][..taps];
         let out_row = &mut out[yy * stride..(yy + 1) * stride];
         for (i, o) in out_row.iter_mut().enumerate() {
             let mut acc = round;
-            for (t, &w) in k.iter().enumerate() {
-                acc += i32::from(tmp[(ymin + t) * stride + i]) * w;
+            for (t, &w) in weights.iter().enumerate() {
+                acc += i32::from(src[(ymin + t) * stride + i]) * w;
             }
             *o = clip8(acc);
         }
     }
-    tmp.clear();
     out
 }
 
