@@ -159,7 +159,10 @@ impl Clip {
             for &i in chunk {
                 eos.push(self.eos_rule.position(&ids[i]));
                 flat.extend_from_slice(&ids[i]);
-                flat.extend(std::iter::repeat_n(self.tokenizer.pad_id(), len - ids[i].len()));
+                flat.extend(std::iter::repeat_n(
+                    self.tokenizer.pad_id(),
+                    len - ids[i].len(),
+                ));
             }
             let input = Tensor::from_vec(flat, (chunk.len(), len), &self.device)?;
             let features = self.model.text_features(&input, &eos)?;
@@ -186,7 +189,8 @@ impl Clip {
                 }
                 flat.extend_from_slice(p);
             }
-            let input = Tensor::from_vec(flat, (chunk.len(), 3, h as usize, w as usize), &self.device)?;
+            let input =
+                Tensor::from_vec(flat, (chunk.len(), 3, h as usize, w as usize), &self.device)?;
             let features = self.model.image_features(&input)?;
             out.extend(to_rows(&l2_normalize(&features)?)?);
         }
@@ -228,7 +232,11 @@ impl Clip {
 
     /// One embedding per label: each template filled with the label, embedded, normalised,
     /// averaged and renormalised. With no templates the label text is used as is.
-    pub fn label_embeddings(&self, labels: &[String], templates: &[String]) -> Result<Vec<Vec<f32>>> {
+    pub fn label_embeddings(
+        &self,
+        labels: &[String],
+        templates: &[String],
+    ) -> Result<Vec<Vec<f32>>> {
         if labels.is_empty() {
             return Err(ClipError::EmptyLabels);
         }

@@ -170,7 +170,10 @@ impl ClipConfig {
             ("text_config.intermediate_size", t.intermediate_size),
             ("text_config.num_hidden_layers", t.num_hidden_layers),
             ("text_config.num_attention_heads", t.num_attention_heads),
-            ("text_config.max_position_embeddings", t.max_position_embeddings),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+            ),
             ("vision_config.hidden_size", v.hidden_size),
             ("vision_config.intermediate_size", v.intermediate_size),
             ("vision_config.num_hidden_layers", v.num_hidden_layers),
@@ -315,11 +318,15 @@ mod tests {
         let err = parse(r#"{"vision_config": {"hidden_size": 100, "num_attention_heads": 12}}"#)
             .unwrap_err();
         assert!(
-            err.to_string().contains("vision_config.num_attention_heads"),
+            err.to_string()
+                .contains("vision_config.num_attention_heads"),
             "{err}"
         );
         let err = parse(r#"{"vision_config": {"image_size": 100, "patch_size": 32}}"#).unwrap_err();
-        assert!(err.to_string().contains("vision_config.patch_size"), "{err}");
+        assert!(
+            err.to_string().contains("vision_config.patch_size"),
+            "{err}"
+        );
         let err = parse(r#"{"text_config": {"hidden_act": "swishy"}}"#).unwrap_err();
         assert!(err.to_string().contains("swishy"), "{err}");
         let err = parse(r#"{"text_config": {"layer_norm_eps": -1.0}}"#).unwrap_err();

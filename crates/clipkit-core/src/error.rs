@@ -60,7 +60,10 @@ pub enum ClipError {
     Tokenizer { path: PathBuf, message: String },
 
     #[error("{path}: {problem}")]
-    Image { path: PathBuf, problem: ImageProblem },
+    Image {
+        path: PathBuf,
+        problem: ImageProblem,
+    },
 
     #[error("no labels given: zero-shot classification needs at least one label")]
     EmptyLabels,

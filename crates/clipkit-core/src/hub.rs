@@ -46,7 +46,10 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
         });
     }
     if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0" && !v.is_empty()) {
-        return Err(offline_error(spec, "HF_HUB_OFFLINE is set and it is not in the cache"));
+        return Err(offline_error(
+            spec,
+            "HF_HUB_OFFLINE is set and it is not in the cache",
+        ));
     }
     download(spec)
 }
@@ -110,7 +113,11 @@ fn download(spec: &str) -> Result<ResolvedModel> {
             })?;
         let mut shards: Vec<String> = json["weight_map"]
             .as_object()
-            .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         shards.sort();
         shards.dedup();
@@ -143,7 +150,9 @@ mod tests {
         // Both variables are read per call; the test owns neither beyond this process.
         std::env::set_var("HF_HOME", cache.path());
         std::env::set_var("HF_HUB_OFFLINE", "1");
-        let err = resolve("openai/clip-vit-base-patch32").unwrap_err().to_string();
+        let err = resolve("openai/clip-vit-base-patch32")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("openai/clip-vit-base-patch32"), "{err}");
         assert!(err.contains("--model /path/to"), "{err}");
     }

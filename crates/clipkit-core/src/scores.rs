@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn templates_and_top_k() {
-        assert_eq!(apply_template("a photo of a {}.", "cat").unwrap(), "a photo of a cat.");
+        assert_eq!(
+            apply_template("a photo of a {}.", "cat").unwrap(),
+            "a photo of a cat."
+        );
         assert_eq!(apply_template("a {c} photo", "dog").unwrap(), "a dog photo");
         assert!(apply_template("no placeholder", "x").is_err());
         assert_eq!(top_k(&[0.1, 0.7, 0.2, 0.7], 3), vec![1, 3, 2]);

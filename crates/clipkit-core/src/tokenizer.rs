@@ -18,7 +18,8 @@ pub const START_OF_TEXT: &str = "<|startoftext|>";
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
 /// CLIP's pre-tokenisation regex (from OpenAI's `simple_tokenizer.py`).
-const SPLIT_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const SPLIT_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 #[derive(Clone)]
 pub struct ClipTokenizer {
@@ -73,8 +74,8 @@ impl ClipTokenizer {
     ) -> Result<Self> {
         let vocab_text =
             std::fs::read_to_string(vocab_path).map_err(|e| ClipError::io(vocab_path, e))?;
-        let vocab: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&vocab_text)
-            .map_err(|source| ClipError::Json {
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&vocab_text).map_err(|source| ClipError::Json {
                 path: vocab_path.to_path_buf(),
                 source,
             })?;
@@ -124,11 +125,10 @@ impl ClipTokenizer {
                 "continuing_subword_prefix": "", "end_of_word_suffix": "</w>",
                 "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
         });
-        let inner: Tokenizer =
-            serde_json::from_value(spec).map_err(|e| ClipError::Tokenizer {
-                path: merges_path.to_path_buf(),
-                message: format!("cannot build the BPE model: {e}"),
-            })?;
+        let inner: Tokenizer = serde_json::from_value(spec).map_err(|e| ClipError::Tokenizer {
+            path: merges_path.to_path_buf(),
+            message: format!("cannot build the BPE model: {e}"),
+        })?;
         Self::finish(inner, merges_path, context_length)
     }
 

@@ -33,18 +33,19 @@ impl Weights {
             if len < 8 {
                 return Err(ClipError::Safetensors {
                     path: file.clone(),
-                    message: format!("file is {len} bytes long, too short for a safetensors header"),
+                    message: format!(
+                        "file is {len} bytes long, too short for a safetensors header"
+                    ),
                 });
             }
         }
         // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
         // not being truncated while the model is alive.
-        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
-            ClipError::Safetensors {
+        let tensors =
+            unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| ClipError::Safetensors {
                 path: files.first().cloned().unwrap_or_else(|| dir.to_path_buf()),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Self {
             dir: dir.to_path_buf(),
             tensors,
@@ -70,7 +71,9 @@ impl Weights {
             let map = json
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| ClipError::config(&index, "weight_map", "missing or not an object"))?;
+                .ok_or_else(|| {
+                    ClipError::config(&index, "weight_map", "missing or not an object")
+                })?;
             let mut shards = BTreeSet::new();
             for (name, file) in map {
                 let file = file.as_str().ok_or_else(|| {
@@ -136,10 +139,12 @@ impl Weights {
             });
         }
         use candle_core::safetensors::Load;
-        let tensor = view.load(&self.device).map_err(|e| ClipError::Safetensors {
-            path: self.dir.clone(),
-            message: format!("tensor `{name}`: {e}"),
-        })?;
+        let tensor = view
+            .load(&self.device)
+            .map_err(|e| ClipError::Safetensors {
+                path: self.dir.clone(),
+                message: format!("tensor `{name}`: {e}"),
+            })?;
         if !tensor.dtype().is_float() {
             return Err(ClipError::UnsupportedDtype {
                 dir: self.dir.clone(),

@@ -43,11 +43,20 @@ fn check_model(model_dir: &Path, reference: &Path, meta: &Path, images_dir: &Pat
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
 
-    let scale = r["logit_scale"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].exp();
+    let scale = r["logit_scale"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0]
+        .exp();
     assert!((clip.logit_scale() - scale).abs() <= 1e-4 * scale);
 
     // Token ids: ours unpadded, theirs padded to the longest with 49407.
-    let ref_ids = r["input_ids"].to_dtype(candle_core::DType::I64).unwrap().to_vec2::<i64>().unwrap();
+    let ref_ids = r["input_ids"]
+        .to_dtype(candle_core::DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap();
     for (text, expected) in texts.iter().zip(&ref_ids) {
         let ours = clip.tokenizer().encode(text).unwrap();
         assert_eq!(
@@ -58,12 +67,19 @@ fn check_model(model_dir: &Path, reference: &Path, meta: &Path, images_dir: &Pat
     }
 
     // Pixels.
-    let ref_pixels = r["pixel_values"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ref_pixels = r["pixel_values"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let plane = ref_pixels.len() / names.len();
     let mut ours_pixels = Vec::new();
     let mut max_pixel_err = 0f32;
     for (i, name) in names.iter().enumerate() {
-        let p = clip.preprocessor().preprocess_file(&images_dir.join(name)).unwrap();
+        let p = clip
+            .preprocessor()
+            .preprocess_file(&images_dir.join(name))
+            .unwrap();
         assert_eq!(p.len(), plane);
         let mut worst = 0f32;
         for (a, b) in p.iter().zip(&ref_pixels[i * plane..(i + 1) * plane]) {
@@ -116,10 +132,26 @@ fn check_model(model_dir: &Path, reference: &Path, meta: &Path, images_dir: &Pat
         report.max_logit_err,
         report.max_pixel_err
     );
-    assert!(report.max_pixel_err <= 0.0146, "pixel error {}", report.max_pixel_err);
-    assert!(report.min_image_cos >= 0.99999, "image cosine {}", report.min_image_cos);
-    assert!(report.min_text_cos >= 0.99999, "text cosine {}", report.min_text_cos);
-    assert!(report.max_logit_err <= 1e-3, "logit error {}·scale", report.max_logit_err);
+    assert!(
+        report.max_pixel_err <= 0.0146,
+        "pixel error {}",
+        report.max_pixel_err
+    );
+    assert!(
+        report.min_image_cos >= 0.99999,
+        "image cosine {}",
+        report.min_image_cos
+    );
+    assert!(
+        report.min_text_cos >= 0.99999,
+        "text cosine {}",
+        report.min_text_cos
+    );
+    assert!(
+        report.max_logit_err <= 1e-3,
+        "logit error {}·scale",
+        report.max_logit_err
+    );
     report
 }
 
@@ -179,11 +211,16 @@ fn other_formats_stay_close() {
 #[test]
 #[ignore = "needs CLIPKIT_BIG_FIXTURE, a 600 MB model written by tools/fixtures/make_fixtures.py --big"]
 fn full_size_vit_b32_matches_transformers() {
-    let dir = std::env::var_os("CLIPKIT_BIG_FIXTURE").expect("set CLIPKIT_BIG_FIXTURE to the --big output");
+    let dir = std::env::var_os("CLIPKIT_BIG_FIXTURE")
+        .expect("set CLIPKIT_BIG_FIXTURE to the --big output");
     let dir = Path::new(&dir);
     let start = Instant::now();
     let clip = Clip::from_dir(dir, &LoadOptions::default()).unwrap();
-    eprintln!("loaded {} in {:.3}s", dir.display(), start.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {} in {:.3}s",
+        dir.display(),
+        start.elapsed().as_secs_f64()
+    );
     drop(clip);
     check_model(
         dir,

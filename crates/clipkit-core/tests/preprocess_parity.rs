@@ -35,7 +35,11 @@ fn compare(mode: PreprocessMode, key: &str) -> Vec<(String, u8, f64)> {
             .unwrap();
         let got = pre.resize_and_crop(&decoded).into_raw();
         assert_eq!(got.len(), expected.len(), "{name}");
-        let diffs: Vec<u8> = got.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).collect();
+        let diffs: Vec<u8> = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
         let max = *diffs.iter().max().unwrap();
         let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
         out.push((name.clone(), max, mean));
@@ -50,9 +54,18 @@ fn assert_close(results: &[(String, u8, f64)], lossy_mean: f64) {
         .collect();
     for (name, max, mean) in results {
         if lossless(name) {
-            assert_eq!(*max, 0, "{name} differs by {max} levels\n{}", report.join("\n"));
+            assert_eq!(
+                *max,
+                0,
+                "{name} differs by {max} levels\n{}",
+                report.join("\n")
+            );
         } else {
-            assert!(*mean <= lossy_mean, "{name} mean diff {mean}\n{}", report.join("\n"));
+            assert!(
+                *mean <= lossy_mean,
+                "{name} mean diff {mean}\n{}",
+                report.join("\n")
+            );
         }
     }
     assert!(results.len() >= 15);
@@ -85,5 +98,8 @@ fn exif_orientation_is_applied_by_default() {
     let raw = pre(false).decode_file(&path).unwrap();
     let rotated = pre(true).decode_file(&path).unwrap();
     assert_ne!(raw.width(), raw.height());
-    assert_eq!((raw.width(), raw.height()), (rotated.height(), rotated.width()));
+    assert_eq!(
+        (raw.width(), raw.height()),
+        (rotated.height(), rotated.width())
+    );
 }

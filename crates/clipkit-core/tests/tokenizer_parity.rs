@@ -12,7 +12,11 @@ fn corpus() -> Vec<(String, Vec<u32>)> {
         .unwrap()
         .iter()
         .map(|e| {
-            let ids = e["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32);
+            let ids = e["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32);
             (e["text"].as_str().unwrap().to_string(), ids.collect())
         })
         .collect()
@@ -26,7 +30,9 @@ fn check(tokenizer: &ClipTokenizer) {
     for (text, expected) in &corpus {
         let got = tokenizer.encode(text).unwrap();
         if &got != expected {
-            mismatches.push(format!("{text:?}\n  expected {expected:?}\n  got      {got:?}"));
+            mismatches.push(format!(
+                "{text:?}\n  expected {expected:?}\n  got      {got:?}"
+            ));
         }
     }
     assert!(
@@ -63,15 +69,25 @@ fn long_text_is_truncated_with_end_token_last() {
     assert_eq!(ids[0], 49406);
     assert_eq!(ids[76], 49407);
     assert_eq!(tok.untruncated_len(&text).unwrap(), 200);
-    assert_eq!(tok.encode("a photo of a cat").unwrap(), [49406, 320, 1125, 539, 320, 2368, 49407]);
+    assert_eq!(
+        tok.encode("a photo of a cat").unwrap(),
+        [49406, 320, 1125, 539, 320, 2368, 49407]
+    );
 }
 
 #[test]
 fn missing_tokenizer_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let err = ClipTokenizer::from_dir(dir.path(), 77).unwrap_err().to_string();
+    let err = ClipTokenizer::from_dir(dir.path(), 77)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
     std::fs::write(dir.path().join("tokenizer.json"), b"{not json").unwrap();
-    let err = ClipTokenizer::from_dir(dir.path(), 77).unwrap_err().to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("tokenizer"), "{err}");
+    let err = ClipTokenizer::from_dir(dir.path(), 77)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("tokenizer"),
+        "{err}"
+    );
 }

@@ -134,8 +134,12 @@ impl PreprocessorConfig {
                 c.crop_size = (s, s);
             }
             Some(Value::Object(m)) => {
-                let h = m.get("height").ok_or_else(|| bad("crop_size.height", "missing"))?;
-                let w = m.get("width").ok_or_else(|| bad("crop_size.width", "missing"))?;
+                let h = m
+                    .get("height")
+                    .ok_or_else(|| bad("crop_size.height", "missing"))?;
+                let w = m
+                    .get("width")
+                    .ok_or_else(|| bad("crop_size.width", "missing"))?;
                 c.crop_size = (
                     positive("crop_size.height", h)?,
                     positive("crop_size.width", w)?,
@@ -174,7 +178,7 @@ impl PreprocessorConfig {
                 }
             }
         }
-        if c.image_std.iter().any(|&s| s == 0.0) {
+        if c.image_std.contains(&0.0) {
             return Err(bad("image_std", "contains zero"));
         }
         Ok(c)

@@ -60,7 +60,8 @@ pub fn unpremultiply(rgba: &mut RgbaImage) {
 /// Output size when the shortest edge becomes `target`: the long edge is
 /// `int(target * long / short)`, as both transformers and torchvision compute it.
 pub fn shortest_edge_size(width: u32, height: u32, target: u32) -> (u32, u32) {
-    let scaled = |long: u32, short: u32| (f64::from(target) * f64::from(long) / f64::from(short)) as u32;
+    let scaled =
+        |long: u32, short: u32| (f64::from(target) * f64::from(long) / f64::from(short)) as u32;
     if width <= height {
         (target, scaled(height, width).max(1))
     } else {
@@ -115,7 +116,8 @@ mod tests {
 
     #[test]
     fn premultiply_round_trips_opaque_and_keeps_alpha() {
-        let mut img = RgbaImage::from_raw(2, 1, vec![200, 100, 50, 255, 200, 100, 50, 128]).unwrap();
+        let mut img =
+            RgbaImage::from_raw(2, 1, vec![200, 100, 50, 255, 200, 100, 50, 128]).unwrap();
         premultiply(&mut img);
         assert_eq!(img.get_pixel(0, 0).0, [200, 100, 50, 255]);
         assert_eq!(img.get_pixel(1, 0).0, [100, 50, 25, 128]);

@@ -6,9 +6,9 @@ use std::path::Path;
 use image::{RgbImage, RgbaImage};
 
 use super::config::{PreprocessorConfig, Resample};
-use super::resample;
 use super::decode::{decode_bytes, decode_file, DecodeOptions, DecodedImage, Pixels, SourceMode};
 use super::pil::{self, CropRounding};
+use super::resample;
 use crate::error::{ClipError, ImageProblem, Result};
 
 /// Which reference the pixels should match.
@@ -83,7 +83,8 @@ impl Preprocessor {
                     Pixels::Rgba(rgba) => drop_alpha(rgba),
                 };
                 let resized = if c.do_resize {
-                    let (w, h) = pil::shortest_edge_size(rgb.width(), rgb.height(), c.shortest_edge);
+                    let (w, h) =
+                        pil::shortest_edge_size(rgb.width(), rgb.height(), c.shortest_edge);
                     resize_rgb(&rgb, w, h, c.resample)
                 } else {
                     rgb
@@ -197,12 +198,23 @@ mod tests {
     use super::*;
 
     fn pre(mode: PreprocessMode) -> Preprocessor {
-        Preprocessor::new(PreprocessorConfig::openai(224), mode, DecodeOptions::default())
+        Preprocessor::new(
+            PreprocessorConfig::openai(224),
+            mode,
+            DecodeOptions::default(),
+        )
     }
 
     #[test]
     fn output_is_the_crop_size_for_any_aspect() {
-        for (w, h) in [(1, 1), (5, 3), (1200, 60), (50, 700), (224, 224), (225, 223)] {
+        for (w, h) in [
+            (1, 1),
+            (5, 3),
+            (1200, 60),
+            (50, 700),
+            (224, 224),
+            (225, 223),
+        ] {
             let img = DecodedImage {
                 pixels: Pixels::Rgb(RgbImage::from_pixel(w, h, image::Rgb([9, 99, 199]))),
                 mode: SourceMode::Rgb,
@@ -211,7 +223,10 @@ mod tests {
                 let crop = pre(mode).resize_and_crop(&img);
                 assert_eq!(crop.dimensions(), (224, 224), "{w}x{h} {mode:?}");
                 // A flat colour stays flat through an interpolating filter.
-                assert!(crop.pixels().all(|p| p.0 == [9, 99, 199]), "{w}x{h} {mode:?}");
+                assert!(
+                    crop.pixels().all(|p| p.0 == [9, 99, 199]),
+                    "{w}x{h} {mode:?}"
+                );
             }
         }
     }
@@ -219,7 +234,11 @@ mod tests {
     #[test]
     fn transparent_pixels_are_white_for_transformers_and_dropped_for_openai() {
         let img = DecodedImage {
-            pixels: Pixels::Rgba(RgbaImage::from_pixel(300, 300, image::Rgba([10, 20, 30, 0]))),
+            pixels: Pixels::Rgba(RgbaImage::from_pixel(
+                300,
+                300,
+                image::Rgba([10, 20, 30, 0]),
+            )),
             mode: SourceMode::Rgba,
         };
         let hf = pre(PreprocessMode::Transformers).resize_and_crop(&img);
@@ -235,7 +254,8 @@ mod tests {
         let img = RgbImage::from_pixel(2, 2, image::Rgb([0, 255, 128]));
         let v = p.normalize(&img);
         assert_eq!(v.len(), 12);
-        let expect = |x: f32, c: usize| (x / 255.0 - p.config.image_mean[c]) / p.config.image_std[c];
+        let expect =
+            |x: f32, c: usize| (x / 255.0 - p.config.image_mean[c]) / p.config.image_std[c];
         assert!((v[0] - expect(0.0, 0)).abs() < 1e-6);
         assert!((v[4] - expect(255.0, 1)).abs() < 1e-6);
         assert!((v[11] - expect(128.0, 2)).abs() < 1e-6);

@@ -177,7 +177,13 @@ pub fn resize(
 }
 
 /// Resamples each of `rows` rows of `width` pixels to `k.bounds.len()` pixels.
-fn horizontal_pass(src: &[u8], width: usize, rows: usize, channels: usize, k: &Coefficients) -> Vec<u8> {
+fn horizontal_pass(
+    src: &[u8],
+    width: usize,
+    rows: usize,
+    channels: usize,
+    k: &Coefficients,
+) -> Vec<u8> {
     let round = 1i32 << (PRECISION_BITS - 1);
     let out_w = k.bounds.len();
     let mut out = vec![0u8; out_w * rows * channels];
@@ -218,7 +224,14 @@ fn vertical_pass(src: &[u8], width: usize, channels: usize, k: &Coefficients) ->
 }
 
 /// PIL's NEAREST resize: the source pixel under each output pixel's centre.
-fn nearest(src: &[u8], width: usize, height: usize, channels: usize, out_w: usize, out_h: usize) -> Vec<u8> {
+fn nearest(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    out_w: usize,
+    out_h: usize,
+) -> Vec<u8> {
     let (sx, sy) = (width as f64 / out_w as f64, height as f64 / out_h as f64);
     let mut out = Vec::with_capacity(out_w * out_h * channels);
     for y in 0..out_h {
@@ -241,8 +254,14 @@ mod tests {
         for (inp, out) in [(451, 224), (5, 224), (1201, 60), (300, 32)] {
             let c = Coefficients::new(inp, out, Resample::Bicubic);
             for (xx, &(_, taps)) in c.bounds.iter().enumerate() {
-                let sum: i64 = c.weights[xx * c.ksize..][..taps].iter().map(|&w| i64::from(w)).sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= taps as i64, "{inp}->{out} @ {xx}");
+                let sum: i64 = c.weights[xx * c.ksize..][..taps]
+                    .iter()
+                    .map(|&w| i64::from(w))
+                    .sum();
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= taps as i64,
+                    "{inp}->{out} @ {xx}"
+                );
             }
         }
     }
@@ -250,7 +269,12 @@ mod tests {
     #[test]
     fn flat_images_stay_flat_and_sizes_are_honoured() {
         let src = vec![77u8; 13 * 7 * 3];
-        for resample in [Resample::Bicubic, Resample::Bilinear, Resample::Lanczos, Resample::Nearest] {
+        for resample in [
+            Resample::Bicubic,
+            Resample::Bilinear,
+            Resample::Lanczos,
+            Resample::Nearest,
+        ] {
             let out = resize(&src, 13, 7, 3, 40, 3, resample);
             assert_eq!(out.len(), 40 * 3 * 3);
             assert!(out.iter().all(|&v| v == 77), "{resample:?}");

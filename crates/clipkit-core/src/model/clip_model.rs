@@ -25,8 +25,20 @@ impl ClipModel {
         Ok(Self {
             text: TextTransformer::load(w, "text_model", t)?,
             vision: VisionTransformer::load(w, "vision_model", v)?,
-            text_projection: linear(w, "text_projection", t.hidden_size, config.projection_dim, false)?,
-            visual_projection: linear(w, "visual_projection", v.hidden_size, config.projection_dim, false)?,
+            text_projection: linear(
+                w,
+                "text_projection",
+                t.hidden_size,
+                config.projection_dim,
+                false,
+            )?,
+            visual_projection: linear(
+                w,
+                "visual_projection",
+                v.hidden_size,
+                config.projection_dim,
+                false,
+            )?,
             logit_scale: w.get_scalar("logit_scale")?.exp(),
             config: config.clone(),
         })

@@ -8,7 +8,13 @@ use crate::config::Activation;
 use crate::error::Result;
 use crate::weights::Weights;
 
-pub fn linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+pub fn linear(
+    w: &Weights,
+    prefix: &str,
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+) -> Result<Linear> {
     let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
     let bias = if bias {
         Some(w.get(&format!("{prefix}.bias"), &[out_dim])?)
@@ -83,10 +89,7 @@ impl Attention {
             scores = scores.broadcast_add(mask)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, n, hidden))?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, hidden))?;
         Ok(self.out_proj.forward(&out)?)
     }
 }
@@ -98,7 +101,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(w: &Weights, prefix: &str, hidden: usize, inter: usize, act: Activation) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        hidden: usize,
+        inter: usize,
+        act: Activation,
+    ) -> Result<Self> {
         Ok(Self {
             fc1: linear(w, &format!("{prefix}.fc1"), hidden, inter, true)?,
             fc2: linear(w, &format!("{prefix}.fc2"), inter, hidden, true)?,
@@ -142,7 +151,9 @@ impl EncoderLayer {
     }
 
     pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.self_attn.forward(&self.layer_norm1.forward(xs)?, mask)?;
+        let h = self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, mask)?;
         let xs = (xs + h)?;
         let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         Ok((xs + h)?)

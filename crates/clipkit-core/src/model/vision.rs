@@ -79,9 +79,19 @@ impl VisionTransformer {
         Ok(Self {
             embeddings: VisionEmbeddings::load(w, &format!("{prefix}.embeddings"), c)?,
             // "layrnorm" is the Hugging Face weight name.
-            pre_layrnorm: layer_norm(w, &format!("{prefix}.pre_layrnorm"), c.hidden_size, c.layer_norm_eps)?,
+            pre_layrnorm: layer_norm(
+                w,
+                &format!("{prefix}.pre_layrnorm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
             encoder: Encoder::load(w, &format!("{prefix}.encoder"), &shape)?,
-            post_layernorm: layer_norm(w, &format!("{prefix}.post_layernorm"), c.hidden_size, c.layer_norm_eps)?,
+            post_layernorm: layer_norm(
+                w,
+                &format!("{prefix}.post_layernorm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
             config: c.clone(),
         })
     }

@@ -1,0 +1,141 @@
+//! Command-line flags, as clap parses them. Checking and combining them into settings the
+//! library understands happens in [`crate::settings`], so each stays simple.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "clipkit",
+    version,
+    about = "OpenAI's CLIP in one binary: embeddings, similarity, zero-shot classification, charts",
+    after_help = "Models: a Hugging Face CLIP directory (config.json, model.safetensors, tokenizer.json, \
+                  preprocessor_config.json) or a hub id such as openai/clip-vit-base-patch32."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Zero-shot classification: each label's logit and probability per image.
+    Classify(ClassifyArgs),
+    /// Normalised image and text embeddings.
+    Embed(EmbedArgs),
+    /// The image × text logits matrix (`logits_per_image`).
+    Similarity(SimilarityArgs),
+    /// The image beside a bar chart of its label probabilities (PNG or SVG).
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preprocess {
+    /// transformers' CLIPProcessor (PIL path): RGB first, transparent pixels on white.
+    Hf,
+    /// OpenAI's original transform: resize in the file's mode, crop rounded half to even.
+    Openai,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Checkpoint directory or Hugging Face Hub id.
+    #[arg(long, short = 'm', env = "CLIPKIT_MODEL", default_value = clipkit_core::hub::DEFAULT_MODEL)]
+    pub model: String,
+    /// Which reference the image preprocessing reproduces.
+    #[arg(long, value_enum, default_value_t = Preprocess::Hf)]
+    pub preprocess: Preprocess,
+    /// Ignore EXIF orientation (transformers does; by default photos are turned upright).
+    #[arg(long)]
+    pub ignore_exif: bool,
+    /// Refuse images with more pixels than this (decompression-bomb guard; PIL's limit).
+    #[arg(long, default_value_t = clipkit_core::image::decode::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Images or texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// A class label (repeat for more).
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// A file with one label per line (blank lines and lines starting with # are skipped).
+    #[arg(long = "labels")]
+    pub labels_file: Option<PathBuf>,
+    /// Prompt template with `{}` (or `{c}`) for the label; several are ensembled.
+    #[arg(long = "template", short = 't')]
+    pub templates: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub labels: LabelArgs,
+    /// Only the k most probable labels per image, best first.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Image files or directories (searched recursively).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// An image file or directory (repeat for more).
+    #[arg(long = "image", short = 'i')]
+    pub images: Vec<PathBuf>,
+    /// A text (repeat for more).
+    #[arg(long = "text", short = 'x')]
+    pub texts: Vec<String>,
+    /// Write the vectors to FILE.npy (images then texts, one row each) or FILE.json.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SimilarityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long = "image", short = 'i', required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long = "text", short = 'x', required = true)]
+    pub texts: Vec<String>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub labels: LabelArgs,
+    /// Output chart: .png or .svg.
+    #[arg(long, short = 'o', default_value = "chart.png")]
+    pub output: PathBuf,
+    /// At most this many bars.
+    #[arg(long, default_value_t = 10)]
+    pub max_bars: usize,
+    pub image: PathBuf,
+}

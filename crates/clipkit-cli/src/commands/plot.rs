@@ -1,0 +1,44 @@
+use anyhow::{Context, Result};
+use clipkit_core::image::Pixels;
+use clipkit_core::scores;
+use clipkit_plot::{probability_chart, Bar};
+
+use super::Outcome;
+use crate::cli::PlotArgs;
+use crate::settings::{load_model, Labels};
+
+pub fn run(args: &PlotArgs) -> Result<Outcome> {
+    let labels = Labels::from_args(&args.labels)?;
+    let clip = load_model(&args.model)?;
+    let label_embeddings = labels.embed(&clip)?;
+    let decoded = clip.preprocessor().decode_file(&args.image)?;
+    let pixels = clip
+        .preprocessor()
+        .normalize(&clip.preprocessor().resize_and_crop(&decoded));
+    let embedding = clip.embed_pixels(&[pixels])?.remove(0);
+    let logits = scores::logits(&[embedding], &label_embeddings, clip.logit_scale()).remove(0);
+    let probs = scores::softmax(&logits);
+    let bars: Vec<Bar> = labels
+        .labels
+        .iter()
+        .zip(&probs)
+        .map(|(label, &prob)| Bar {
+            label: label.clone(),
+            prob,
+        })
+        .collect();
+    // Show the picture as the user sees it (with transparency on white), not the model crop.
+    let shown = match decoded.pixels {
+        Pixels::Rgb(rgb) => rgb,
+        Pixels::Rgba(rgba) => clipkit_core::image::pil::composite_on_white(&rgba),
+    };
+    let title = args
+        .image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    probability_chart(&shown, &bars, &title, args.max_bars, &args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(Outcome::Success)
+}

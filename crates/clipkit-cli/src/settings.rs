@@ -1,0 +1,151 @@
+//! Validated settings built from the flags: what the library is asked to do, once the
+//! flags have been checked against each other and against the files they name.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clipkit_core::image::DecodeOptions;
+use clipkit_core::{Clip, LoadOptions, PreprocessMode};
+
+use crate::cli::{LabelArgs, ModelArgs, Preprocess};
+
+pub fn load_model(args: &ModelArgs) -> Result<Clip> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let options = LoadOptions {
+        preprocess: match args.preprocess {
+            Preprocess::Hf => PreprocessMode::Transformers,
+            Preprocess::Openai => PreprocessMode::OpenAi,
+        },
+        decode: DecodeOptions {
+            max_pixels: args.max_pixels,
+            apply_exif_orientation: !args.ignore_exif,
+        },
+        device: clipkit_core::device::device_from_name(&args.device)?,
+        batch_size: args.batch_size,
+    };
+    Clip::load(&args.model, &options).with_context(|| format!("cannot load model `{}`", args.model))
+}
+
+/// Labels from `--label` and `--labels FILE`, in that order; templates as given.
+pub struct Labels {
+    pub labels: Vec<String>,
+    pub templates: Vec<String>,
+}
+
+impl Labels {
+    pub fn from_args(args: &LabelArgs) -> Result<Self> {
+        let mut labels = args.labels.clone();
+        if let Some(file) = &args.labels_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("{}: cannot read the labels file", file.display()))?;
+            labels.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        if labels.is_empty() {
+            bail!(clipkit_core::ClipError::EmptyLabels);
+        }
+        if let Some(empty) = labels.iter().position(|l| l.trim().is_empty()) {
+            bail!("label #{} is empty", empty + 1);
+        }
+        for t in &args.templates {
+            clipkit_core::scores::apply_template(t, "x")?;
+        }
+        Ok(Self {
+            labels,
+            templates: args.templates.clone(),
+        })
+    }
+
+    /// Label embeddings (prompt-ensembled when templates are given), warning about prompts
+    /// that the tokenizer truncates.
+    pub fn embed(&self, clip: &Clip) -> Result<Vec<Vec<f32>>> {
+        let prompts: Vec<String> = if self.templates.is_empty() {
+            self.labels.clone()
+        } else {
+            self.labels
+                .iter()
+                .flat_map(|l| {
+                    self.templates
+                        .iter()
+                        .map(move |t| t.replace("{}", l).replace("{c}", l))
+                })
+                .collect()
+        };
+        warn_truncated(clip, prompts.iter().map(String::as_str))?;
+        Ok(clip.label_embeddings(&self.labels, &self.templates)?)
+    }
+}
+
+pub fn warn_truncated<'a>(clip: &Clip, texts: impl Iterator<Item = &'a str>) -> Result<()> {
+    let context = clip.tokenizer().context_length();
+    for text in texts {
+        let n = clip.tokenizer().untruncated_len(text)?;
+        if n + 2 > context {
+            eprintln!(
+                "warning: text {:?} has {} tokens; CLIP reads the first {} of them",
+                short(text),
+                n,
+                context - 2
+            );
+        }
+    }
+    Ok(())
+}
+
+fn short(text: &str) -> String {
+    let mut s: String = text.chars().take(60).collect();
+    if text.chars().count() > 60 {
+        s.push('…');
+    }
+    s
+}
+
+/// Image files from the arguments: files as given, directories searched recursively for
+/// files with an image extension (sorted, so output order is stable).
+pub fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input)
+            .with_context(|| format!("{}: cannot read", input.display()))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(input, &mut found)?;
+            found.sort();
+            if found.is_empty() {
+                eprintln!("warning: {}: no image files found", input.display());
+            }
+            out.extend(found);
+        } else {
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("{}: cannot list", dir.display()))?
+            .path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,520 @@
+//! End-to-end tests of the `clipkit` binary on the committed tiny checkpoints and photos:
+//! the JSON contracts, agreement with transformers' numbers, and a clear error (naming the
+//! file, never a panic) for every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn model() -> PathBuf {
+    fixtures().join("models/tiny-quickgelu")
+}
+
+fn image(name: &str) -> PathBuf {
+    fixtures().join("images").join(name)
+}
+
+fn clipkit(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("clipkit runs")
+}
+
+macro_rules! run {
+    ($($arg:expr),* $(,)?) => {
+        clipkit(&[$(std::ffi::OsStr::new(&$arg)),*])
+    };
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+fn no_panic(o: &Output) {
+    let err = stderr(o);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn classify_json_matches_transformers_logits() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("reference/tiny-quickgelu.json")).unwrap(),
+    )
+    .unwrap();
+    let tensors = candle_core::safetensors::load(
+        fixtures().join("reference/tiny-quickgelu.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let ref_logits = tensors["logits_per_image"].to_vec2::<f32>().unwrap();
+    let images: Vec<String> = reference["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let labels = [
+        "a photo of a cat",
+        "a photo of a dog",
+        "an astronaut",
+        "a cup of coffee",
+    ];
+    let row = images.iter().position(|n| n == "chelsea.png").unwrap();
+
+    let m = model();
+    let img = image("chelsea.png");
+    let o = run!(
+        "classify",
+        "--model",
+        m,
+        "--ignore-exif",
+        "--format",
+        "json",
+        "-l",
+        labels[0],
+        "-l",
+        labels[1],
+        "-l",
+        labels[2],
+        "-l",
+        labels[3],
+        img
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let scores = v[0]["scores"].as_array().unwrap();
+    assert_eq!(v[0]["image"].as_str().unwrap(), img.to_string_lossy());
+    assert_eq!(scores.len(), 4);
+    let scale = tensors["logit_scale"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0]
+        .exp();
+    let mut total = 0.0;
+    for (j, s) in scores.iter().enumerate() {
+        assert_eq!(s["label"], labels[j], "scores are in label order");
+        let logit = s["logit"].as_f64().unwrap() as f32;
+        assert!(
+            (logit - ref_logits[row][j]).abs() <= 1e-3 * scale,
+            "{logit} vs {}",
+            ref_logits[row][j]
+        );
+        total += s["prob"].as_f64().unwrap();
+    }
+    assert!((total - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn classify_top_k_table_and_csv() {
+    let m = model();
+    let img = image("coffee.png");
+    let o = run!(
+        "classify",
+        "-m",
+        m,
+        "-l",
+        "cat",
+        "-l",
+        "dog",
+        "-l",
+        "cup",
+        "--top-k",
+        "2",
+        "-t",
+        "a photo of a {}.",
+        "-t",
+        "a picture of a {}",
+        img
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("image"), "{out}");
+    assert_eq!(out.lines().count(), 3, "header + 2 rows:\n{out}");
+    let o = run!("classify", "-m", m, "-l", "cat", "-l", "dog", "--format", "csv", img);
+    let out = stdout(&o);
+    assert_eq!(out.lines().next(), Some("image,label,logit,prob"));
+    assert_eq!(out.lines().count(), 3);
+}
+
+#[test]
+fn directories_are_searched_and_bad_files_reported_without_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::copy(image("chelsea.png"), nested.join("cat.png")).unwrap();
+    std::fs::copy(image("photo.jpg"), dir.path().join("photo.jpg")).unwrap();
+    std::fs::write(dir.path().join("empty.png"), b"").unwrap();
+    std::fs::write(dir.path().join("garbage.jpg"), b"this is not a jpeg at all").unwrap();
+    let png = std::fs::read(image("chelsea.png")).unwrap();
+    std::fs::write(dir.path().join("truncated.png"), &png[..png.len() / 3]).unwrap();
+    std::fs::write(
+        dir.path().join("notes.txt"),
+        b"ignored: not an image extension",
+    )
+    .unwrap();
+    let m = model();
+    let o = run!(
+        "classify",
+        "-m",
+        m,
+        "-l",
+        "cat",
+        "-l",
+        "dog",
+        "--format",
+        "json",
+        dir.path()
+    );
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1), "partial failure exits 1");
+    let v = json(&o);
+    let shown: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(
+        shown.iter().any(|p| p.ends_with("cat.png"))
+            && shown.iter().any(|p| p.ends_with("photo.jpg"))
+    );
+    let err = stderr(&o);
+    for (name, problem) in [
+        ("empty.png", "file is empty"),
+        ("garbage.jpg", "not a recognised image format"),
+        ("truncated.png", "truncated"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(name) && l.contains(problem)),
+            "{name}: {problem}\n{err}"
+        );
+    }
+}
+
+/// A PNG whose header claims 100 000 × 100 000 pixels: refused before decoding.
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    // A little compressed data, as a real bomb has (it would inflate to 30 GB).
+    for (kind, data) in [
+        (
+            &b"IDAT"[..],
+            &b"\x78\x9c\x63\x60\x00\x00\x00\x02\x00\x01"[..],
+        ),
+        (b"IEND", b""),
+    ] {
+        let mut chunk = kind.to_vec();
+        chunk.extend(data);
+        png.extend((data.len() as u32).to_be_bytes());
+        png.extend(&chunk);
+        png.extend(crc32(&chunk).to_be_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.png");
+    std::fs::write(&bomb, &png).unwrap();
+    let m = model();
+    let o = run!("classify", "-m", m, "-l", "x", bomb);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bomb.png") && err.contains("decompression bomb"),
+        "{err}"
+    );
+    // A lower limit refuses an ordinary photo too, and says how to raise it.
+    let img = image("chelsea.png");
+    let o = run!("classify", "-m", m, "-l", "x", "--max-pixels", "1000", img);
+    assert!(stderr(&o).contains("--max-pixels"), "{}", stderr(&o));
+}
+
+#[test]
+fn non_utf8_paths_work() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9 \xff.png");
+    let path = dir.path().join(name);
+    std::fs::copy(image("chelsea.png"), &path).unwrap();
+    let m = model();
+    let o = run!("classify", "-m", m, "-l", "cat", "--format", "json", path);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(json(&o)[0]["image"]
+        .as_str()
+        .unwrap()
+        .contains("caf\u{fffd}"));
+}
+
+#[test]
+fn embed_writes_json_contract_and_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixtures().join("models/tiny-gelu");
+    let (a, b) = (image("astronaut.png"), image("rocket.png"));
+    let o = run!(
+        "embed", "-m", m, "--image", a, "--image", b, "--text", "a rocket", "--format", "json"
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["images"].as_array().unwrap().len(), 2);
+    assert_eq!(v["texts"][0]["text"], "a rocket");
+    for item in v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["texts"].as_array().unwrap())
+    {
+        let e: Vec<f64> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(e.len(), 16);
+        assert!(
+            (e.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-5,
+            "L2-normalised"
+        );
+    }
+    let npy = dir.path().join("out.npy");
+    let o = run!("embed", "-m", m, "-i", a, "-x", "one", "-x", "two", "-o", npy);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = candle_core::Tensor::read_npy(&npy).unwrap();
+    assert_eq!(t.dims(), &[3, 16]);
+    let o = run!(
+        "embed",
+        "-m",
+        m,
+        "-x",
+        "x",
+        "-o",
+        dir.path().join("out.txt")
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(".npy or .json"));
+}
+
+#[test]
+fn similarity_matrix_shape_and_softmax() {
+    let m = model();
+    let (a, b) = (image("astronaut.png"), image("coffee.png"));
+    let o = run!(
+        "similarity",
+        "-m",
+        m,
+        "-i",
+        a,
+        "-i",
+        b,
+        "-x",
+        "an astronaut",
+        "-x",
+        "coffee",
+        "-x",
+        "cat",
+        "--format",
+        "json"
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let logits = v["logits_per_image"].as_array().unwrap();
+    assert_eq!(logits.len(), 2);
+    assert_eq!(logits[0].as_array().unwrap().len(), 3);
+    let p: f64 = v["probs_per_image"][1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .sum();
+    assert!((p - 1.0).abs() < 1e-5);
+    let o = run!("similarity", "-m", m, "-i", a, "-x", "an astronaut");
+    assert!(stdout(&o).lines().next().unwrap().contains("an astronaut"));
+}
+
+#[test]
+fn plot_writes_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("chart.png");
+    let m = model();
+    let img = image("rgba.png");
+    let o = run!("plot", "-m", m, "-l", "cat", "-l", "dog", "-l", "bird", img, "-o", out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let chart = image::open(&out).unwrap();
+    assert_eq!((chart.width(), chart.height()), (1100, 480));
+}
+
+#[test]
+fn label_and_text_problems_are_clear() {
+    let m = model();
+    let img = image("chelsea.png");
+    let o = run!("classify", "-m", m, img);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no labels"), "{}", stderr(&o));
+    let o = run!(
+        "classify",
+        "-m",
+        m,
+        "-l",
+        "cat",
+        "-t",
+        "no placeholder",
+        img
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("placeholder"), "{}", stderr(&o));
+    let o = run!(
+        "classify",
+        "-m",
+        m,
+        "--labels",
+        "/nonexistent/labels.txt",
+        img
+    );
+    assert!(
+        stderr(&o).contains("/nonexistent/labels.txt"),
+        "{}",
+        stderr(&o)
+    );
+    // Longer than 77 tokens: truncated with a warning, never an error.
+    let long = "a photo of a very fluffy cat ".repeat(20);
+    let o = run!("classify", "-m", m, "-l", long, "-l", "dog", img);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tokens; CLIP reads the first 75"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Copies a fixture model into a temp dir (files, not links) so a test can break it.
+fn broken_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("models").join(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn broken_models_are_named() {
+    let img = image("chelsea.png");
+    let check = |dir: &Path, expected: &[&str]| {
+        let o = run!("classify", "-m", dir, "-l", "cat", img);
+        no_panic(&o);
+        assert_eq!(o.status.code(), Some(2));
+        let err = stderr(&o);
+        for e in expected {
+            assert!(err.contains(e), "expected {e:?} in:\n{err}");
+        }
+    };
+
+    let missing = tempfile::tempdir().unwrap();
+    check(&missing.path().join("nope"), &["nope", "no such directory"]);
+    check(missing.path(), &["config.json"]);
+
+    // Weights of the wrong shape for the config.
+    let d = broken_copy("tiny-quickgelu");
+    let config = std::fs::read_to_string(d.path().join("config.json")).unwrap();
+    std::fs::write(
+        d.path().join("config.json"),
+        config.replace("\"projection_dim\": 24", "\"projection_dim\": 30"),
+    )
+    .unwrap();
+    check(
+        d.path(),
+        &["text_projection.weight", "[24, 32]", "[30, 32]"],
+    );
+
+    // A shard missing from the index: its tensors are missing, by name.
+    let d = broken_copy("tiny-quickgelu");
+    let index_path = d.path().join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    let map = index["weight_map"].as_object_mut().unwrap();
+    map.retain(|_, file| file.as_str().unwrap().starts_with("model-00002"));
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    check(d.path(), &["is missing from the checkpoint"]);
+
+    // The index names a shard that is not there.
+    let d = broken_copy("tiny-quickgelu");
+    std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
+    check(d.path(), &["model-00002-of-00002.safetensors"]);
+
+    // Empty and corrupt weights, NaN in the config, no weights at all, pickles only.
+    let d = broken_copy("tiny-gelu");
+    std::fs::write(d.path().join("model.safetensors"), b"").unwrap();
+    check(d.path(), &["model.safetensors", "too short"]);
+    std::fs::write(
+        d.path().join("model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\x00garbage",
+    )
+    .unwrap();
+    check(d.path(), &["model.safetensors"]);
+    let d = broken_copy("tiny-gelu");
+    let config = std::fs::read_to_string(d.path().join("config.json")).unwrap();
+    std::fs::write(
+        d.path().join("config.json"),
+        config.replace("\"layer_norm_eps\": 1e-06", "\"layer_norm_eps\": NaN"),
+    )
+    .unwrap();
+    check(d.path(), &["config.json"]);
+    let d = broken_copy("tiny-gelu");
+    std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
+    std::fs::write(d.path().join("pytorch_model.bin"), b"pickle").unwrap();
+    check(d.path(), &["pickle", "never executes"]);
+}
+
+#[test]
+fn offline_hub_id_says_how_to_use_a_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let img = image("chelsea.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        .args(["classify", "-l", "cat"])
+        .arg(&img)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", home.path())
+        .env_remove("CLIPKIT_MODEL")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("openai/clip-vit-base-patch32") && err.contains("--model /path/to"),
+        "{err}"
+    );
+}
