@@ -75,9 +75,18 @@ pub fn probability_chart(
             root.present().map_err(|e| err(e.to_string()))
         }
         Some("svg") => {
-            let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            draw(&root, image, &bars, title).map_err(err)?;
-            root.present().map_err(|e| err(e.to_string()))
+            {
+                let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+                draw(&root, image, &bars, title).map_err(err)?;
+                root.present().map_err(|e| err(e.to_string()))?;
+            }
+            // plotters writes `data:png`; browsers need the full MIME type to show the image.
+            let svg = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            std::fs::write(
+                path,
+                svg.replace("\"data:png;base64,", "\"data:image/png;base64,"),
+            )
+            .map_err(|e| err(e.to_string()))
         }
         _ => Err(PlotError::UnsupportedFormat { path: shown }),
     }
@@ -117,11 +126,12 @@ fn draw<DB: DrawingBackend>(
         .margin(20)
         .x_label_area_size(40)
         .y_label_area_size(label_area_width(&labels))
-        .build_cartesian_2d(0f32..1f32, (0..n).into_segmented())
+        .build_cartesian_2d(0f32..1f32, (0..n - 1).into_segmented())
         .map_err(e)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(WHITE)
         .x_desc("probability")
         .x_labels(6)
         .y_labels(n)
@@ -213,7 +223,7 @@ mod tests {
         let img = RgbImage::from_pixel(10, 10, image::Rgb([0, 255, 0]));
         probability_chart(&img, &bars(), "t", 10, &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
-        assert!(svg.contains("<image"));
+        assert!(svg.contains("<image") && svg.contains("data:image/png;base64,"));
         assert!(svg.contains("a photo of a cat"));
         assert!(svg.contains("90.0%"));
     }
