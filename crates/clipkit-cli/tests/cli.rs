@@ -430,6 +430,13 @@ fn broken_copy(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Edits a text file in place; the text must be there, so a test cannot silently edit nothing.
+fn replace_in(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{}: no {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
 #[test]
 fn broken_models_are_named() {
     let img = image("chelsea.png");
@@ -449,12 +456,11 @@ fn broken_models_are_named() {
 
     // Weights of the wrong shape for the config.
     let d = broken_copy("tiny-quickgelu");
-    let config = std::fs::read_to_string(d.path().join("config.json")).unwrap();
-    std::fs::write(
-        d.path().join("config.json"),
-        config.replace("\"projection_dim\": 24", "\"projection_dim\": 30"),
-    )
-    .unwrap();
+    replace_in(
+        &d.path().join("config.json"),
+        "\"projection_dim\": 24",
+        "\"projection_dim\": 30",
+    );
     check(
         d.path(),
         &["text_projection.weight", "[24, 32]", "[30, 32]"],
@@ -486,12 +492,11 @@ fn broken_models_are_named() {
     .unwrap();
     check(d.path(), &["model.safetensors"]);
     let d = broken_copy("tiny-gelu");
-    let config = std::fs::read_to_string(d.path().join("config.json")).unwrap();
-    std::fs::write(
-        d.path().join("config.json"),
-        config.replace("\"layer_norm_eps\": 1e-06", "\"layer_norm_eps\": NaN"),
-    )
-    .unwrap();
+    replace_in(
+        &d.path().join("config.json"),
+        "\"layer_norm_eps\": 1e-06",
+        "\"layer_norm_eps\": NaN",
+    );
     check(d.path(), &["config.json"]);
     let d = broken_copy("tiny-gelu");
     std::fs::remove_file(d.path().join("model.safetensors")).unwrap();

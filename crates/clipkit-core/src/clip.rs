@@ -174,13 +174,14 @@ impl Clip {
     }
 
     /// Normalised image embeddings of preprocessed `[3, H, W]` inputs.
-    pub fn embed_pixels(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+    pub fn embed_pixels<P: AsRef<[f32]>>(&self, pixels: &[P]) -> Result<Vec<Vec<f32>>> {
         let (h, w) = self.preprocessor.output_size();
         let plane = 3 * h as usize * w as usize;
         let mut out = Vec::with_capacity(pixels.len());
         for chunk in pixels.chunks(self.batch_size) {
             let mut flat = Vec::with_capacity(chunk.len() * plane);
             for p in chunk {
+                let p = p.as_ref();
                 if p.len() != plane {
                     return Err(ClipError::WrongVectorDimension {
                         expected: plane,
@@ -206,10 +207,7 @@ impl Clip {
                 .par_iter()
                 .map(|p| self.preprocessor.preprocess_file(p))
                 .collect();
-            let ok: Vec<Vec<f32>> = decoded
-                .iter()
-                .filter_map(|r| r.as_ref().ok().cloned())
-                .collect();
+            let ok: Vec<&Vec<f32>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
             match self.embed_pixels(&ok) {
                 Ok(embeddings) => {
                     let mut embeddings = embeddings.into_iter();

@@ -186,22 +186,23 @@ impl ClipTokenizer {
         texts.iter().map(|t| self.encode(t)).collect()
     }
 
-    /// Number of BPE tokens of `text` without truncation or special tokens; tells a user how
-    /// far over the context a prompt is.
+    /// Number of BPE tokens of `text` before truncation, special tokens excluded; tells a
+    /// user how far over the context a prompt is. The truncated remainder is kept by the
+    /// tokenizer as "overflowing" pieces, each wrapped in its own start/end tokens.
     pub fn untruncated_len(&self, text: &str) -> Result<usize> {
-        let mut plain = self.inner.clone();
-        plain
-            .with_truncation(None)
+        let encoding = self
+            .inner
+            .encode(text, true)
             .map_err(|e| ClipError::Tokenizer {
                 path: self.source.clone(),
-                message: e.to_string(),
+                message: format!("cannot encode {text:?}: {e}"),
             })?;
-        let encoding = plain
-            .encode(text, false)
-            .map_err(|e| ClipError::Tokenizer {
-                path: self.source.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(encoding.len())
+        let content = |len: usize| len.saturating_sub(2);
+        Ok(content(encoding.len())
+            + encoding
+                .get_overflowing()
+                .iter()
+                .map(|o| content(o.len()))
+                .sum::<usize>())
     }
 }
