@@ -24,6 +24,8 @@ const SPLIT_PATTERN: &str =
 #[derive(Clone)]
 pub struct ClipTokenizer {
     inner: Tokenizer,
+    /// The same pipeline without truncation, made once, for counting tokens.
+    untruncated: Tokenizer,
     context_length: usize,
     pad_id: u32,
     source: PathBuf,
@@ -137,6 +139,11 @@ impl ClipTokenizer {
             path: source.to_path_buf(),
             message,
         };
+        let mut untruncated = inner.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| err(e.to_string()))?;
+        untruncated.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: context_length,
@@ -151,6 +158,7 @@ impl ClipTokenizer {
             .ok_or_else(|| err(format!("the vocabulary has no `{END_OF_TEXT}` token")))?;
         Ok(Self {
             inner,
+            untruncated,
             context_length,
             pad_id,
             source: source.to_path_buf(),
@@ -187,22 +195,15 @@ impl ClipTokenizer {
     }
 
     /// Number of BPE tokens of `text` before truncation, special tokens excluded; tells a
-    /// user how far over the context a prompt is. The truncated remainder is kept by the
-    /// tokenizer as "overflowing" pieces, each wrapped in its own start/end tokens.
+    /// user how far over the context a prompt is.
     pub fn untruncated_len(&self, text: &str) -> Result<usize> {
         let encoding = self
-            .inner
-            .encode(text, true)
+            .untruncated
+            .encode(text, false)
             .map_err(|e| ClipError::Tokenizer {
                 path: self.source.clone(),
                 message: format!("cannot encode {text:?}: {e}"),
             })?;
-        let content = |len: usize| len.saturating_sub(2);
-        Ok(content(encoding.len())
-            + encoding
-                .get_overflowing()
-                .iter()
-                .map(|o| content(o.len()))
-                .sum::<usize>())
+        Ok(encoding.len())
     }
 }
