@@ -28,6 +28,10 @@ pub enum Command {
     Similarity(SimilarityArgs),
     /// The image beside a bar chart of its label probabilities (PNG or SVG).
     Plot(PlotArgs),
+    /// Zero-shot accuracy on a labelled image set (CLIP_benchmark protocol).
+    Eval(EvalArgs),
+    /// Few-shot linear probe: fit on k images per class, compare with zero-shot, save it.
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,6 +93,9 @@ pub struct ClassifyArgs {
     /// Only the k most probable labels per image, best first.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Classify with a probe saved by `clipkit probe` instead of zero-shot labels.
+    #[arg(long, conflicts_with_all = ["labels", "labels_file", "templates"])]
+    pub probe: Option<PathBuf>,
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Image files or directories (searched recursively).
@@ -138,4 +145,74 @@ pub struct PlotArgs {
     #[arg(long, default_value_t = 10)]
     pub max_bars: usize,
     pub image: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Templates: `openai` (OpenAI's 80 ImageNet prompts), `openai7`, `none`, or a file with
+    /// one template per line using `{c}` for the class name.
+    #[arg(long, default_value = "openai")]
+    pub templates: String,
+    /// Class names, one per line in class order (default: folder names or list labels).
+    #[arg(long, conflicts_with = "imagenet_classnames")]
+    pub classnames: Option<PathBuf>,
+    /// Use OpenAI's 1,000 curated ImageNet class names (for an ImageNet-1k val folder).
+    #[arg(long)]
+    pub imagenet_classnames: bool,
+    /// `100` (CLIP_benchmark, published numbers) or `model` (the checkpoint's own scale).
+    #[arg(long, default_value = "100")]
+    pub logit_scale: String,
+    /// Include every image's logits and prediction in the JSON output.
+    #[arg(long)]
+    pub per_image: bool,
+    /// Write confusion.png, per_class.png and mistakes.png into this folder.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Where image embeddings are cached (default: ~/.cache/clipkit/embeddings).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// An ImageFolder directory (`class_name/*.jpg`), or a .csv / .jsonl of (path, label).
+    pub dataset: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeMethod {
+    /// Multinomial logistic regression (scikit-learn's objective, L2, strength --c).
+    Logreg,
+    /// Nearest class mean (cosine to each class's mean embedding).
+    Ncm,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training images per class (the first k of each class in dataset order); the rest test.
+    #[arg(long, default_value_t = 16)]
+    pub shots: usize,
+    #[arg(long, value_enum, default_value_t = ProbeMethod::Logreg)]
+    pub method: ProbeMethod,
+    /// Inverse regularisation strength of the logistic regression (scikit-learn's C).
+    #[arg(long, default_value_t = 1.0)]
+    pub c: f64,
+    /// Templates for the zero-shot comparison (as for `eval`).
+    #[arg(long, default_value = "openai")]
+    pub templates: String,
+    /// Save the fitted probe here (JSON), for `clipkit classify --probe`.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Where image embeddings are cached (default: ~/.cache/clipkit/embeddings).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// An ImageFolder directory, or a .csv / .jsonl of (path, label).
+    pub dataset: PathBuf,
 }

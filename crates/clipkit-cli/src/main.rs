@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args),
         Command::Similarity(args) => commands::similarity::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Probe(args) => commands::probe::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

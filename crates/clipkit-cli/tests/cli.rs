@@ -523,3 +523,120 @@ fn offline_hub_id_says_how_to_use_a_directory() {
         "{err}"
     );
 }
+
+/// A small ImageFolder made of the fixture photos (two images per class).
+fn tiny_image_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (class, files) in [
+        ("cat", ["chelsea.png", "photo.jpg"]),
+        ("coffee", ["coffee.png", "progressive.jpg"]),
+        ("rocket", ["rocket.png", "wide.png"]),
+    ] {
+        std::fs::create_dir(dir.path().join(class)).unwrap();
+        for f in files {
+            std::fs::copy(image(f), dir.path().join(class).join(f)).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn eval_reports_metrics_caches_embeddings_and_plots() {
+    let data = tiny_image_folder();
+    let work = tempfile::tempdir().unwrap();
+    let (cache, plots) = (work.path().join("cache"), work.path().join("plots"));
+    let m = model();
+    let args = |extra: &[&str]| {
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "eval".into(),
+            "-m".into(),
+            m.clone().into(),
+            "--templates".into(),
+            "openai7".into(),
+            "--cache-dir".into(),
+            cache.clone().into(),
+            "-f".into(),
+            "json".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.into()));
+        v.push(data.path().into());
+        v
+    };
+    let first = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        .args(args(&["--per-image", "--plot", plots.to_str().unwrap()]))
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let v = json(&first);
+    assert_eq!(v["classes"], serde_json::json!(["cat", "coffee", "rocket"]));
+    assert_eq!(v["images"], 6);
+    assert_eq!(v["cache_hits"], 0);
+    let confusion: Vec<Vec<usize>> = serde_json::from_value(v["confusion_matrix"].clone()).unwrap();
+    assert_eq!(confusion.iter().flatten().sum::<usize>(), 6);
+    let correct: usize = (0..3).map(|i| confusion[i][i]).sum();
+    assert!((v["metrics"]["acc1"].as_f64().unwrap() - correct as f64 / 6.0).abs() < 1e-9);
+    assert!(v["metrics"]["acc5"].is_null(), "top-5 needs five classes");
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 6);
+    for chart in ["confusion.png", "per_class.png"] {
+        assert!(image::open(plots.join(chart)).is_ok(), "{chart}");
+    }
+    if correct < 6 {
+        assert!(image::open(plots.join("mistakes.png")).is_ok());
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        .args(args(&[]))
+        .output()
+        .unwrap();
+    let w = json(&second);
+    assert_eq!(
+        w["cache_hits"], 6,
+        "second run reads every image embedding from the cache"
+    );
+    assert_eq!(w["metrics"], v["metrics"]);
+}
+
+#[test]
+fn probe_is_saved_and_used_by_classify() {
+    let data = tiny_image_folder();
+    let work = tempfile::tempdir().unwrap();
+    let probe = work.path().join("probe.json");
+    let m = model();
+    let cache = work.path().join("cache");
+    let o = run!(
+        "probe",
+        "-m",
+        m,
+        "--shots",
+        "1",
+        "--templates",
+        "openai7",
+        "--cache-dir",
+        cache,
+        "-o",
+        probe,
+        "-f",
+        "json",
+        data.path()
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(
+        (v["train_images"].as_u64(), v["test_images"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let img = image("chelsea.png");
+    let o = run!("classify", "-m", m, "--probe", probe, "-f", "json", img);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let labels: Vec<String> = json(&o)[0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(labels, ["cat", "coffee", "rocket"]);
+    // A probe fitted on another model's embeddings is refused.
+    let other = fixtures().join("models/tiny-gelu");
+    let o = run!("classify", "-m", other, "--probe", probe, img);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("24-d"), "{}", stderr(&o));
+}

@@ -4,6 +4,8 @@
 //! Text is drawn with an embedded DejaVu Sans, so the output looks the same on a machine
 //! without fonts (CI, containers).
 
+pub mod eval_charts;
+
 use std::path::Path;
 use std::sync::Once;
 

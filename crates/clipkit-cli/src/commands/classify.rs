@@ -1,5 +1,6 @@
 use anyhow::Result;
 use clipkit_core::scores;
+use clipkit_eval::probe::Probe;
 use serde_json::json;
 
 use super::{embed_images, Outcome};
@@ -7,25 +8,49 @@ use crate::cli::{ClassifyArgs, Format};
 use crate::output::{path_str, print_csv, print_json, print_table};
 use crate::settings::{expand_images, load_model, Labels};
 
+/// Turns an image embedding into one logit per class.
+type Scorer = Box<dyn Fn(&[f32]) -> Vec<f32>>;
+
 pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
-    let labels = Labels::from_args(&args.labels)?;
     if args.top_k == Some(0) {
         anyhow::bail!("--top-k must be at least 1");
     }
+    let probe = args.probe.as_deref().map(Probe::load).transpose()?;
+    // Either a saved probe or zero-shot labels decide the classes and score an embedding.
+    let (labels, zero_shot) = match &probe {
+        Some(p) => (p.classes.clone(), None),
+        None => {
+            let l = Labels::from_args(&args.labels)?;
+            (l.labels.clone(), Some(l))
+        }
+    };
     let images = expand_images(&args.images)?;
     let clip = load_model(&args.model)?;
-    let label_embeddings = labels.embed(&clip)?;
+    let scorer: Scorer = match (probe, zero_shot) {
+        (Some(p), _) => {
+            if p.dim != clip.embedding_dim() {
+                anyhow::bail!(
+                    "the probe was fitted on {}-d embeddings ({}), this model gives {}",
+                    p.dim,
+                    p.model,
+                    clip.embedding_dim()
+                );
+            }
+            Box::new(move |e| p.logits(e))
+        }
+        (None, Some(zero_shot)) => {
+            let label_embeddings = zero_shot.embed(&clip)?;
+            let scale = clip.logit_scale();
+            Box::new(move |e| scores::logits(&[e.to_vec()], &label_embeddings, scale).remove(0))
+        }
+        (None, None) => unreachable!("labels are parsed whenever there is no probe"),
+    };
     let (embedded, failures) = embed_images(&clip, &images);
 
     // Per image: (label index, logit, prob), in label order or best first with --top-k.
     let mut results = Vec::new();
     for (path, embedding) in &embedded {
-        let logits = scores::logits(
-            std::slice::from_ref(embedding),
-            &label_embeddings,
-            clip.logit_scale(),
-        )
-        .remove(0);
+        let logits = scorer(embedding);
         let probs = scores::softmax(&logits);
         let order: Vec<usize> = match args.top_k {
             Some(k) => scores::top_k(&probs, k),
@@ -46,7 +71,7 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                     json!({
                         "image": path_str(path),
                         "scores": scored.iter().map(|&(i, logit, prob)| json!({
-                            "label": labels.labels[i], "logit": logit, "prob": prob,
+                            "label": labels[i], "logit": logit, "prob": prob,
                         })).collect::<Vec<_>>(),
                     })
                 })
@@ -72,7 +97,7 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                     } else {
                         format!("{logit:.3}")
                     };
-                    rows.push(vec![image, labels.labels[i].clone(), logit, prob]);
+                    rows.push(vec![image, labels[i].clone(), logit, prob]);
                 }
             }
             let header = ["image", "label", "logit", "prob"];

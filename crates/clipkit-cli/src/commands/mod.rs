@@ -2,7 +2,9 @@
 
 pub mod classify;
 pub mod embed;
+pub mod eval;
 pub mod plot;
+pub mod probe;
 pub mod similarity;
 
 /// How a command ended when it did not fail outright.

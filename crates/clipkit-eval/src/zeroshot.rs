@@ -1,0 +1,162 @@
+//! The zero-shot protocol itself.
+
+use std::path::PathBuf;
+
+use clipkit_core::{scores, Clip};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::cache::EmbeddingCache;
+use crate::dataset::Dataset;
+use crate::metrics::{self, Metrics};
+use crate::Result;
+
+/// What multiplies the cosine similarities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LogitScale {
+    /// CLIP_benchmark's constant 100 (what published numbers use).
+    Fixed(f32),
+    /// The checkpoint's own `exp(logit_scale)`.
+    Model,
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub templates: Vec<String>,
+    pub logit_scale: LogitScale,
+    pub cache: Option<EmbeddingCache>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub classes: Vec<String>,
+    pub templates: Vec<String>,
+    pub images: Vec<PathBuf>,
+    pub labels: Vec<usize>,
+    pub logits: Vec<Vec<f32>>,
+    pub predictions: Vec<usize>,
+    pub logit_scale: f32,
+    pub metrics: Metrics,
+    /// Images that could not be read, with the reason; left out of the metrics.
+    pub failures: Vec<(PathBuf, String)>,
+    pub cache_hits: usize,
+}
+
+/// One classifier vector per class: every template filled with the class name, embedded,
+/// normalised, averaged, renormalised.
+pub fn classifier(clip: &Clip, classes: &[String], templates: &[String]) -> Result<Vec<Vec<f32>>> {
+    Ok(clip.label_embeddings(classes, templates)?)
+}
+
+/// An image file after its first look: embedding found in the cache, or pixels to embed.
+enum Loaded {
+    Cached(Vec<f32>),
+    Decoded { hash: String, pixels: Vec<f32> },
+}
+
+/// Embeds the dataset's images (through the cache when there is one). `progress` is told
+/// how many images are done after each batch.
+pub fn embed_dataset(
+    clip: &Clip,
+    dataset: &Dataset,
+    cache: Option<&EmbeddingCache>,
+    batch_size: usize,
+    progress: &dyn Fn(usize),
+) -> (Vec<Result<Vec<f32>, String>>, usize) {
+    let mut out = Vec::with_capacity(dataset.items.len());
+    let mut hits = 0;
+    let mut done = 0;
+    for chunk in dataset.items.chunks(batch_size.max(1)) {
+        // Read each file once: its bytes give both the cache key and the pixels.
+        let loaded: Vec<Result<Loaded, String>> = chunk
+            .par_iter()
+            .map(|(path, _)| {
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let hash = EmbeddingCache::content_hash(&bytes);
+                if let Some(hit) = cache.and_then(|c| c.get(&hash)) {
+                    return Ok(Loaded::Cached(hit));
+                }
+                let p = clip.preprocessor();
+                let decoded = p.decode_bytes(path, &bytes).map_err(|e| e.to_string())?;
+                let pixels = p.normalize(&p.resize_and_crop(&decoded));
+                Ok(Loaded::Decoded { hash, pixels })
+            })
+            .collect();
+        let pixels: Vec<&Vec<f32>> = loaded
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Loaded::Decoded { pixels, .. }) => Some(pixels),
+                _ => None,
+            })
+            .collect();
+        let mut fresh = match clip.embed_pixels(&pixels) {
+            Ok(e) => Ok(e.into_iter()),
+            Err(e) => Err(e.to_string()),
+        };
+        for r in loaded {
+            out.push(match r {
+                Err(e) => Err(e),
+                Ok(Loaded::Cached(hit)) => {
+                    hits += 1;
+                    Ok(hit)
+                }
+                Ok(Loaded::Decoded { hash, .. }) => match &mut fresh {
+                    Ok(iter) => {
+                        let e = iter.next().expect("one embedding per decoded image");
+                        if let Some(c) = cache {
+                            // A cache that cannot be written only costs time next run.
+                            let _ = c.put(&hash, &e);
+                        }
+                        Ok(e)
+                    }
+                    Err(msg) => Err(msg.clone()),
+                },
+            });
+        }
+        done += chunk.len();
+        progress(done);
+    }
+    (out, hits)
+}
+
+pub fn evaluate(
+    clip: &Clip,
+    dataset: &Dataset,
+    options: &EvalOptions,
+    batch_size: usize,
+    progress: &dyn Fn(usize),
+) -> Result<EvalReport> {
+    let classifier = classifier(clip, &dataset.classes, &options.templates)?;
+    let scale = match options.logit_scale {
+        LogitScale::Fixed(s) => s,
+        LogitScale::Model => clip.logit_scale(),
+    };
+    let (embedded, cache_hits) =
+        embed_dataset(clip, dataset, options.cache.as_ref(), batch_size, progress);
+    let mut report = EvalReport {
+        classes: dataset.classes.clone(),
+        templates: options.templates.clone(),
+        images: Vec::new(),
+        labels: Vec::new(),
+        logits: Vec::new(),
+        predictions: Vec::new(),
+        logit_scale: scale,
+        metrics: metrics::compute(&[], &[], dataset.classes.len()),
+        failures: Vec::new(),
+        cache_hits,
+    };
+    for ((path, label), result) in dataset.items.iter().zip(embedded) {
+        match result {
+            Ok(e) => {
+                let logits = scores::logits(&[e], &classifier, scale).remove(0);
+                report.predictions.push(metrics::argmax(&logits));
+                report.logits.push(logits);
+                report.images.push(path.clone());
+                report.labels.push(*label);
+            }
+            Err(e) => report.failures.push((path.clone(), e)),
+        }
+    }
+    report.metrics = metrics::compute(&report.logits, &report.labels, dataset.classes.len());
+    Ok(report)
+}
