@@ -32,6 +32,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Few-shot linear probe: fit on k images per class, compare with zero-shot, save it.
     Probe(ProbeArgs),
+    /// Throughput: images/s and texts/s of the model, and end to end from image files.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -215,4 +217,24 @@ pub struct ProbeArgs {
     pub format: Format,
     /// An ImageFolder directory, or a .csv / .jsonl of (path, label).
     pub dataset: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Images (and texts) per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Timed repetitions; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also time embedding the image files in this folder, decoding included.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }

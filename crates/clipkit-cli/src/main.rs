@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => commands::plot::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

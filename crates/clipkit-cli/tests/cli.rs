@@ -640,3 +640,40 @@ fn probe_is_saved_and_used_by_classify() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("24-d"), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_reports_throughput_as_json() {
+    let m = model();
+    let dir = fixtures().join("images");
+    let o = run!(
+        "bench",
+        "-m",
+        m,
+        "--batch",
+        "4",
+        "--iters",
+        "2",
+        "--threads",
+        "1",
+        "--images",
+        dir,
+        "-f",
+        "json"
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    for key in [
+        "images_per_sec",
+        "texts_per_sec",
+        "image_gflops_per_sec",
+        "model_load_sec",
+        "peak_rss_mb",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {}", v[key]);
+    }
+    assert_eq!(v["batch"], 4);
+    assert_eq!(v["threads"], 1);
+    let files = std::fs::read_dir(&dir).unwrap().count() as u64;
+    assert_eq!(v["end_to_end"]["files"].as_u64(), Some(files));
+    assert_eq!(v["end_to_end"]["failed"], 0);
+}

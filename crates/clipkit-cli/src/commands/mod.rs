@@ -1,5 +1,6 @@
 //! One module per subcommand; each returns whether every input succeeded.
 
+pub mod bench;
 pub mod classify;
 pub mod embed;
 pub mod eval;

@@ -1,0 +1,150 @@
+//! `clipkit bench`: throughput measured the way the README reports it. Model-only numbers use
+//! synthetic inputs of the real shapes; `--images` adds decode + preprocess + model from files.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use super::Outcome;
+use crate::cli::{BenchArgs, Format};
+use crate::output::{print_json, print_table};
+use crate::settings::{expand_images, load_model};
+
+/// Typical zero-shot prompts (about ten tokens each).
+const PROMPTS: &[&str] = &[
+    "a photo of a dog on a beach at sunset",
+    "a close-up photo of a small orange cat",
+    "a blurry photo of a red sports car",
+    "an aerial photograph of a city at night",
+    "a black and white photo of an old man",
+    "a painting of a sailing boat in a storm",
+    "a photo of a cup of coffee on a table",
+    "a cartoon drawing of a happy green dragon",
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process, from the kernel (Linux; `None` elsewhere).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs `f` once to warm up, then `iters` times; the median seconds per run.
+fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut runs = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        f()?;
+        runs.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(runs))
+}
+
+pub fn run(args: &BenchArgs) -> Result<Outcome> {
+    if args.batch == 0 || args.iters == 0 {
+        bail!("--batch and --iters must be at least 1");
+    }
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        // Read by rayon and candle when their thread pools start, which is after this.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let start = Instant::now();
+    let clip = load_model(&args.model)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let (h, w) = clip.preprocessor().output_size();
+    let plane = 3 * h as usize * w as usize;
+
+    // Deterministic inputs in the normalised range.
+    let pixels: Vec<Vec<f32>> = (0..args.batch)
+        .map(|b| {
+            (0..plane)
+                .map(|i| (((i * 31 + b * 17) % 255) as f32 / 127.5) - 1.0)
+                .collect()
+        })
+        .collect();
+    let image_s = time(args.iters, || {
+        clip.embed_pixels(&pixels).map(|_| ()).map_err(Into::into)
+    })?;
+    let texts: Vec<&str> = PROMPTS.iter().cycle().take(args.batch).copied().collect();
+    let text_s = time(args.iters, || {
+        clip.embed_texts(&texts).map(|_| ()).map_err(Into::into)
+    })?;
+    let images_per_sec = args.batch as f64 / image_s;
+    let texts_per_sec = args.batch as f64 / text_s;
+    let gflops = clip.config().vision_config.flops_per_image() * images_per_sec / 1e9;
+
+    let end_to_end = match &args.images {
+        None => None,
+        Some(dir) => {
+            let files = expand_images(std::slice::from_ref(dir))?;
+            if files.is_empty() {
+                bail!("{}: no image files", dir.display());
+            }
+            let start = Instant::now();
+            let results = clip.embed_image_files(&files);
+            let secs = start.elapsed().as_secs_f64();
+            let failed = results.iter().filter(|r| r.is_err()).count();
+            Some((files.len(), failed, files.len() as f64 / secs))
+        }
+    };
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rss = peak_rss_mb();
+
+    match args.format {
+        Format::Json => print_json(&json!({
+            "model": clip.name(),
+            "precision": "f32",
+            "device": args.model.device,
+            "threads": threads,
+            "batch": args.batch,
+            "iters": args.iters,
+            "images_per_sec": images_per_sec,
+            "texts_per_sec": texts_per_sec,
+            "image_gflops_per_sec": gflops,
+            "model_load_sec": load_s,
+            "peak_rss_mb": rss,
+            "end_to_end": end_to_end.map(|(n, failed, rate)| json!({
+                "files": n, "failed": failed, "images_per_sec": rate,
+            })),
+        }))?,
+        Format::Table | Format::Csv => {
+            let mut rows = vec![
+                vec!["model load".into(), format!("{load_s:.3} s")],
+                vec![
+                    format!("images/s (model, batch {})", args.batch),
+                    format!("{images_per_sec:.1}  ({gflops:.0} GFLOP/s)"),
+                ],
+                vec![
+                    format!("texts/s (batch {})", args.batch),
+                    format!("{texts_per_sec:.1}"),
+                ],
+            ];
+            if let Some((n, failed, rate)) = end_to_end {
+                rows.push(vec![
+                    format!("images/s (end to end, {n} files, {failed} failed)"),
+                    format!("{rate:.1}"),
+                ]);
+            }
+            if let Some(rss) = rss {
+                rows.push(vec!["peak RSS".into(), format!("{rss:.0} MB")]);
+            }
+            rows.push(vec!["threads".into(), threads.to_string()]);
+            print_table(&["measure", "value"], &rows);
+        }
+    }
+    Ok(Outcome::Success)
+}
