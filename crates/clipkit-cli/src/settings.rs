@@ -1,7 +1,7 @@
 //! Validated settings built from the flags: what the library is asked to do, once the
 //! flags have been checked against each other and against the files they name.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clipkit_core::image::DecodeOptions;
@@ -114,9 +114,8 @@ pub fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let meta = std::fs::metadata(input)
             .with_context(|| format!("{}: cannot read", input.display()))?;
         if meta.is_dir() {
-            let mut found = Vec::new();
-            walk(input, &mut found)?;
-            found.sort();
+            let found = clipkit_core::image::files::find_images(input)
+                .with_context(|| format!("{}: cannot list", input.display()))?;
             if found.is_empty() {
                 eprintln!("warning: {}: no image files found", input.display());
             }
@@ -126,26 +125,4 @@ pub fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
-}
-
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("{}: cannot list", dir.display()))?
-            .path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

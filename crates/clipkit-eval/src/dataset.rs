@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{EvalError, Result};
+use clipkit_core::image::files::find_images;
 
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+use crate::{EvalError, Result};
 
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -54,9 +54,10 @@ impl Dataset {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut images = Vec::new();
-            collect_images(&dir, &mut images)?;
-            images.sort();
+            let images = find_images(&dir).map_err(|source| EvalError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let index = classes.len();
             classes.push(name);
             items.extend(images.into_iter().map(|p| (p, index)));
@@ -197,19 +198,4 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
             })
         })
         .collect()
-}
-
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for path in read_dir(dir)? {
-        if path.is_dir() {
-            collect_images(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod files;
 pub mod pil;
 pub mod preprocess;
 pub mod resample;
