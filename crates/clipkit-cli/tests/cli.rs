@@ -677,3 +677,23 @@ fn bench_reports_throughput_as_json() {
     assert_eq!(v["end_to_end"]["files"].as_u64(), Some(files));
     assert_eq!(v["end_to_end"]["failed"], 0);
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    use std::process::Stdio;
+    let m = model();
+    let a = image("astronaut.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        .args(["embed", "-f", "json", "-m"])
+        .arg(&m)
+        .arg("-i")
+        .arg(&a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // close the pipe before clipkit writes
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
+}
