@@ -1,0 +1,50 @@
+//! Typed errors for collections: each names the store or file it is about.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("store {store}: {message}")]
+    Sqlite { store: PathBuf, message: String },
+
+    #[error("store {store}: ANN index: {message}")]
+    Ann { store: String, message: String },
+
+    #[error("milvus {uri}: {message}")]
+    Milvus { uri: String, message: String },
+
+    #[error("store {store}: vectors have {got} dimensions, the collection holds {expected}")]
+    WrongVectorDimension {
+        store: String,
+        expected: usize,
+        got: usize,
+    },
+
+    #[error("store {store} was built with model `{stored}`, not `{requested}` (use a new store, or --model {stored})")]
+    ModelMismatch {
+        store: String,
+        stored: String,
+        requested: String,
+    },
+
+    #[error("store {store} does not exist yet (run `clipkit index add PATH` first)")]
+    NotFound { store: String },
+
+    #[error("invalid store address `{address}`: {problem}")]
+    BadAddress { address: String, problem: String },
+
+    #[error("{path}: {problem}")]
+    BadFile { path: PathBuf, problem: String },
+
+    #[error(transparent)]
+    Clip(#[from] clipkit_core::ClipError),
+}

@@ -1,0 +1,199 @@
+//! The one interface every backend implements, and how a `--store` address picks one.
+//!
+//! Writes are expressed as [`Batch`]es keyed by path. Because a path always maps to the same
+//! id ([`crate::paths::path_id`]), applying a batch twice has the same effect as applying it
+//! once: a backend without transactions (Milvus) still converges after a killed run, and one
+//! with them (SQLite) never shows half a batch.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths;
+use crate::Result;
+
+/// What the vectors in a collection are: embeddings of one model, so a query from another
+/// model (or another preprocessing) would be meaningless and is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionInfo {
+    pub model: String,
+    pub dim: usize,
+    /// `hf` or `openai`: the preprocessing the image embeddings were made with.
+    pub preprocess: String,
+}
+
+/// What a store knows about one indexed file, enough to tell whether it changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// blake3 of the content, hex.
+    pub hash: String,
+}
+
+impl FileRecord {
+    pub fn id(&self) -> i64 {
+        paths::path_id(&self.path)
+    }
+}
+
+/// A file with its (L2-normalised) embedding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub file: FileRecord,
+    pub vector: Vec<f32>,
+}
+
+/// One unit of writing: upserts first, then removals, so a crash in between leaves an extra
+/// (stale) entry that the next run removes, never a lost one.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub upserts: Vec<Entry>,
+    pub removals: Vec<PathBuf>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty()
+    }
+}
+
+/// One search result; `score` is the cosine similarity.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hit {
+    pub path: PathBuf,
+    pub score: f32,
+}
+
+/// A label and its (prompt-ensembled, normalised) text embedding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelVector {
+    pub label: String,
+    pub vector: Vec<f32>,
+}
+
+/// A collection of image embeddings.
+pub trait Store: Send + Sync {
+    /// How the user named this store, for messages.
+    fn address(&self) -> String;
+    fn info(&self) -> &CollectionInfo;
+    fn len(&self) -> Result<usize>;
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Every indexed file, without vectors.
+    fn files(&self) -> Result<Vec<FileRecord>>;
+    /// The stored vector of each path, `None` where the path is not in the store.
+    fn vectors(&self, paths: &[PathBuf]) -> Result<Vec<Option<Vec<f32>>>>;
+    /// Applies upserts, then removals. Atomic where the backend allows, idempotent always.
+    fn apply(&mut self, batch: Batch) -> Result<()>;
+    /// Visits every entry, `chunk` at a time, in a stable order.
+    fn scan(&self, chunk: usize, visit: &mut dyn FnMut(&[Entry]) -> Result<()>) -> Result<()>;
+    /// The `k` nearest entries by cosine for each (normalised) query, best first.
+    fn search(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>>;
+    /// Persists derived state (an ANN index) after a run of writes.
+    fn flush(&mut self) -> Result<()>;
+    /// Stores a named label set as its own collection of vectors (replacing one of that name).
+    fn put_labels(&mut self, set: &str, labels: &[LabelVector]) -> Result<()>;
+    fn labels(&self, set: &str) -> Result<Option<Vec<LabelVector>>>;
+    /// The folders indexed into this store, so `index status` can look at them again.
+    fn roots(&self) -> Result<Vec<PathBuf>>;
+    fn add_roots(&mut self, roots: &[PathBuf]) -> Result<()>;
+}
+
+/// Where a collection lives, parsed from `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreAddress {
+    /// A directory holding `store.sqlite` and the ANN index.
+    Embedded(PathBuf),
+    /// `milvus://HOST:PORT/COLLECTION`.
+    Milvus {
+        endpoint: String,
+        collection: String,
+    },
+}
+
+impl StoreAddress {
+    pub fn parse(address: &str) -> Result<Self> {
+        let bad = |problem: &str| crate::IndexError::BadAddress {
+            address: address.to_owned(),
+            problem: problem.to_owned(),
+        };
+        if let Some(rest) = address.strip_prefix("milvus://") {
+            let (host, collection) = rest
+                .split_once('/')
+                .ok_or_else(|| bad("expected milvus://HOST:PORT/COLLECTION"))?;
+            if host.is_empty() {
+                return Err(bad("missing HOST:PORT"));
+            }
+            let valid = !collection.is_empty()
+                && collection
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !collection.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(bad(
+                    "the collection name must be letters, digits and underscores, not starting with a digit",
+                ));
+            }
+            let host = if host.contains(':') {
+                host.to_owned()
+            } else {
+                format!("{host}:19530")
+            };
+            return Ok(Self::Milvus {
+                endpoint: format!("http://{host}"),
+                collection: collection.to_owned(),
+            });
+        }
+        if address.contains("://") {
+            return Err(bad(
+                "unknown scheme (use a directory or milvus://HOST:PORT/COLLECTION)",
+            ));
+        }
+        Ok(Self::Embedded(PathBuf::from(address)))
+    }
+}
+
+/// The default embedded store, in the current directory.
+pub fn default_store_dir() -> &'static Path {
+    Path::new(".clipkit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        assert_eq!(
+            StoreAddress::parse("photos.clipkit").unwrap(),
+            StoreAddress::Embedded("photos.clipkit".into())
+        );
+        assert_eq!(
+            StoreAddress::parse("milvus://127.0.0.1:19531/photos").unwrap(),
+            StoreAddress::Milvus {
+                endpoint: "http://127.0.0.1:19531".into(),
+                collection: "photos".into()
+            }
+        );
+        assert_eq!(
+            StoreAddress::parse("milvus://db/photos").unwrap(),
+            StoreAddress::Milvus {
+                endpoint: "http://db:19530".into(),
+                collection: "photos".into()
+            }
+        );
+        for bad in [
+            "milvus://host",
+            "milvus://h:1/",
+            "milvus://h:1/9x",
+            "milvus://h:1/a-b",
+            "s3://x/y",
+        ] {
+            assert!(StoreAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
