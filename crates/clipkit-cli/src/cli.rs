@@ -34,6 +34,210 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Throughput: images/s and texts/s of the model, and end to end from image files.
     Bench(BenchArgs),
+    /// Keep a collection of image embeddings in step with folders (add, status).
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Search a collection with words (`"beach" - "people"`) or images.
+    Search(SearchArgs),
+    /// Zero-shot labelling of a whole collection: top images per label, top labels per image.
+    Label(CollectionLabelArgs),
+    /// Group a collection with k-means (k chosen automatically unless given).
+    Cluster(ClusterArgs),
+    /// Groups of near-duplicate images.
+    Dedup(DedupArgs),
+    /// Write a collection in clip-retrieval's layout (img_emb/*.npy + metadata/*.parquet).
+    Export(ExportArgs),
+    /// Read a collection written by `export` (or by clip-retrieval) into a store.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Collection: a directory (embedded SQLite + ANN index) or milvus://HOST:PORT/COLLECTION.
+    #[arg(long, short = 's', env = "CLIPKIT_STORE", default_value = ".clipkit")]
+    pub store: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Embed new and changed images under PATHs; recognise moves and copies; drop deleted files.
+    Add(IndexAddArgs),
+    /// What is indexed, and what changed on disk since (nothing is read or embedded).
+    Status(IndexStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexAddArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Folders (searched recursively) or image files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Leave out paths matching this glob (repeatable), e.g. '*/thumbnails/*' or '*.gif'.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Include files and folders whose name starts with a dot.
+    #[arg(long)]
+    pub hidden: bool,
+    /// Files committed per transaction (a killed run loses at most this many).
+    #[arg(long, default_value_t = 64)]
+    pub commit_every: usize,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexStatusArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Look at these folders instead of the ones indexed before.
+    pub paths: Vec<PathBuf>,
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    #[arg(long)]
+    pub hidden: bool,
+    /// Also list the stale files, not just count them.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text query parts; a lone `-` makes the next part negative, a lone `+` positive:
+    /// `clipkit search beach - people`.
+    pub query: Vec<String>,
+    /// Push results away from this text (repeatable; same as `- TEXT`).
+    #[arg(long)]
+    pub not: Vec<String>,
+    /// Query by image (repeatable; combined with the text parts).
+    #[arg(long)]
+    pub image: Vec<PathBuf>,
+    /// Push results away from this image.
+    #[arg(long)]
+    pub not_image: Vec<PathBuf>,
+    /// Number of results.
+    #[arg(long, short = 'k', default_value_t = 10)]
+    pub top_k: usize,
+    /// Only results with cosine similarity at least this.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectionLabelArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub labels: LabelArgs,
+    /// Name under which the label vectors are stored in the collection.
+    #[arg(long, default_value = "default")]
+    pub set: String,
+    /// Best images kept per label.
+    #[arg(long, default_value_t = 10)]
+    pub images_per_label: usize,
+    /// Best labels kept per image.
+    #[arg(long, default_value_t = 3)]
+    pub labels_per_image: usize,
+    /// Drop pairs with cosine below this.
+    #[arg(long)]
+    pub min_score: Option<f32>,
+    /// Write the results to FILE: .csv (one row per image–label pair), .json or .parquet.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Labels to name the clusters with (optional).
+    #[command(flatten)]
+    pub labels: LabelArgs,
+    /// Number of clusters; chosen by silhouette when not given.
+    #[arg(short = 'k', long = "clusters")]
+    pub k: Option<usize>,
+    /// Largest k tried when choosing automatically.
+    #[arg(long, default_value_t = 20)]
+    pub max_k: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images nearest each centroid shown as its representatives.
+    #[arg(long, default_value_t = 5)]
+    pub representatives: usize,
+    /// Write one contact-sheet PNG per cluster into DIR.
+    #[arg(long)]
+    pub contact_sheets: Option<PathBuf>,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DedupArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Cosine at or above which two images are near-duplicates, or `auto` (calibrated on
+    /// this collection's nearest-neighbour distribution).
+    #[arg(long, short = 't', default_value = "auto")]
+    pub threshold: String,
+    /// Neighbours examined per image.
+    #[arg(long, default_value_t = 10)]
+    pub neighbours: usize,
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    /// img_emb/img_emb_N.npy + metadata/metadata_N.parquet (clip-retrieval).
+    Npy,
+    /// embeddings/part_N.parquet with an `embedding` column.
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Output folder.
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Npy)]
+    pub format: ExportFormatArg,
+    /// Store embeddings as f16 (clip-retrieval's choice; half the size).
+    #[arg(long)]
+    pub half: bool,
+    /// Rows per file.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub shard_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The model the embeddings came from (checked against their size).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A folder written by `clipkit export` or clip-retrieval.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

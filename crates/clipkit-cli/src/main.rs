@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, IndexCommand};
 use crate::commands::Outcome;
 
 fn main() -> ExitCode {
@@ -22,6 +22,14 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Probe(args) => commands::probe::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Index(IndexCommand::Add(args)) => commands::index::add(args),
+        Command::Index(IndexCommand::Status(args)) => commands::index::status(args),
+        Command::Search(args) => commands::search::run(args),
+        Command::Label(args) => commands::label::run(args),
+        Command::Cluster(args) => commands::cluster::run(args),
+        Command::Dedup(args) => commands::dedup::run(args),
+        Command::Export(args) => commands::export::export(args),
+        Command::Import(args) => commands::export::import(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1,15 +1,726 @@
-//! Embedded store (in progress in main; being written now).
+//! The embedded store: one directory per collection.
+//!
+//! SQLite (`store.sqlite`) is the source of truth for metadata *and* vectors, so every batch
+//! is one transaction and a process killed at any point leaves either the old or the new
+//! state. The ANN index (`ann.usearch`) is derived data: it records the store generation it
+//! reflects, and a change log in SQLite lets it catch up incrementally (or be rebuilt) when
+//! it lags — a crash can make it stale, never wrong.
+//!
+//! Small collections are searched exactly (a matrix product over all vectors is faster than
+//! a graph walk below a few tens of thousands and has perfect recall); larger ones through
+//! usearch's HNSW graph with the candidates rescored against the stored f32 vectors, so the
+//! scores reported are always exact cosines.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use crate::{CollectionInfo, IndexError, Result};
+use rayon::prelude::*;
+use rusqlite::{params, Connection, OptionalExtension};
 
-pub struct EmbeddedStore;
+use crate::exact::ExactIndex;
+use crate::paths::{path_bytes, path_from_bytes, path_id};
+use crate::store::{Batch, CollectionInfo, Entry, FileRecord, Hit, LabelVector, Store};
+use crate::{IndexError, Result};
+
+const FORMAT_VERSION: &str = "1";
+const DB_FILE: &str = "store.sqlite";
+const ANN_FILE: &str = "ann.usearch";
+const ANN_STATE_FILE: &str = "ann.json";
+
+/// Below this many vectors search is exact.
+pub const DEFAULT_EXACT_LIMIT: usize = 20_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+CREATE TABLE IF NOT EXISTS changes (generation INTEGER NOT NULL, id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS labels (
+    set_name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (set_name, position)
+);
+CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY);
+";
+
+pub struct EmbeddedStore {
+    dir: PathBuf,
+    info: CollectionInfo,
+    db: Mutex<Connection>,
+    exact_limit: usize,
+    /// All vectors in memory for exact search, tagged with the generation they reflect.
+    exact: Mutex<Option<(i64, Arc<ExactIndex>)>>,
+    ann: Mutex<Option<(i64, Arc<usearch::Index>)>>,
+}
 
 impl EmbeddedStore {
-    pub fn open(dir: &Path, _create: Option<&CollectionInfo>) -> Result<Box<dyn crate::Store>> {
-        Err(IndexError::NotFound {
-            store: dir.display().to_string(),
+    /// Opens (or with `create`, creates) the store in `dir`.
+    pub fn open(dir: &Path, create: Option<&CollectionInfo>) -> Result<Box<dyn Store>> {
+        Ok(Box::new(Self::open_dir(dir, create)?))
+    }
+
+    pub fn open_dir(dir: &Path, create: Option<&CollectionInfo>) -> Result<Self> {
+        let db_path = dir.join(DB_FILE);
+        if !db_path.exists() {
+            if create.is_none() {
+                return Err(IndexError::NotFound {
+                    store: dir.display().to_string(),
+                });
+            }
+            std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let sql = |e: rusqlite::Error| sqlite_error(dir, e);
+        let conn = Connection::open(&db_path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(sql)?;
+        // WAL: readers (a search) never block the writer (an indexing run) and a killed
+        // writer loses at most its open transaction.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+
+        let stored = read_info(&conn).map_err(sql)?;
+        let info = match (stored, create) {
+            (Some(stored), Some(wanted)) => {
+                check_compatible(dir, &stored, wanted)?;
+                stored
+            }
+            (Some(stored), None) => stored,
+            (None, Some(wanted)) => {
+                write_info(&conn, wanted).map_err(sql)?;
+                wanted.clone()
+            }
+            (None, None) => {
+                return Err(IndexError::NotFound {
+                    store: dir.display().to_string(),
+                })
+            }
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            info,
+            db: Mutex::new(conn),
+            exact_limit: DEFAULT_EXACT_LIMIT,
+            exact: Mutex::new(None),
+            ann: Mutex::new(None),
         })
     }
+
+    /// Changes the size below which search is exact (0 forces the ANN index).
+    pub fn set_exact_limit(&mut self, limit: usize) {
+        self.exact_limit = limit;
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn sql(&self, e: rusqlite::Error) -> IndexError {
+        sqlite_error(&self.dir, e)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn generation(&self) -> Result<i64> {
+        let conn = self.conn();
+        generation(&conn).map_err(|e| self.sql(e))
+    }
+
+    fn check_dim(&self, v: &[f32]) -> Result<()> {
+        if v.len() != self.info.dim {
+            return Err(IndexError::WrongVectorDimension {
+                store: self.address(),
+                expected: self.info.dim,
+                got: v.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Exact top-k over every stored vector, whatever the collection size.
+    pub fn search_exact(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
+        for q in queries {
+            self.check_dim(q)?;
+        }
+        let index = self.exact_index()?;
+        Ok(index
+            .top_k(queries, k)
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(row, score)| Hit {
+                        path: index.paths[row].clone(),
+                        score,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Approximate top-k through the HNSW index, rescored exactly.
+    pub fn search_ann(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
+        for q in queries {
+            self.check_dim(q)?;
+        }
+        let ann = self.ann_index()?;
+        // Twice the candidates, then exact rescoring: f16 graph distances can swap close
+        // neighbours, the stored f32 vectors settle the order.
+        let candidates = (2 * k).max(k + 8);
+        let found: Vec<Vec<u64>> = queries
+            .par_iter()
+            .map(|q| {
+                ann.search(q, candidates)
+                    .map(|m| m.keys)
+                    .map_err(|e| self.ann_error(e))
+            })
+            .collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(queries.len());
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT path, vector FROM files WHERE id = ?1")
+            .map_err(|e| self.sql(e))?;
+        for (q, keys) in queries.iter().zip(found) {
+            let mut hits = Vec::with_capacity(keys.len());
+            for key in keys {
+                let row = stmt
+                    .query_row([key as i64], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })
+                    .optional()
+                    .map_err(|e| self.sql(e))?;
+                if let Some((path, vector)) = row {
+                    let v = decode_vector(&vector);
+                    hits.push(Hit {
+                        path: path_from_bytes(&path),
+                        score: clipkit_core::scores::dot(q, &v),
+                    });
+                }
+            }
+            hits.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| a.path.cmp(&b.path))
+            });
+            hits.truncate(k);
+            out.push(hits);
+        }
+        Ok(out)
+    }
+
+    fn exact_index(&self) -> Result<Arc<ExactIndex>> {
+        let generation = self.generation()?;
+        let mut cached = self.exact.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, index)) = cached.as_ref() {
+            if *g == generation {
+                return Ok(index.clone());
+            }
+        }
+        let mut index = ExactIndex::new(self.info.dim);
+        self.scan(4096, &mut |entries| {
+            for e in entries {
+                index.push(e.file.path.clone(), &e.vector);
+            }
+            Ok(())
+        })?;
+        let index = Arc::new(index);
+        *cached = Some((generation, index.clone()));
+        Ok(index)
+    }
+
+    fn ann_error(&self, e: impl std::fmt::Display) -> IndexError {
+        IndexError::Ann {
+            store: self.address(),
+            message: e.to_string(),
+        }
+    }
+
+    fn ann_options(&self) -> usearch::IndexOptions {
+        usearch::IndexOptions {
+            dimensions: self.info.dim,
+            metric: usearch::MetricKind::IP,
+            quantization: usearch::ScalarKind::F16,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 96,
+            multi: false,
+        }
+    }
+
+    /// The ANN index, brought up to the store's current generation: loaded from disk and
+    /// caught up through the change log, or rebuilt when there is none.
+    fn ann_index(&self) -> Result<Arc<usearch::Index>> {
+        let generation = self.generation()?;
+        let mut cached = self.ann.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, index)) = cached.as_ref() {
+            if *g == generation {
+                return Ok(index.clone());
+            }
+        }
+        let (index, changed) = self.refresh_ann(generation)?;
+        if changed {
+            self.save_ann(&index, generation)?;
+        }
+        let index = Arc::new(index);
+        *cached = Some((generation, index.clone()));
+        Ok(index)
+    }
+
+    fn refresh_ann(&self, generation: i64) -> Result<(usearch::Index, bool)> {
+        let index = usearch::Index::new(&self.ann_options()).map_err(|e| self.ann_error(e))?;
+        let file = self.dir.join(ANN_FILE);
+        if let Some(saved) = self.saved_ann_generation() {
+            if file.exists() && saved <= generation {
+                index
+                    .load(&file.to_string_lossy())
+                    .map_err(|e| self.ann_error(e))?;
+                if saved == generation {
+                    return Ok((index, false));
+                }
+                if self.catch_up(&index, saved)? {
+                    return Ok((index, true));
+                }
+            }
+        }
+        self.rebuild_ann(&index)?;
+        Ok((index, true))
+    }
+
+    /// Replays the change log since `since`; false when the log no longer reaches back
+    /// that far (then the caller rebuilds).
+    fn catch_up(&self, index: &usearch::Index, since: i64) -> Result<bool> {
+        let conn = self.conn();
+        // The log holds every change after `log_since`; older ones were pruned.
+        let logged_since = meta_i64(&conn, "log_since").map_err(|e| self.sql(e))?;
+        if since < logged_since {
+            return Ok(false);
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT DISTINCT c.id, f.vector FROM changes c LEFT JOIN files f ON f.id = c.id
+                 WHERE c.generation > ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        for row in rows {
+            let (id, vector) = row.map_err(|e| self.sql(e))?;
+            index.remove(id as u64).map_err(|e| self.ann_error(e))?;
+            if let Some(v) = vector {
+                if index.size() + 1 > index.capacity() {
+                    index
+                        .reserve((index.capacity() * 2).max(1024))
+                        .map_err(|e| self.ann_error(e))?;
+                }
+                index
+                    .add(id as u64, &decode_vector(&v))
+                    .map_err(|e| self.ann_error(e))?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn rebuild_ann(&self, index: &usearch::Index) -> Result<()> {
+        let n = self.len()?;
+        let threads = rayon::current_num_threads();
+        index
+            .reserve_capacity_and_threads(n.max(1024), threads)
+            .map_err(|e| self.ann_error(e))?;
+        self.scan(8192, &mut |entries| {
+            entries
+                .par_iter()
+                .try_for_each(|e| index.add(e.file.id() as u64, &e.vector))
+                .map_err(|e| self.ann_error(e))
+        })
+    }
+
+    fn saved_ann_generation(&self) -> Option<i64> {
+        let text = std::fs::read_to_string(self.dir.join(ANN_STATE_FILE)).ok()?;
+        let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+        state.get("generation")?.as_i64()
+    }
+
+    /// Writes the index and its generation, each atomically (temp file + rename). A crash
+    /// between the two leaves a newer index under an older generation; replaying the log
+    /// over it is harmless because every replayed step is remove-then-add.
+    fn save_ann(&self, index: &usearch::Index, generation: i64) -> Result<()> {
+        let file = self.dir.join(ANN_FILE);
+        let tmp = self.dir.join(format!("{ANN_FILE}.tmp"));
+        index
+            .save(&tmp.to_string_lossy())
+            .map_err(|e| self.ann_error(e))?;
+        rename(&tmp, &file)?;
+        let state = serde_json::json!({ "generation": generation, "vectors": index.size() });
+        let tmp = self.dir.join(format!("{ANN_STATE_FILE}.tmp"));
+        std::fs::write(&tmp, state.to_string()).map_err(|source| IndexError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        rename(&tmp, &self.dir.join(ANN_STATE_FILE))?;
+        // The log before this generation is no longer needed by this index.
+        let conn = self.conn();
+        conn.execute("DELETE FROM changes WHERE generation <= ?1", [generation])
+            .map_err(|e| self.sql(e))?;
+        set_meta(&conn, "log_since", &generation.to_string()).map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    fn uses_ann(&self) -> Result<bool> {
+        Ok(self.len()? > self.exact_limit)
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn address(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn info(&self) -> &CollectionInfo {
+        &self.info
+    }
+
+    fn len(&self) -> Result<usize> {
+        let conn = self.conn();
+        conn.query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(|e| self.sql(e))
+    }
+
+    fn files(&self) -> Result<Vec<FileRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT path, size, mtime_ns, hash FROM files ORDER BY id")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(FileRecord {
+                    path: path_from_bytes(&r.get::<_, Vec<u8>>(0)?),
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get(2)?,
+                    hash: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    fn vectors(&self, paths: &[PathBuf]) -> Result<Vec<Option<Vec<f32>>>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT vector FROM files WHERE path = ?1")
+            .map_err(|e| self.sql(e))?;
+        paths
+            .iter()
+            .map(|p| {
+                stmt.query_row([path_bytes(p)], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map(|v| v.map(|v| decode_vector(&v)))
+                    .map_err(|e| self.sql(e))
+            })
+            .collect()
+    }
+
+    fn apply(&mut self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for e in &batch.upserts {
+            self.check_dim(&e.vector)?;
+        }
+        let mut conn = self.conn();
+        let dir = self.dir.clone();
+        let sql = |e: rusqlite::Error| sqlite_error(&dir, e);
+        let tx = conn.transaction().map_err(sql)?;
+        let generation = generation(&tx).map_err(sql)? + 1;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO files (id, path, size, mtime_ns, hash, vector)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(id) DO UPDATE SET path = excluded.path, size = excluded.size,
+                       mtime_ns = excluded.mtime_ns, hash = excluded.hash, vector = excluded.vector",
+                )
+                .map_err(sql)?;
+            let mut remove = tx
+                .prepare_cached("DELETE FROM files WHERE id = ?1")
+                .map_err(sql)?;
+            let mut log = tx
+                .prepare_cached("INSERT INTO changes (generation, id) VALUES (?1, ?2)")
+                .map_err(sql)?;
+            for e in &batch.upserts {
+                let id = e.file.id();
+                upsert
+                    .execute(params![
+                        id,
+                        path_bytes(&e.file.path),
+                        e.file.size as i64,
+                        e.file.mtime_ns,
+                        e.file.hash,
+                        encode_vector(&e.vector),
+                    ])
+                    .map_err(sql)?;
+                log.execute(params![generation, id]).map_err(sql)?;
+            }
+            for p in &batch.removals {
+                let id = path_id(p);
+                remove.execute([id]).map_err(sql)?;
+                log.execute(params![generation, id]).map_err(sql)?;
+            }
+        }
+        set_meta(&tx, "generation", &generation.to_string()).map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    fn scan(&self, chunk: usize, visit: &mut dyn FnMut(&[Entry]) -> Result<()>) -> Result<()> {
+        let chunk = chunk.max(1);
+        let mut after = i64::MIN;
+        loop {
+            let entries: Vec<(i64, Entry)> = {
+                let conn = self.conn();
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, path, size, mtime_ns, hash, vector FROM files
+                         WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    )
+                    .map_err(|e| self.sql(e))?;
+                let rows = stmt
+                    .query_map(params![after, chunk as i64], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            Entry {
+                                file: FileRecord {
+                                    path: path_from_bytes(&r.get::<_, Vec<u8>>(1)?),
+                                    size: r.get::<_, i64>(2)? as u64,
+                                    mtime_ns: r.get(3)?,
+                                    hash: r.get(4)?,
+                                },
+                                vector: decode_vector(&r.get::<_, Vec<u8>>(5)?),
+                            },
+                        ))
+                    })
+                    .map_err(|e| self.sql(e))?;
+                rows.collect::<rusqlite::Result<_>>()
+                    .map_err(|e| self.sql(e))?
+            };
+            let Some((last, _)) = entries.last() else {
+                return Ok(());
+            };
+            after = *last;
+            let entries: Vec<Entry> = entries.into_iter().map(|(_, e)| e).collect();
+            visit(&entries)?;
+            if entries.len() < chunk {
+                return Ok(());
+            }
+        }
+    }
+
+    fn search(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
+        if self.uses_ann()? {
+            self.search_ann(queries, k)
+        } else {
+            self.search_exact(queries, k)
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.uses_ann()? {
+            self.ann_index()?;
+        } else {
+            // Exact search needs no log; an ANN index built later starts from scratch.
+            let generation = self.generation()?;
+            let conn = self.conn();
+            conn.execute("DELETE FROM changes", [])
+                .map_err(|e| self.sql(e))?;
+            set_meta(&conn, "log_since", &generation.to_string()).map_err(|e| self.sql(e))?;
+            drop(conn);
+            for f in [ANN_FILE, ANN_STATE_FILE] {
+                let _ = std::fs::remove_file(self.dir.join(f));
+            }
+        }
+        Ok(())
+    }
+
+    fn put_labels(&mut self, set: &str, labels: &[LabelVector]) -> Result<()> {
+        for l in labels {
+            self.check_dim(&l.vector)?;
+        }
+        let mut conn = self.conn();
+        let dir = self.dir.clone();
+        let sql = |e: rusqlite::Error| sqlite_error(&dir, e);
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute("DELETE FROM labels WHERE set_name = ?1", [set])
+            .map_err(sql)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO labels (set_name, position, label, vector) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
+            for (i, l) in labels.iter().enumerate() {
+                insert
+                    .execute(params![set, i as i64, l.label, encode_vector(&l.vector)])
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    fn labels(&self, set: &str) -> Result<Option<Vec<LabelVector>>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT label, vector FROM labels WHERE set_name = ?1 ORDER BY position")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([set], |r| {
+                Ok(LabelVector {
+                    label: r.get(0)?,
+                    vector: decode_vector(&r.get::<_, Vec<u8>>(1)?),
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        let labels: Vec<LabelVector> = rows
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))?;
+        Ok((!labels.is_empty()).then_some(labels))
+    }
+
+    fn roots(&self) -> Result<Vec<PathBuf>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT path FROM roots ORDER BY path")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.sql(e))?;
+        rows.map(|r| r.map(|b| path_from_bytes(&b)))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    fn add_roots(&mut self, roots: &[PathBuf]) -> Result<()> {
+        let conn = self.conn();
+        for r in roots {
+            conn.execute(
+                "INSERT OR IGNORE INTO roots (path) VALUES (?1)",
+                [path_bytes(r)],
+            )
+            .map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+}
+
+fn sqlite_error(dir: &Path, e: rusqlite::Error) -> IndexError {
+    IndexError::Sqlite {
+        store: dir.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|source| IndexError::Io {
+        path: to.to_owned(),
+        source,
+    })
+}
+
+fn check_compatible(dir: &Path, stored: &CollectionInfo, wanted: &CollectionInfo) -> Result<()> {
+    let store = dir.display().to_string();
+    if stored.dim != wanted.dim {
+        return Err(IndexError::WrongVectorDimension {
+            store,
+            expected: stored.dim,
+            got: wanted.dim,
+        });
+    }
+    if stored.model != wanted.model || stored.preprocess != wanted.preprocess {
+        return Err(IndexError::ModelMismatch {
+            store,
+            stored: format!("{} ({})", stored.model, stored.preprocess),
+            requested: format!("{} ({})", wanted.model, wanted.preprocess),
+        });
+    }
+    Ok(())
+}
+
+fn read_info(conn: &Connection) -> rusqlite::Result<Option<CollectionInfo>> {
+    let get = |key: &str| {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+    };
+    let (Some(model), Some(dim), Some(preprocess)) =
+        (get("model")?, get("dim")?, get("preprocess")?)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(CollectionInfo {
+        model,
+        dim: dim.parse().unwrap_or(0),
+        preprocess,
+    }))
+}
+
+fn write_info(conn: &Connection, info: &CollectionInfo) -> rusqlite::Result<()> {
+    set_meta(conn, "format", FORMAT_VERSION)?;
+    set_meta(conn, "model", &info.model)?;
+    set_meta(conn, "dim", &info.dim.to_string())?;
+    set_meta(conn, "preprocess", &info.preprocess)?;
+    set_meta(conn, "generation", "0")?;
+    set_meta(conn, "log_since", "0")
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )
+    .map(|_| ())
+}
+
+fn meta_i64(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn generation(conn: &Connection) -> rusqlite::Result<i64> {
+    meta_i64(conn, "generation")
+}
+
+/// Vectors are stored as little-endian f32 bytes: exact, and 4 bytes a dimension.
+pub(crate) fn encode_vector(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(crate) fn decode_vector(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

@@ -45,6 +45,15 @@ pub enum IndexError {
     #[error("{path}: {problem}")]
     BadFile { path: PathBuf, problem: String },
 
+    #[error("the query is empty: give at least one positive text or image")]
+    EmptyQuery,
+
+    #[error("no labels given (pass --label or --labels FILE)")]
+    EmptyLabels,
+
+    #[error("the store {store} is empty: nothing to {action}")]
+    EmptyStore { store: String, action: String },
+
     #[error(transparent)]
     Clip(#[from] clipkit_core::ClipError),
 }

@@ -5,9 +5,18 @@
 //! store in step with folders on disk; [`search`], [`label`], [`cluster`] and [`dedup`] are
 //! queries over any store; [`export`] moves collections in and out in clip-retrieval's layout.
 
+pub mod cluster;
+pub mod dedup;
 pub mod embedded;
 pub mod error;
+pub mod exact;
+pub mod export;
+pub mod indexer;
+pub mod label;
+pub mod parquet_io;
 pub mod paths;
+mod rng;
+pub mod search;
 pub mod store;
 
 pub use error::{IndexError, Result};

@@ -2,10 +2,17 @@
 
 pub mod bench;
 pub mod classify;
+pub mod cluster;
+pub mod collection;
+pub mod dedup;
 pub mod embed;
 pub mod eval;
+pub mod export;
+pub mod index;
+pub mod label;
 pub mod plot;
 pub mod probe;
+pub mod search;
 pub mod similarity;
 
 /// How a command ended when it did not fail outright.

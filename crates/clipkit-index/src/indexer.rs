@@ -1,0 +1,479 @@
+//! Keeps a store in step with folders on disk.
+//!
+//! Two passes. [`diff`] compares the files on disk with the store by size and mtime alone
+//! (cheap; this is what `index status` shows). [`Indexer::run`] then reads the new and
+//! changed files, hashes them, and only embeds content the store has never seen: a file
+//! whose bytes did not change is re-stamped, a renamed or moved file takes its old vector
+//! with it, a copy reuses the original's. Work is committed a batch at a time, so a killed
+//! run loses at most one batch and the next run resumes where it stopped.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::UNIX_EPOCH;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::paths::content_hash;
+use crate::store::{Batch, Entry, FileRecord, Store};
+use crate::{IndexError, Result};
+
+/// Turns image bytes into normalised embeddings; one result per item so a broken file
+/// fails alone. Implemented by [`clipkit_core::Clip`]; tests may use something smaller.
+pub trait ImageEmbedder: Sync {
+    fn embed_images(&self, items: &[(&Path, &[u8])]) -> Vec<std::result::Result<Vec<f32>, String>>;
+}
+
+impl ImageEmbedder for clipkit_core::Clip {
+    fn embed_images(&self, items: &[(&Path, &[u8])]) -> Vec<std::result::Result<Vec<f32>, String>> {
+        let pre = self.preprocessor();
+        let pixels: Vec<std::result::Result<Vec<f32>, String>> = items
+            .par_iter()
+            .map(|(path, bytes)| {
+                pre.decode_bytes(path, bytes)
+                    .map(|d| pre.normalize(&pre.resize_and_crop(&d)))
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let ok: Vec<&Vec<f32>> = pixels.iter().filter_map(|p| p.as_ref().ok()).collect();
+        match self.embed_pixels(&ok) {
+            Ok(embeddings) => {
+                let mut embeddings = embeddings.into_iter();
+                pixels
+                    .into_iter()
+                    .map(|p| p.map(|_| embeddings.next().expect("one embedding per image")))
+                    .collect()
+            }
+            Err(e) => pixels
+                .into_iter()
+                .map(|p| p.and_then(|_| Err(format!("model: {e}"))))
+                .collect(),
+        }
+    }
+}
+
+/// Which files under the roots are considered.
+#[derive(Clone, Debug, Default)]
+pub struct WalkOptions {
+    /// Glob patterns (matched against the full path and the file name) to leave out.
+    pub exclude: Vec<String>,
+    /// Include files and folders whose name starts with a dot.
+    pub hidden: bool,
+}
+
+/// Paths that could not be read, with why.
+pub type Unreadable = Vec<(PathBuf, String)>;
+
+/// A file found on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// How the files on disk differ from the store, by size and mtime only.
+#[derive(Debug, Default)]
+pub struct Diff {
+    pub unchanged: usize,
+    pub new: Vec<Found>,
+    pub changed: Vec<Found>,
+    /// In the store, under a scanned root, and no longer on disk (or now excluded).
+    pub missing: Vec<FileRecord>,
+    /// Paths that could not be read while walking (permissions, broken links).
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// What a run did, counted: `embedded` is how many images went through the model.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Report {
+    pub scanned: usize,
+    pub unchanged: usize,
+    pub embedded: usize,
+    /// Same bytes under a new mtime: re-stamped, not re-embedded.
+    pub touched: usize,
+    /// Renamed or moved files (recognised by content hash): vector moved, not re-embedded.
+    pub moved: usize,
+    /// New files with the content of an indexed one: vector copied, not re-embedded.
+    pub copied: usize,
+    pub removed: usize,
+    pub failed: Vec<Failure>,
+    /// True when the run was stopped early (Ctrl-C); what was committed stays.
+    pub interrupted: bool,
+    pub total: usize,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+/// Progress callbacks, so the library needs no terminal.
+pub trait Progress {
+    fn start(&self, _files: usize) {}
+    fn advance(&self, _files: usize) {}
+    fn finish(&self) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Absolute, symlink-free form of each root, so the same photo is the same key whichever
+/// way it was named on the command line.
+pub fn canonical_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    roots
+        .iter()
+        .map(|r| {
+            std::fs::canonicalize(r).map_err(|source| IndexError::Io {
+                path: r.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+fn exclude_set(patterns: &[String]) -> Result<GlobSet> {
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = Glob::new(p).map_err(|e| IndexError::BadFile {
+            path: PathBuf::from(p),
+            problem: format!("invalid --exclude glob: {e}"),
+        })?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| IndexError::BadFile {
+        path: PathBuf::from(patterns.join(",")),
+        problem: format!("invalid --exclude globs: {e}"),
+    })
+}
+
+/// Image files under `roots` (canonical), sorted, with what could not be read.
+pub fn walk(roots: &[PathBuf], options: &WalkOptions) -> Result<(Vec<Found>, Unreadable)> {
+    let exclude = exclude_set(&options.exclude)?;
+    let mut found = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut seen = HashSet::new();
+    for root in roots {
+        walk_dir(
+            root,
+            options,
+            &exclude,
+            &mut found,
+            &mut unreadable,
+            &mut seen,
+        );
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((found, unreadable))
+}
+
+fn excluded(path: &Path, exclude: &GlobSet) -> bool {
+    exclude.is_match(path) || path.file_name().is_some_and(|n| exclude.is_match(n))
+}
+
+fn walk_dir(
+    path: &Path,
+    options: &WalkOptions,
+    exclude: &GlobSet,
+    found: &mut Vec<Found>,
+    unreadable: &mut Vec<(PathBuf, String)>,
+    seen: &mut HashSet<PathBuf>,
+) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            unreadable.push((path.to_owned(), e.to_string()));
+            return;
+        }
+    };
+    if meta.is_file() {
+        if clipkit_core::image::files::has_image_extension(path) && seen.insert(path.to_owned()) {
+            found.push(Found {
+                path: path.to_owned(),
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+            });
+        }
+        return;
+    }
+    if !meta.is_dir() {
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) => {
+            unreadable.push((path.to_owned(), e.to_string()));
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                unreadable.push((path.to_owned(), e.to_string()));
+                continue;
+            }
+        };
+        let child = entry.path();
+        let hidden = entry.file_name().as_encoded_bytes().first() == Some(&b'.');
+        if (hidden && !options.hidden) || excluded(&child, exclude) {
+            continue;
+        }
+        // Symlinked folders are not followed: they can loop, and the real folder is
+        // usually indexed under its own name anyway.
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) && child.is_dir() {
+            continue;
+        }
+        walk_dir(&child, options, exclude, found, unreadable, seen);
+    }
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Compares disk and store by size and mtime (no file is read).
+pub fn diff(store: &dyn Store, roots: &[PathBuf], options: &WalkOptions) -> Result<Diff> {
+    let (found, unreadable) = walk(roots, options)?;
+    let stored: HashMap<PathBuf, FileRecord> = store
+        .files()?
+        .into_iter()
+        .map(|r| (r.path.clone(), r))
+        .collect();
+    let mut d = Diff {
+        unreadable,
+        ..Diff::default()
+    };
+    let mut on_disk = HashSet::with_capacity(found.len());
+    for f in found {
+        on_disk.insert(f.path.clone());
+        match stored.get(&f.path) {
+            Some(r) if r.size == f.size && r.mtime_ns == f.mtime_ns => d.unchanged += 1,
+            Some(_) => d.changed.push(f),
+            None => d.new.push(f),
+        }
+    }
+    let mut missing: Vec<FileRecord> = stored
+        .into_values()
+        .filter(|r| roots.iter().any(|root| r.path.starts_with(root)) && !on_disk.contains(&r.path))
+        .collect();
+    missing.sort_by(|a, b| a.path.cmp(&b.path));
+    d.missing = missing;
+    Ok(d)
+}
+
+/// Runs indexing passes over a store.
+pub struct Indexer<'a> {
+    pub store: &'a mut dyn Store,
+    pub embedder: &'a dyn ImageEmbedder,
+    /// Files read, hashed and embedded per committed batch.
+    pub batch_size: usize,
+    pub walk: WalkOptions,
+    pub cancel: Option<&'a AtomicBool>,
+    pub progress: &'a dyn Progress,
+}
+
+impl Indexer<'_> {
+    /// Brings the store in step with `roots` (already canonical).
+    pub fn run(&mut self, roots: &[PathBuf]) -> Result<Report> {
+        self.store.add_roots(roots)?;
+        let diff = diff(&*self.store, roots, &self.walk)?;
+        let mut report = Report {
+            scanned: diff.unchanged + diff.new.len() + diff.changed.len(),
+            unchanged: diff.unchanged,
+            failed: diff
+                .unreadable
+                .iter()
+                .map(|(p, e)| Failure {
+                    path: p.display().to_string(),
+                    error: e.clone(),
+                })
+                .collect(),
+            ..Report::default()
+        };
+
+        // Content the store already holds, by hash: present files (copy sources) and files
+        // gone from disk (move sources, each claimable once).
+        let missing_paths: HashSet<PathBuf> = diff.missing.iter().map(|r| r.path.clone()).collect();
+        let changed_paths: HashSet<PathBuf> = diff.changed.iter().map(|f| f.path.clone()).collect();
+        let mut known = Known::default();
+        for r in self.store.files()? {
+            if missing_paths.contains(&r.path) {
+                known.gone.entry(r.hash).or_default().push(r.path);
+            } else if changed_paths.contains(&r.path) {
+                known.previous.insert(r.path, r.hash);
+            } else {
+                known.present.entry(r.hash).or_insert(r.path);
+            }
+        }
+
+        let mut todo: Vec<Found> = diff.changed.into_iter().chain(diff.new).collect();
+        todo.sort_by(|a, b| a.path.cmp(&b.path));
+        self.progress.start(todo.len());
+        let batch_size = self.batch_size.max(1);
+        for chunk in todo.chunks(batch_size) {
+            if self.cancelled() {
+                report.interrupted = true;
+                break;
+            }
+            let batch = self.prepare(chunk, &mut known, &mut report)?;
+            self.store.apply(batch)?;
+            self.progress.advance(chunk.len());
+        }
+
+        if !report.interrupted {
+            // Whatever is still missing was deleted (or excluded), not moved.
+            let removals: Vec<PathBuf> = known.gone.into_values().flatten().collect();
+            report.removed += removals.len();
+            if !removals.is_empty() {
+                self.store.apply(Batch {
+                    upserts: Vec::new(),
+                    removals,
+                })?;
+            }
+        }
+        self.progress.finish();
+        self.store.flush()?;
+        report.total = self.store.len()?;
+        Ok(report)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Reads and hashes one chunk of files and decides, per file, whether its vector can be
+    /// reused or must be computed.
+    fn prepare(&self, chunk: &[Found], known: &mut Known, report: &mut Report) -> Result<Batch> {
+        let read: Vec<std::io::Result<Vec<u8>>> =
+            chunk.par_iter().map(|f| std::fs::read(&f.path)).collect();
+        let mut batch = Batch::default();
+        let mut to_embed: Vec<(usize, &[u8])> = Vec::new();
+        let mut hashes = Vec::with_capacity(chunk.len());
+        // Vectors reused from the store, fetched in one go.
+        let mut reuse: Vec<(usize, PathBuf)> = Vec::new();
+        let mut embed_first: HashMap<String, usize> = HashMap::new();
+        let mut same_as: Vec<(usize, usize)> = Vec::new();
+        for (i, (f, bytes)) in chunk.iter().zip(&read).enumerate() {
+            let bytes = match bytes {
+                Ok(b) if b.is_empty() => {
+                    report.failed.push(failure(&f.path, "empty file"));
+                    hashes.push(String::new());
+                    continue;
+                }
+                Ok(b) => b,
+                Err(e) => {
+                    report.failed.push(failure(&f.path, &e.to_string()));
+                    hashes.push(String::new());
+                    continue;
+                }
+            };
+            let hash = content_hash(bytes);
+            if known.previous.get(&f.path) == Some(&hash) {
+                report.touched += 1;
+                reuse.push((i, f.path.clone()));
+            } else if let Some(source) = known.present.get(&hash) {
+                report.copied += 1;
+                reuse.push((i, source.clone()));
+            } else if let Some(source) = known.gone.get_mut(&hash).and_then(|v| v.pop()) {
+                report.moved += 1;
+                batch.removals.push(source.clone());
+                reuse.push((i, source));
+            } else if let Some(&first) = embed_first.get(&hash) {
+                report.copied += 1;
+                same_as.push((i, first));
+            } else {
+                embed_first.insert(hash.clone(), i);
+                to_embed.push((i, bytes));
+            }
+            hashes.push(hash);
+        }
+
+        let record = |i: usize| FileRecord {
+            path: chunk[i].path.clone(),
+            size: chunk[i].size,
+            mtime_ns: chunk[i].mtime_ns,
+            hash: hashes[i].clone(),
+        };
+        let sources: Vec<PathBuf> = reuse.iter().map(|(_, p)| p.clone()).collect();
+        for ((i, source), vector) in reuse.iter().zip(self.store.vectors(&sources)?) {
+            match vector {
+                Some(vector) => batch.upserts.push(Entry {
+                    file: record(*i),
+                    vector,
+                }),
+                None => report.failed.push(failure(
+                    &chunk[*i].path,
+                    &format!("{} vanished from the store", source.display()),
+                )),
+            }
+        }
+
+        let items: Vec<(&Path, &[u8])> = to_embed
+            .iter()
+            .map(|(i, b)| (chunk[*i].path.as_path(), *b))
+            .collect();
+        let embedded = self.embedder.embed_images(&items);
+        let mut vectors: HashMap<usize, Vec<f32>> = HashMap::new();
+        for ((i, _), result) in to_embed.iter().zip(embedded) {
+            match result {
+                Ok(vector) => {
+                    report.embedded += 1;
+                    vectors.insert(*i, vector.clone());
+                    batch.upserts.push(Entry {
+                        file: record(*i),
+                        vector,
+                    });
+                }
+                Err(e) => report.failed.push(failure(&chunk[*i].path, &e)),
+            }
+        }
+        for (i, first) in same_as {
+            match vectors.get(&first) {
+                Some(v) => batch.upserts.push(Entry {
+                    file: record(i),
+                    vector: v.clone(),
+                }),
+                None => {
+                    report.copied -= 1;
+                    report.failed.push(failure(
+                        &chunk[i].path,
+                        "same content as a file that failed",
+                    ));
+                }
+            }
+        }
+        for e in &batch.upserts {
+            known
+                .present
+                .entry(e.file.hash.clone())
+                .or_insert_with(|| e.file.path.clone());
+        }
+        Ok(batch)
+    }
+}
+
+/// What the store already holds, by content hash.
+#[derive(Default)]
+struct Known {
+    /// Files still on disk: copy sources.
+    present: HashMap<String, PathBuf>,
+    /// Files gone from disk: move sources, each claimable once.
+    gone: HashMap<String, Vec<PathBuf>>,
+    /// The stored hash of each file whose size or mtime changed.
+    previous: HashMap<PathBuf, String>,
+}
+
+fn failure(path: &Path, error: &str) -> Failure {
+    Failure {
+        path: path.display().to_string(),
+        error: error.to_owned(),
+    }
+}
