@@ -42,8 +42,10 @@ pub struct Calibration {
 #[derive(Clone, Debug, Serialize)]
 pub struct Group {
     /// Members, largest file first — usually the one to keep.
+    #[serde(serialize_with = "crate::paths::serialize_lossy_vec")]
     pub members: Vec<PathBuf>,
     /// The pairs above the threshold that joined the group, with their cosine.
+    #[serde(serialize_with = "crate::paths::serialize_lossy_pairs")]
     pub pairs: Vec<(PathBuf, PathBuf, f32)>,
     pub min_score: f32,
 }

@@ -91,7 +91,10 @@ impl EmbeddedStore {
             .map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
+        // Schema and collection info in one transaction: a store killed while being
+        // created is either complete or absent, never a database without its model.
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(sql)?;
 
         let stored = read_info(&conn).map_err(sql)?;
         let info = match (stored, create) {
@@ -101,7 +104,9 @@ impl EmbeddedStore {
             }
             (Some(stored), None) => stored,
             (None, Some(wanted)) => {
-                write_info(&conn, wanted).map_err(sql)?;
+                let tx = conn.unchecked_transaction().map_err(sql)?;
+                write_info(&tx, wanted).map_err(sql)?;
+                tx.commit().map_err(sql)?;
                 wanted.clone()
             }
             (None, None) => {

@@ -39,6 +39,7 @@ pub struct LabelScore {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ImageLabels {
+    #[serde(serialize_with = "crate::paths::serialize_lossy")]
     pub path: PathBuf,
     pub labels: Vec<LabelScore>,
 }

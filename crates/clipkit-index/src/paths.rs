@@ -74,6 +74,30 @@ pub fn content_hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+/// Serde helper: paths shown to people (JSON output) as text, lossily for non-UTF-8 names
+/// — serde's own impl refuses those, which would fail a whole listing over one file name.
+pub fn serialize_lossy<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+pub fn serialize_lossy_vec<S: serde::Serializer>(
+    paths: &[PathBuf],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
+}
+
+pub fn serialize_lossy_pairs<S: serde::Serializer>(
+    pairs: &[(PathBuf, PathBuf, f32)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        pairs
+            .iter()
+            .map(|(a, b, score)| (a.to_string_lossy(), b.to_string_lossy(), score)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

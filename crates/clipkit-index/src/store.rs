@@ -63,6 +63,7 @@ impl Batch {
 /// One search result; `score` is the cosine similarity.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Hit {
+    #[serde(serialize_with = "paths::serialize_lossy")]
     pub path: PathBuf,
     pub score: f32,
 }

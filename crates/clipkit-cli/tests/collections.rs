@@ -1,0 +1,788 @@
+//! End-to-end tests of the collection commands on a photo folder built in a temp dir (real
+//! fixture photos, nested and unicode folders, a non-UTF-8 name, broken and empty files):
+//! incremental indexing counted file by file, results checked against brute force computed
+//! from `clipkit embed`, export/import round trips, and indexing killed with SIGKILL.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn model() -> PathBuf {
+    fixtures().join("models/tiny-quickgelu")
+}
+
+fn clipkit(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("CLIPKIT_STORE")
+        .env_remove("CLIPKIT_MODEL")
+        .output()
+        .expect("clipkit runs")
+}
+
+macro_rules! run {
+    ($($arg:expr),* $(,)?) => {
+        clipkit(&[$(std::ffi::OsStr::new(&$arg)),*])
+    };
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(o)
+        )
+    })
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}",
+        o.status.code(),
+        stderr(o)
+    );
+}
+
+/// A photo library: nested folders, unicode and non-UTF-8 names, a corrupt JPEG, an empty
+/// PNG, a text file and a hidden folder (both ignored).
+fn library() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    let img = |n: &str| fixtures().join("images").join(n);
+    let place = |from: &str, to: &Path| {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(img(from), to).unwrap();
+    };
+    place("chelsea.png", &root.join("été/chat 🐱.png"));
+    place("astronaut.png", &root.join("2024/astronaut.png"));
+    place("rocket.png", &root.join("2024/launch/rocket.png"));
+    place("coffee.png", &root.join("a/b/c/coffee.png"));
+    place("photo.jpg", &root.join("photo.jpg"));
+    place("camera.png", &root.join("camera.png"));
+    place("palette.png", &root.join("palette.png"));
+    place("wide.png", &root.join("wide.png"));
+    place("camera.png", &root.join(".thumbs/camera.png"));
+    place(
+        "tall.png",
+        &root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.png")),
+    );
+    std::fs::write(
+        root.join("broken.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .unwrap();
+    std::fs::write(root.join("empty.png"), b"").unwrap();
+    std::fs::write(root.join("notes.txt"), b"not an image").unwrap();
+    (dir, root)
+}
+
+const VALID_IN_LIBRARY: usize = 9;
+
+fn report(o: &Output) -> Value {
+    json(o)["report"].clone()
+}
+
+fn count(r: &Value, key: &str) -> u64 {
+    r[key].as_u64().unwrap_or_else(|| panic!("{key} in {r}"))
+}
+
+/// Embeddings of image files as `clipkit embed` computes them, keyed by path.
+fn embed_images(paths: &[PathBuf]) -> HashMap<String, Vec<f32>> {
+    let m = model();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "embed".into(),
+        "-m".into(),
+        m.into(),
+        "-f".into(),
+        "json".into(),
+    ];
+    for p in paths {
+        args.push("--image".into());
+        args.push(p.into());
+    }
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let o = clipkit(&refs);
+    ok(&o);
+    json(&o)["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(paths)
+        .map(|(v, p)| (p.to_string_lossy().into_owned(), floats(&v["embedding"])))
+        .collect()
+}
+
+fn embed_texts(texts: &[&str]) -> Vec<Vec<f32>> {
+    let m = model();
+    let mut args: Vec<String> = vec![
+        "embed".into(),
+        "-m".into(),
+        m.to_string_lossy().into(),
+        "-f".into(),
+        "json".into(),
+    ];
+    for t in texts {
+        args.push("--text".into());
+        args.push(t.to_string());
+    }
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let o = clipkit(&refs);
+    ok(&o);
+    json(&o)["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| floats(&v["embedding"]))
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Every (path as shown, vector) in a store.
+fn store_contents(store: &Path, scratch: &Path) -> HashMap<String, Vec<f32>> {
+    store_entries(store, scratch)
+        .into_iter()
+        .map(|(p, v)| (p.to_string_lossy().into_owned(), v))
+        .collect()
+}
+
+/// Every (path, vector) in a store, through `clipkit export` and its Parquet files.
+fn store_entries(store: &Path, scratch: &Path) -> Vec<(PathBuf, Vec<f32>)> {
+    let out = scratch.join(format!("export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = run!("export", "--store", store, "--format", "parquet", out);
+    ok(&o);
+    let mut entries = Vec::new();
+    let mut seen = HashSet::new();
+    for part in std::fs::read_dir(out.join("embeddings")).unwrap() {
+        let table = clipkit_index::parquet_io::read_table(&part.unwrap().path()).unwrap();
+        for (p, v) in table.strings["image_path"]
+            .iter()
+            .zip(&table.lists["embedding"])
+        {
+            let path = clipkit_index::paths::decode_path(p);
+            assert!(seen.insert(path.clone()), "{} stored twice", path.display());
+            entries.push((path, v.clone()));
+        }
+    }
+    entries
+}
+
+fn canonical(root: &Path, rel: &str) -> PathBuf {
+    std::fs::canonicalize(root).unwrap().join(rel)
+}
+
+#[test]
+fn incremental_indexing_embeds_exactly_what_changed() {
+    let (dir, root) = library();
+    let store = dir.path().join("store");
+    let m = model();
+    let add = || run!("index", "add", "-m", m, "--store", store, "-q", "-f", "json", root);
+
+    // First run: every readable image embedded; the two broken files reported, exit 1.
+    let o = add();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let r = report(&o);
+    assert_eq!(count(&r, "embedded"), VALID_IN_LIBRARY as u64);
+    assert_eq!(r["failed"].as_array().unwrap().len(), 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("broken.jpg") && err.contains("empty.png"),
+        "{err}"
+    );
+    assert_eq!(count(&r, "total"), VALID_IN_LIBRARY as u64);
+
+    // Nothing changed: nothing embedded.
+    let r = report(&add());
+    assert_eq!(
+        (count(&r, "embedded"), count(&r, "unchanged")),
+        (0, VALID_IN_LIBRARY as u64)
+    );
+
+    // One of each kind of change.
+    std::fs::copy(fixtures().join("images/rgb16.png"), root.join("wide.png")).unwrap(); // modified
+    std::fs::rename(
+        root.join("2024/astronaut.png"),
+        root.join("été/astronaut-moved.png"),
+    )
+    .unwrap(); // moved
+    std::fs::copy(root.join("camera.png"), root.join("a/camera-copy.png")).unwrap(); // copied
+    std::fs::remove_file(root.join("palette.png")).unwrap(); // deleted
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(root.join("photo.jpg"))
+        .unwrap();
+    touched
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap(); // same bytes, new mtime
+    drop(touched);
+    std::fs::copy(
+        fixtures().join("images/rgba.png"),
+        root.join("2024/new.png"),
+    )
+    .unwrap(); // new
+
+    let s = run!("index", "status", "--store", store, "-f", "json");
+    ok(&s);
+    let s = json(&s);
+    assert_eq!(s["new"].as_array().unwrap().len(), 3 + 2, "{s}"); // moved, copy, new + 2 broken
+    assert_eq!(s["changed"].as_array().unwrap().len(), 2, "{s}"); // modified, touched
+    assert_eq!(s["missing"].as_array().unwrap().len(), 2, "{s}"); // moved away, deleted
+    assert_eq!(s["up_to_date"], false);
+
+    let r = report(&add());
+    assert_eq!(count(&r, "embedded"), 2, "{r}"); // the modified and the new file only
+    assert_eq!(count(&r, "moved"), 1, "{r}");
+    assert_eq!(count(&r, "copied"), 1, "{r}");
+    assert_eq!(count(&r, "touched"), 1, "{r}");
+    assert_eq!(count(&r, "removed"), 1, "{r}");
+    assert_eq!(count(&r, "total"), VALID_IN_LIBRARY as u64 + 1);
+
+    // Every stored vector is exactly what embedding that file now gives.
+    let entries = store_entries(&store, dir.path());
+    let files: Vec<PathBuf> = entries.iter().map(|(p, _)| p.clone()).collect();
+    let fresh = embed_images(&files);
+    let contents = store_contents(&store, dir.path());
+    assert_eq!(contents.len(), VALID_IN_LIBRARY + 1);
+    for (path, v) in &contents {
+        let want = &fresh[path];
+        assert!(dot(v, want) > 0.999_999, "{path}: stale vector");
+    }
+    assert!(contents.contains_key(
+        canonical(&root, "été/astronaut-moved.png")
+            .to_str()
+            .unwrap()
+    ));
+    assert!(!contents
+        .keys()
+        .any(|p| p.contains("palette") || p.contains(".thumbs")));
+    assert!(
+        contents.keys().any(|p| p.contains("caf\u{fffd}")),
+        "non-UTF-8 name indexed"
+    );
+
+    // --exclude drops matching files from the store on the next run.
+    let o = run!(
+        "index",
+        "add",
+        "-m",
+        m,
+        "--store",
+        store,
+        "-q",
+        "-f",
+        "json",
+        "--exclude",
+        "*/2024/*",
+        root
+    );
+    let r = report(&o);
+    assert_eq!(count(&r, "removed"), 2, "{r}");
+    assert_eq!(count(&r, "embedded"), 0, "{r}");
+}
+
+#[test]
+fn search_label_and_dedup_match_brute_force() {
+    let (dir, root) = library();
+    // Byte-identical copies: the near-duplicates dedup must find.
+    std::fs::copy(root.join("camera.png"), root.join("a/camera-dup.png")).unwrap();
+    let store = dir.path().join("store");
+    let m = model();
+    let o = run!("index", "add", "-m", m, "--store", store, "-q", root);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let contents = store_contents(&store, dir.path());
+
+    // Text search: same order and scores as brute force over the stored vectors.
+    let q = embed_texts(&["a cat on a sofa"]).remove(0);
+    let mut want: Vec<(&String, f32)> = contents.iter().map(|(p, v)| (p, dot(v, &q))).collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let o = run!(
+        "search",
+        "--store",
+        store,
+        "a cat on a sofa",
+        "-k",
+        "5",
+        "-f",
+        "json"
+    );
+    ok(&o);
+    let got = json(&o)["results"].as_array().unwrap().clone();
+    assert_eq!(got.len(), 5);
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g["score"].as_f64().unwrap() as f32 - w.1).abs() < 1e-4,
+            "{g} vs {w:?}"
+        );
+    }
+    let got_scores: Vec<f32> = got
+        .iter()
+        .map(|g| g["score"].as_f64().unwrap() as f32)
+        .collect();
+    assert!(got_scores.windows(2).all(|w| w[0] >= w[1]));
+
+    // Negative terms and thresholds: sum(+) − sum(−), renormalised.
+    let parts = embed_texts(&["cat", "rocket"]);
+    let mut combined: Vec<f32> = parts[0].iter().zip(&parts[1]).map(|(a, b)| a - b).collect();
+    let norm = dot(&combined, &combined).sqrt();
+    combined.iter_mut().for_each(|x| *x /= norm);
+    let best = contents
+        .iter()
+        .map(|(p, v)| (p, dot(v, &combined)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    let o = run!("search", "--store", store, "cat", "-", "rocket", "-k", "1", "-f", "json");
+    ok(&o);
+    let top = &json(&o)["results"][0];
+    assert!((top["score"].as_f64().unwrap() as f32 - best.1).abs() < 1e-4);
+    let o = run!(
+        "search",
+        "--store",
+        store,
+        "cat",
+        "--threshold",
+        "2",
+        "-f",
+        "json"
+    );
+    assert_eq!(json(&o)["results"].as_array().unwrap().len(), 0);
+
+    // Image query: the image itself (and its byte-identical copy) score 1.
+    let cam = canonical(&root, "camera.png");
+    let o = run!("search", "--store", store, "--image", cam, "-k", "2", "-f", "json");
+    ok(&o);
+    for r in json(&o)["results"].as_array().unwrap() {
+        assert!((r["score"].as_f64().unwrap() - 1.0).abs() < 1e-4, "{r}");
+        assert!(r["path"].as_str().unwrap().contains("camera"));
+    }
+
+    // Label: per label the best images, per image the best labels with the same
+    // probabilities `classify` gives.
+    let labels = ["cat", "rocket", "coffee", "astronaut"];
+    let label_vectors = embed_texts(&labels);
+    let o = run!(
+        "label",
+        "--store",
+        store,
+        "-l",
+        "cat",
+        "-l",
+        "rocket",
+        "-l",
+        "coffee",
+        "-l",
+        "astronaut",
+        "--images-per-label",
+        "3",
+        "--labels-per-image",
+        "2",
+        "-f",
+        "json"
+    );
+    ok(&o);
+    let result = json(&o);
+    for (entry, lv) in result["per_label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&label_vectors)
+    {
+        let mut want: Vec<f32> = contents.values().map(|v| dot(v, lv)).collect();
+        want.sort_by(|a, b| b.total_cmp(a));
+        let got: Vec<f32> = entry["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["score"].as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), 3);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{entry}");
+        }
+    }
+    let per_image = result["per_image"].as_array().unwrap();
+    assert_eq!(per_image.len(), contents.len());
+    let chat = per_image
+        .iter()
+        .find(|e| e["path"].as_str().unwrap().ends_with("chat 🐱.png"))
+        .unwrap();
+    let o = run!(
+        "classify",
+        "-m",
+        m,
+        "-l",
+        "cat",
+        "-l",
+        "rocket",
+        "-l",
+        "coffee",
+        "-l",
+        "astronaut",
+        "-f",
+        "json",
+        canonical(&root, "été/chat 🐱.png")
+    );
+    ok(&o);
+    let classified = json(&o);
+    let probs: HashMap<String, f64> = classified[0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap().to_owned(),
+                l["prob"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    for l in chat["labels"].as_array().unwrap() {
+        let want = probs[l["label"].as_str().unwrap()];
+        assert!(
+            (l["prob"].as_f64().unwrap() - want).abs() < 1e-4,
+            "{l} vs {want}"
+        );
+    }
+    let out = dir.path().join("labels.parquet");
+    let o = run!("label", "--store", store, "-l", "cat", "-l", "rocket", "-o", out);
+    ok(&o);
+    let table = clipkit_index::parquet_io::read_table(&out).unwrap();
+    // Defaults: 10 images per label, 3 labels per image (of the 2 given).
+    assert_eq!(table.rows, 2 * 10.min(contents.len()) + contents.len() * 2);
+
+    // Dedup at a strict threshold: exactly the groups of identical vectors.
+    let o = run!(
+        "dedup",
+        "--store",
+        store,
+        "--threshold",
+        "0.99999",
+        "-f",
+        "json"
+    );
+    ok(&o);
+    let groups: Vec<HashSet<String>> = json(&o)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    let paths: Vec<&String> = contents.keys().collect();
+    let mut want_groups: Vec<HashSet<String>> = Vec::new();
+    for (i, a) in paths.iter().enumerate() {
+        for b in &paths[i + 1..] {
+            if dot(&contents[*a], &contents[*b]) >= 0.99999 {
+                match want_groups
+                    .iter_mut()
+                    .find(|g| g.contains(*a) || g.contains(*b))
+                {
+                    Some(g) => {
+                        g.insert((*a).clone());
+                        g.insert((*b).clone());
+                    }
+                    None => want_groups.push([(*a).clone(), (*b).clone()].into()),
+                }
+            }
+        }
+    }
+    assert!(!want_groups.is_empty());
+    assert_eq!(groups.len(), want_groups.len());
+    for g in &want_groups {
+        assert!(groups.contains(g), "{g:?} not found in {groups:?}");
+    }
+}
+
+#[test]
+fn cluster_is_a_k_means_fixed_point_with_contact_sheets() {
+    let (dir, root) = library();
+    let store = dir.path().join("store");
+    let m = model();
+    run!("index", "add", "-m", m, "--store", store, "-q", root);
+    let contents = store_contents(&store, dir.path());
+    let sheets = dir.path().join("sheets");
+    let o = run!(
+        "cluster",
+        "--store",
+        store,
+        "-k",
+        "3",
+        "--contact-sheets",
+        sheets,
+        "-f",
+        "json"
+    );
+    ok(&o);
+    let result = json(&o);
+    let clusters = result["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 3);
+    let members: Vec<Vec<String>> = clusters
+        .iter()
+        .map(|c| {
+            c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["path"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    let all: HashSet<&String> = members.iter().flatten().collect();
+    assert_eq!(all.len(), contents.len());
+    assert_eq!(members.iter().map(Vec::len).sum::<usize>(), contents.len());
+    // Brute force: centroids from the membership; each image is nearest its own.
+    let dim = contents.values().next().unwrap().len();
+    let centroids: Vec<Vec<f32>> = members
+        .iter()
+        .map(|ms| {
+            let mut c = vec![0.0f32; dim];
+            for m in ms {
+                for (a, b) in c.iter_mut().zip(&contents[m]) {
+                    *a += b;
+                }
+            }
+            let n = dot(&c, &c).sqrt();
+            c.iter().map(|x| x / n).collect()
+        })
+        .collect();
+    for (ci, (c, ms)) in clusters.iter().zip(&members).enumerate() {
+        for (m, reported) in ms.iter().zip(c["members"].as_array().unwrap()) {
+            let own = dot(&contents[m], &centroids[ci]);
+            assert!((reported["score"].as_f64().unwrap() as f32 - own).abs() < 1e-4);
+            for other in &centroids {
+                assert!(
+                    own >= dot(&contents[m], other) - 1e-5,
+                    "{m} is nearer another centroid"
+                );
+            }
+        }
+        assert_eq!(c["size"].as_u64().unwrap() as usize, ms.len());
+        assert!(sheets.join(format!("cluster_{ci:03}.png")).exists());
+    }
+    // Automatic k stays within the range it reports.
+    let o = run!("cluster", "--store", store, "--max-k", "4", "-f", "json");
+    ok(&o);
+    let k = json(&o)["k"].as_u64().unwrap();
+    assert!((2..=4).contains(&k), "{k}");
+}
+
+#[test]
+fn export_and_import_round_trip_both_layouts() {
+    let (dir, root) = library();
+    let store = dir.path().join("store");
+    let m = model();
+    run!("index", "add", "-m", m, "--store", store, "-q", root);
+    let original = store_contents(&store, dir.path());
+    for (format, half) in [("npy", false), ("parquet", false), ("npy", true)] {
+        let out = dir.path().join(format!("out-{format}-{half}"));
+        let o = if half {
+            run!(
+                "export",
+                "--store",
+                store,
+                "--format",
+                format,
+                "--half",
+                "--shard-size",
+                "4",
+                out
+            )
+        } else {
+            run!(
+                "export",
+                "--store",
+                store,
+                "--format",
+                format,
+                "--shard-size",
+                "4",
+                out
+            )
+        };
+        ok(&o);
+        if format == "npy" {
+            assert!(out.join("img_emb/img_emb_0.npy").exists());
+            assert!(out.join("metadata/metadata_0.parquet").exists());
+            assert!(out.join("img_emb/img_emb_2.npy").exists(), "sharded by 4");
+        }
+        let copy = dir.path().join(format!("copy-{format}-{half}"));
+        let o = run!("import", "-m", m, "--store", copy, out);
+        ok(&o);
+        let imported = store_contents(&copy, dir.path());
+        assert_eq!(imported.len(), original.len());
+        for (p, v) in &original {
+            let tolerance = if half { 1e-3 } else { 1e-6 };
+            assert!(1.0 - dot(v, &imported[p]) < tolerance, "{p}");
+        }
+        // The imported store is live: re-indexing the same folder embeds nothing new.
+        let o = run!("index", "add", "-m", m, "--store", copy, "-q", "-f", "json", root);
+        assert_eq!(count(&report(&o), "embedded"), 0, "{}", stderr(&o));
+    }
+    // A model with another embedding size is refused, naming the file.
+    let gelu = fixtures().join("models/tiny-gelu");
+    let o = run!(
+        "import",
+        "-m",
+        gelu,
+        "--store",
+        dir.path().join("wrong"),
+        dir.path().join("out-npy-false")
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("img_emb_0.npy"), "{}", stderr(&o));
+}
+
+#[test]
+fn store_problems_are_clear() {
+    let (dir, root) = library();
+    let store = dir.path().join("store");
+    let m = model();
+    let o = run!("search", "--store", store, "cat");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("does not exist yet"), "{}", stderr(&o));
+    run!("index", "add", "-m", m, "--store", store, "-q", root);
+    let gelu = fixtures().join("models/tiny-gelu");
+    let o = run!("index", "add", "-m", gelu, "--store", store, "-q", root);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("dimensions"), "{}", stderr(&o));
+    let o = run!("search", "--store", store);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("query is empty"), "{}", stderr(&o));
+    let o = run!("search", "--store", "s3://bucket/x", "cat");
+    assert!(stderr(&o).contains("unknown scheme"), "{}", stderr(&o));
+    let o = run!("label", "--store", store);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).to_lowercase().contains("label"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run!("dedup", "--store", store, "--threshold", "1.5");
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// Distinct small PNGs (noise), so every file needs its own embedding.
+fn noise_images(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut s = seed;
+    (0..n)
+        .map(|i| {
+            let img = image::RgbImage::from_fn(48, 40, |_, _| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                image::Rgb([(s >> 56) as u8, (s >> 48) as u8, (s >> 40) as u8])
+            });
+            let p = dir.join(format!("noise-{seed}-{i:04}.png"));
+            img.save(&p).unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn indexing_killed_at_random_points_resumes_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    let mut files = noise_images(&root.join("a"), 300, 1);
+    let store = dir.path().join("store");
+    let m = model();
+    let mut kills = 0;
+    let mut rng = 12345u64;
+    let mut batch = 2;
+    for _ in 0..80 {
+        if kills >= 12 {
+            break;
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+            .args(["index", "add", "-q", "--commit-every", "3", "-m"])
+            .arg(&m)
+            .arg("--store")
+            .arg(&store)
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(20 + (rng >> 33) % 400));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        // After every kill the store opens and reports a consistent state.
+        let s = run!("index", "status", "--store", store, "-f", "json");
+        if !s.status.success() {
+            // Killed before the store was first committed: it does not exist yet.
+            assert!(stderr(&s).contains("does not exist yet"), "{}", stderr(&s));
+        } else {
+            let s = json(&s);
+            let indexed = s["indexed"].as_u64().unwrap() as usize;
+            assert!(indexed <= files.len());
+            assert_eq!(
+                indexed,
+                s["unchanged"].as_u64().unwrap() as usize + s["changed"].as_array().unwrap().len()
+            );
+        }
+        // A run that finished gets new work, so later kills land mid-run again.
+        if child_finished_everything(&store, files.len()) {
+            files.extend(noise_images(&root.join(format!("b{batch}")), 60, batch));
+            batch += 1;
+        }
+    }
+    assert!(kills >= 10, "only {kills} runs were killed mid-way");
+
+    let o = run!("index", "add", "-q", "-f", "json", "-m", m, "--store", store, root);
+    ok(&o);
+    let r = report(&o);
+    assert_eq!(count(&r, "total") as usize, files.len(), "{r}");
+
+    // Every file exactly once, each with exactly the vector a clean run computes.
+    let contents = store_contents(&store, dir.path());
+    assert_eq!(contents.len(), files.len());
+    let clean = dir.path().join("clean");
+    ok(&run!("index", "add", "-q", "-m", m, "--store", clean, root));
+    let reference = store_contents(&clean, dir.path());
+    for (p, v) in &reference {
+        let got = contents.get(p).unwrap_or_else(|| panic!("{p} lost"));
+        assert!(dot(v, got) > 0.999_999, "{p}: wrong vector after resume");
+    }
+}
+
+fn child_finished_everything(store: &Path, files: usize) -> bool {
+    let s = run!("index", "status", "--store", store, "-f", "json");
+    s.status.success() && json(&s)["indexed"].as_u64() == Some(files as u64)
+}

@@ -1,0 +1,278 @@
+//! The embedded store against brute force: exact search, the HNSW path (rescored), the
+//! change log that keeps the ANN index in step, and what survives a reopen.
+
+use std::path::PathBuf;
+
+use clipkit_index::embedded::EmbeddedStore;
+use clipkit_index::{Batch, CollectionInfo, Entry, FileRecord, IndexError, Store};
+
+fn info(dim: usize) -> CollectionInfo {
+    CollectionInfo {
+        model: "test-model".into(),
+        dim,
+        preprocess: "hf".into(),
+    }
+}
+
+/// Deterministic pseudo-random unit vectors around a few centres (clustered, like real
+/// embeddings, which is where ANN graphs are tested hardest).
+fn vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut s = seed;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let centres: Vec<Vec<f32>> = (0..8).map(|_| (0..dim).map(|_| next()).collect()).collect();
+    (0..n)
+        .map(|i| {
+            let c = &centres[i % centres.len()];
+            let mut v: Vec<f32> = c.iter().map(|x| x + 0.6 * next()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        })
+        .collect()
+}
+
+fn entry(i: usize, vector: Vec<f32>) -> Entry {
+    Entry {
+        file: FileRecord {
+            path: PathBuf::from(format!("/photos/{i:05}.jpg")),
+            size: i as u64,
+            mtime_ns: 1000 + i as i64,
+            hash: format!("{i:064x}"),
+        },
+        vector,
+    }
+}
+
+fn brute_force(store_vectors: &[(PathBuf, Vec<f32>)], q: &[f32], k: usize) -> Vec<(PathBuf, f32)> {
+    let mut scored: Vec<(PathBuf, f32)> = store_vectors
+        .iter()
+        .map(|(p, v)| (p.clone(), v.iter().zip(q).map(|(a, b)| a * b).sum()))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    scored.truncate(k);
+    scored
+}
+
+#[test]
+fn exact_and_ann_search_agree_with_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 32;
+    let mut store = EmbeddedStore::open_dir(dir.path(), Some(&info(dim))).unwrap();
+    let data = vectors(3000, dim, 1);
+    store
+        .apply(Batch {
+            upserts: data
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, v)| entry(i, v))
+                .collect(),
+            removals: vec![],
+        })
+        .unwrap();
+    store.flush().unwrap();
+    let all: Vec<(PathBuf, Vec<f32>)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (entry(i, vec![]).file.path, v.clone()))
+        .collect();
+    let queries = vectors(50, dim, 99);
+
+    // Small collection: exact, identical to brute force.
+    let exact = store.search(&queries, 10).unwrap();
+    for (q, hits) in queries.iter().zip(&exact) {
+        let want = brute_force(&all, q, 10);
+        let got: Vec<&PathBuf> = hits.iter().map(|h| &h.path).collect();
+        let want_paths: Vec<&PathBuf> = want.iter().map(|w| &w.0).collect();
+        assert_eq!(got, want_paths);
+        for (h, w) in hits.iter().zip(&want) {
+            assert!((h.score - w.1).abs() < 1e-5);
+        }
+    }
+
+    // Forced ANN: recall@10 against brute force, and every reported score exact.
+    store.set_exact_limit(0);
+    let ann = store.search(&queries, 10).unwrap();
+    let mut found = 0;
+    for (q, hits) in queries.iter().zip(&ann) {
+        let want = brute_force(&all, q, 10);
+        found += hits
+            .iter()
+            .filter(|h| want.iter().any(|w| w.0 == h.path))
+            .count();
+        for h in hits {
+            let v = &all.iter().find(|(p, _)| *p == h.path).unwrap().1;
+            let exact: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+            assert!((h.score - exact).abs() < 1e-5);
+        }
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+    let recall = found as f32 / (10 * queries.len()) as f32;
+    assert!(recall >= 0.95, "recall@10 = {recall}");
+    assert!(dir.path().join("ann.usearch").exists());
+}
+
+#[test]
+fn ann_index_catches_up_with_changes_and_survives_losing_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let data = vectors(600, dim, 2);
+    {
+        let mut store = EmbeddedStore::open_dir(dir.path(), Some(&info(dim))).unwrap();
+        store.set_exact_limit(0);
+        store
+            .apply(Batch {
+                upserts: data[..500]
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .map(|(i, v)| entry(i, v))
+                    .collect(),
+                removals: vec![],
+            })
+            .unwrap();
+        store.flush().unwrap();
+        // Later changes: 100 new, 50 removed, one moved to a new vector.
+        store
+            .apply(Batch {
+                upserts: (500..600).map(|i| entry(i, data[i].clone())).collect(),
+                removals: (0..50).map(|i| entry(i, vec![]).file.path).collect(),
+            })
+            .unwrap();
+    }
+    // A new process: the saved index is one generation behind and must catch up.
+    let mut store = EmbeddedStore::open_dir(dir.path(), None).unwrap();
+    store.set_exact_limit(0);
+    assert_eq!(store.len().unwrap(), 550);
+    for i in [0usize, 10, 49] {
+        let hits = store.search(&[data[i].clone()], 5).unwrap();
+        assert!(
+            hits[0].iter().all(|h| h.path != entry(i, vec![]).file.path),
+            "removed {i} still found"
+        );
+    }
+    for i in [500usize, 550, 599] {
+        let hits = store.search(&[data[i].clone()], 1).unwrap();
+        assert_eq!(hits[0][0].path, entry(i, vec![]).file.path);
+        assert!((hits[0][0].score - 1.0).abs() < 1e-5);
+    }
+    // Losing the index state (a crash between writes) means a rebuild, not wrong answers.
+    std::fs::remove_file(dir.path().join("ann.json")).unwrap();
+    let store = {
+        let mut s = EmbeddedStore::open_dir(dir.path(), None).unwrap();
+        s.set_exact_limit(0);
+        s
+    };
+    let hits = store.search(&[data[520].clone()], 1).unwrap();
+    assert_eq!(hits[0][0].path, entry(520, vec![]).file.path);
+}
+
+#[test]
+fn batches_are_idempotent_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 8;
+    let data = vectors(20, dim, 3);
+    let batch = Batch {
+        upserts: data
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, v)| entry(i, v))
+            .collect(),
+        removals: vec![entry(3, vec![]).file.path],
+    };
+    {
+        let mut store = EmbeddedStore::open_dir(dir.path(), Some(&info(dim))).unwrap();
+        store.apply(batch.clone()).unwrap();
+        let first = store.files().unwrap();
+        store.apply(batch).unwrap();
+        assert_eq!(store.files().unwrap(), first);
+        assert_eq!(first.len(), 19);
+        store.add_roots(&[PathBuf::from("/photos")]).unwrap();
+    }
+    let store = EmbeddedStore::open_dir(dir.path(), None).unwrap();
+    assert_eq!(store.len().unwrap(), 19);
+    assert_eq!(store.roots().unwrap(), vec![PathBuf::from("/photos")]);
+    let got = store
+        .vectors(&[entry(5, vec![]).file.path, entry(3, vec![]).file.path])
+        .unwrap();
+    assert_eq!(got[0].as_deref(), Some(data[5].as_slice()));
+    assert_eq!(got[1], None);
+    let mut scanned = 0;
+    store
+        .scan(7, &mut |entries| {
+            scanned += entries.len();
+            assert!(entries.len() <= 7);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(scanned, 19);
+}
+
+#[test]
+fn refuses_other_models_and_missing_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    EmbeddedStore::open_dir(dir.path(), Some(&info(8))).unwrap();
+    let other = CollectionInfo {
+        model: "another".into(),
+        ..info(8)
+    };
+    assert!(matches!(
+        EmbeddedStore::open_dir(dir.path(), Some(&other)),
+        Err(IndexError::ModelMismatch { .. })
+    ));
+    assert!(matches!(
+        EmbeddedStore::open_dir(dir.path(), Some(&info(16))),
+        Err(IndexError::WrongVectorDimension {
+            expected: 8,
+            got: 16,
+            ..
+        })
+    ));
+    let mut store = EmbeddedStore::open_dir(dir.path(), None).unwrap();
+    let bad = Batch {
+        upserts: vec![entry(0, vec![0.5; 4])],
+        removals: vec![],
+    };
+    assert!(matches!(
+        store.apply(bad),
+        Err(IndexError::WrongVectorDimension {
+            expected: 8,
+            got: 4,
+            ..
+        })
+    ));
+    let missing = dir.path().join("nope");
+    assert!(matches!(
+        EmbeddedStore::open_dir(&missing, None),
+        Err(IndexError::NotFound { .. })
+    ));
+    assert!(!missing.exists(), "opening without create must not create");
+}
+
+#[test]
+fn label_sets_round_trip_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = EmbeddedStore::open_dir(dir.path(), Some(&info(4))).unwrap();
+    let labels: Vec<clipkit_index::LabelVector> = ["zebra", "apple", "mango"]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| clipkit_index::LabelVector {
+            label: l.to_string(),
+            vector: vec![i as f32; 4],
+        })
+        .collect();
+    store.put_labels("fruit", &labels).unwrap();
+    assert_eq!(store.labels("fruit").unwrap().unwrap(), labels);
+    store.put_labels("fruit", &labels[..1]).unwrap();
+    assert_eq!(
+        store.labels("fruit").unwrap().unwrap(),
+        labels[..1].to_vec()
+    );
+    assert_eq!(store.labels("other").unwrap(), None);
+}
