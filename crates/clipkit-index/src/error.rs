@@ -29,6 +29,14 @@ pub enum IndexError {
         got: usize,
     },
 
+    #[error("store {store}: path {} is {len} bytes once encoded, more than the {max} the store holds", path.display())]
+    PathTooLong {
+        store: String,
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
+
     #[error("store {store} was built with model `{stored}`, not `{requested}` (use a new store, or --model {stored})")]
     ModelMismatch {
         store: String,

@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod error;
+pub mod milvus;
 pub mod paths;
 pub mod store;
 
@@ -21,9 +22,6 @@ pub fn open(address: &StoreAddress, create: Option<&CollectionInfo>) -> Result<B
         StoreAddress::Milvus {
             endpoint,
             collection,
-        } => Err(IndexError::BadAddress {
-            address: format!("{endpoint}/{collection}"),
-            problem: "the Milvus backend is not built yet".into(),
-        }),
+        } => milvus::MilvusStore::open(endpoint, collection, create),
     }
 }
