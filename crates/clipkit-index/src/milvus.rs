@@ -74,8 +74,9 @@ const QUERIES_PER_REQUEST: usize = 256;
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct MilvusStore {
-    runtime: tokio::runtime::Runtime,
+    /// Declared before the runtime so that it is dropped first.
     client: ClientV2,
+    runtime: tokio::runtime::Runtime,
     /// `http://HOST:PORT`, as parsed from the address.
     endpoint: String,
     collection: String,
@@ -106,8 +107,8 @@ impl MilvusStore {
             .block_on(connect(endpoint))
             .map_err(|e| fail("connecting", &e))?;
         let mut store = MilvusStore {
-            runtime,
             client,
+            runtime,
             endpoint: endpoint.to_owned(),
             collection: collection.to_owned(),
             info: CollectionInfo {
@@ -967,6 +968,8 @@ pub fn label_collection_name(collection: &str, set: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(MAX_SET_CHARS)
         .collect();
+    // A name kept as is has no `_`, and a changed one always ends in `_` and a hash, so the
+    // two kinds can never produce the same collection name.
     let unchanged = !set.is_empty() && sanitized == set && !set.contains('_');
     if unchanged {
         format!("{collection}_labels_{sanitized}")

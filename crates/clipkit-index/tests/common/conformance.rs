@@ -16,8 +16,11 @@ use clipkit_index::{
 /// Opens the store called `name`, creating it for `create`'s model when given.
 pub type Open<'a> = &'a dyn Fn(&str, Option<&CollectionInfo>) -> Result<Box<dyn Store>>;
 
+/// One check of the contract.
+pub type Check = fn(Open);
+
 /// Every check, by name, in the order [`run_all`] runs them.
-pub const CHECKS: &[(&str, fn(Open))] = &[
+pub const CHECKS: &[(&str, Check)] = &[
     ("create_and_reopen", create_and_reopen),
     (
         "refuses_other_models_and_dims",
@@ -109,7 +112,7 @@ pub fn entries(prefix: &str, count: usize, dim: usize, rng: &mut Rng) -> Vec<Ent
         .collect()
 }
 
-fn upserts(entries: Vec<Entry>) -> Batch {
+pub fn upserts(entries: Vec<Entry>) -> Batch {
     Batch {
         upserts: entries,
         removals: Vec::new(),
@@ -130,7 +133,7 @@ fn files_by_path(store: &dyn Store) -> BTreeMap<PathBuf, FileRecord> {
 }
 
 /// Every entry via `scan`, checking the chunking on the way.
-fn scan_all(store: &dyn Store, chunk: usize) -> Vec<Entry> {
+pub fn scan_all(store: &dyn Store, chunk: usize) -> Vec<Entry> {
     let mut all = Vec::new();
     store
         .scan(chunk, &mut |entries| {
@@ -155,7 +158,7 @@ fn assert_vectors_close(got: &[f32], want: &[f32], what: &dyn std::fmt::Display)
 }
 
 /// The store holds exactly `want` (records and vectors).
-fn assert_contents(store: &dyn Store, want: &[Entry]) {
+pub fn assert_contents(store: &dyn Store, want: &[Entry]) {
     let want: BTreeMap<&Path, &Entry> = want.iter().map(|e| (e.file.path.as_path(), e)).collect();
     assert_eq!(store.len().expect("len()"), want.len(), "len()");
     let files = files_by_path(store);
@@ -182,7 +185,7 @@ fn assert_contents(store: &dyn Store, want: &[Entry]) {
     }
 }
 
-fn brute_force(entries: &[Entry], query: &[f32], k: usize) -> Vec<(PathBuf, f32)> {
+pub fn brute_force(entries: &[Entry], query: &[f32], k: usize) -> Vec<(PathBuf, f32)> {
     let mut scored: Vec<(PathBuf, f32)> = entries
         .iter()
         .map(|e| {
@@ -195,7 +198,7 @@ fn brute_force(entries: &[Entry], query: &[f32], k: usize) -> Vec<(PathBuf, f32)
     scored
 }
 
-fn assert_search_matches(store: &dyn Store, entries: &[Entry], queries: &[Vec<f32>], k: usize) {
+pub fn assert_search_matches(store: &dyn Store, entries: &[Entry], queries: &[Vec<f32>], k: usize) {
     let results = store.search(queries, k).expect("search()");
     assert_eq!(results.len(), queries.len(), "one result list per query");
     for (qi, (query, hits)) in queries.iter().zip(&results).enumerate() {
@@ -556,7 +559,7 @@ pub fn odd_paths_round_trip(open: Open) {
         .collect();
     assert_eq!(scanned, paths.iter().cloned().collect());
     for e in &content {
-        let hits = store.search(&[e.vector.clone()], 1).unwrap();
+        let hits = store.search(std::slice::from_ref(&e.vector), 1).unwrap();
         assert_eq!(
             hits[0][0].path, e.file.path,
             "search returns the exact path"
