@@ -205,7 +205,7 @@ impl ClipConfig {
                 ));
             }
         }
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return Err(ClipError::config(
                 path,
                 "vision_config.patch_size",

@@ -130,11 +130,10 @@ impl MilvusStore {
                 return Err(IndexError::NotFound { store: address });
             };
             if wanted.dim == 0 {
-                return Err(IndexError::WrongVectorDimension {
-                    store: address,
-                    expected: 1,
-                    got: 0,
-                });
+                return Err(fail(
+                    "creating",
+                    &"vectors of 0 dimensions cannot be stored",
+                ));
             }
             store.info = wanted.clone();
             store.create_image_collection()?;
@@ -183,18 +182,18 @@ impl MilvusStore {
             self.error(
                 "opening",
                 format!(
-                    "collection {} exists but was not created by clipkit (no {missing} property)",
+                    "collection {} exists but was not created by clipkit (it has no {missing})",
                     self.collection
                 ),
             )
         };
         let model = props
             .get(PROP_MODEL)
-            .ok_or_else(|| not_ours(PROP_MODEL))?
+            .ok_or_else(|| not_ours(&format!("{PROP_MODEL} property")))?
             .clone();
         let preprocess = props
             .get(PROP_PREPROCESS)
-            .ok_or_else(|| not_ours(PROP_PREPROCESS))?
+            .ok_or_else(|| not_ours(&format!("{PROP_PREPROCESS} property")))?
             .clone();
         let dim = desc
             .get_schema()
