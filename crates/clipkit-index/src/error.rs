@@ -19,7 +19,7 @@ pub enum IndexError {
     #[error("store {store}: ANN index: {message}")]
     Ann { store: String, message: String },
 
-    #[error("milvus {uri}: {message}")]
+    #[error("store {uri}: {message}")]
     Milvus { uri: String, message: String },
 
     #[error("store {store}: vectors have {got} dimensions, the collection holds {expected}")]

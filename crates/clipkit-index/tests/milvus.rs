@@ -328,8 +328,15 @@ fn unreachable_server_is_an_error() {
     let started = Instant::now();
     let result = MilvusStore::open(&format!("http://127.0.0.1:{port}"), "nothing", None);
     match result {
-        Err(IndexError::Milvus { uri, .. }) => {
-            assert_eq!(uri, format!("milvus://127.0.0.1:{port}/nothing"))
+        Err(e @ IndexError::Milvus { .. }) => {
+            let message = e.to_string();
+            eprintln!("{message}");
+            assert!(
+                message.starts_with(&format!(
+                    "store milvus://127.0.0.1:{port}/nothing: connecting"
+                )),
+                "{message}"
+            );
         }
         Err(e) => panic!("expected a Milvus error, got {e}"),
         Ok(_) => panic!("opened a store on a closed port"),
@@ -374,4 +381,34 @@ fn label_collection_names_are_valid_and_distinct() {
     }
     let distinct: std::collections::HashSet<_> = names.iter().collect();
     assert_eq!(distinct.len(), names.len(), "{names:?}");
+}
+
+/// A collection that clipkit did not create is refused, not taken for an image collection.
+#[test]
+fn foreign_collections_are_refused() {
+    use milvus::v2::prelude::*;
+    let server = shared_server();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = ClientV2::new(&ConnectConfig::new().uri(server.endpoint()))
+            .await
+            .unwrap();
+        let request = CreateSimpleCollectionRequest::builder()
+            .collection_name("foreign")
+            .primary_field("pk")
+            .vector_field("embedding")
+            .dimension(4)
+            .build()
+            .unwrap();
+        client.create_collection(request).await.unwrap();
+    });
+    for create in [None, Some(info(4))] {
+        match server.open("foreign", create.as_ref()) {
+            Err(IndexError::Milvus { message, .. }) => {
+                assert!(message.contains("not created by clipkit"), "{message}")
+            }
+            Err(e) => panic!("expected a Milvus error, got {e}"),
+            Ok(_) => panic!("a foreign collection opened"),
+        }
+    }
 }
