@@ -74,9 +74,9 @@ const QUERIES_PER_REQUEST: usize = 256;
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct MilvusStore {
-    /// Declared before the runtime so that it is dropped first.
     client: ClientV2,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
     /// `http://HOST:PORT`, as parsed from the address.
     endpoint: String,
     collection: String,
@@ -108,7 +108,7 @@ impl MilvusStore {
             .map_err(|e| fail("connecting", &e))?;
         let mut store = MilvusStore {
             client,
-            runtime,
+            runtime: Some(runtime),
             endpoint: endpoint.to_owned(),
             collection: collection.to_owned(),
             info: CollectionInfo {
@@ -143,7 +143,10 @@ impl MilvusStore {
     }
 
     fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .block_on(future)
     }
 
     fn error(&self, what: &str, e: impl std::fmt::Display) -> IndexError {
@@ -944,6 +947,17 @@ impl Store for MilvusStore {
         let encoded: Vec<String> = all.iter().map(|p| encode_path(p)).collect();
         let json = serde_json::to_string(&encoded).map_err(|e| self.error("saving roots", e))?;
         self.set_property(PROP_ROOTS, json)
+    }
+}
+
+impl Drop for MilvusStore {
+    /// Dropping a runtime normally waits for its worker, which panics when the store is
+    /// dropped inside async code (a server holding the store in its state); nothing is in
+    /// flight between calls, so the worker can simply be let go.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -412,3 +412,25 @@ fn foreign_collections_are_refused() {
         }
     }
 }
+
+/// An async server can use the store from blocking tasks and drop it anywhere.
+#[test]
+fn works_under_an_async_runtime() {
+    let server = shared_server();
+    let mut store = server.open("under_async", Some(&info(4))).unwrap();
+    let mut rng = Rng::new(11);
+    store
+        .apply(upserts(entries("async", 3, 4, &mut rng)))
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let (store, len) = tokio::task::spawn_blocking(move || {
+            let len = store.len();
+            (store, len)
+        })
+        .await
+        .unwrap();
+        assert_eq!(len.unwrap(), 3);
+        drop(store);
+    });
+}
