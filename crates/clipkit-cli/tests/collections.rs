@@ -786,3 +786,131 @@ fn child_finished_everything(store: &Path, files: usize) -> bool {
     let s = run!("index", "status", "--store", store, "-f", "json");
     s.status.success() && json(&s)["indexed"].as_u64() == Some(files as u64)
 }
+
+/// A milvus-lite server on a free loopback port, stopped on drop.
+struct MilvusLite {
+    child: std::process::Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl MilvusLite {
+    fn start() -> Self {
+        let exe = std::env::var_os("CLIPKIT_MILVUS_LITE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("PATH").and_then(|paths| {
+                    std::env::split_paths(&paths)
+                        .map(|p| p.join("milvus-lite"))
+                        .find(|p| p.is_file())
+                })
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "milvus-lite not found: `pip install milvus-lite==3.2.2 pymilvus==3.0.2` \
+                     and set CLIPKIT_MILVUS_LITE to its `milvus-lite` executable (.ci/run does)"
+                )
+            });
+        let data = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(exe)
+            .args(["server", "--data-dir"])
+            .arg(data.path())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("milvus-lite starts");
+        let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "milvus-lite did not start in 90 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Self {
+            child,
+            port,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for MilvusLite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same commands on Milvus give the same answers as on the embedded store.
+#[test]
+fn milvus_store_runs_the_same_commands() {
+    let server = MilvusLite::start();
+    let (dir, root) = library();
+    let m = model();
+    let embedded = dir.path().join("store").into_os_string();
+    let milvus = std::ffi::OsString::from(format!("milvus://127.0.0.1:{}/photos", server.port));
+    for store in [&embedded, &milvus] {
+        let o = run!("index", "add", "-m", m, "--store", store, "-q", "-f", "json", root);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(count(&report(&o), "embedded"), VALID_IN_LIBRARY as u64);
+    }
+    let a = store_contents(Path::new(&embedded), dir.path());
+    let b = store_contents(Path::new(&milvus), dir.path());
+    assert_eq!(a.len(), b.len());
+    for (p, v) in &a {
+        assert!(dot(v, &b[p]) > 0.999_999, "{p}");
+    }
+    let results = |store: &std::ffi::OsString, args: &[&str]| -> Value {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(|s| s.into()).collect();
+        all.extend(["--store".into(), store.clone(), "-f".into(), "json".into()]);
+        let refs: Vec<&std::ffi::OsStr> = all.iter().map(|s| s.as_os_str()).collect();
+        let o = clipkit(&refs);
+        ok(&o);
+        json(&o)
+    };
+    let scores = |v: &Value| -> Vec<(String, i64)> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["path"].as_str().unwrap().to_owned(),
+                    (r["score"].as_f64().unwrap() * 1e4).round() as i64,
+                )
+            })
+            .collect()
+    };
+    let search = ["search", "a cat", "-", "rocket", "-k", "5"];
+    assert_eq!(
+        scores(&results(&embedded, &search)),
+        scores(&results(&milvus, &search))
+    );
+    let dedup = ["dedup", "--threshold", "0.99999"];
+    assert_eq!(
+        results(&embedded, &dedup)["groups"],
+        results(&milvus, &dedup)["groups"]
+    );
+
+    // Incremental on Milvus too: a move re-embeds nothing.
+    std::fs::rename(root.join("camera.png"), root.join("été/camera.png")).unwrap();
+    let o = run!("index", "add", "-m", m, "--store", milvus, "-q", "-f", "json", root);
+    let r = report(&o);
+    assert_eq!((count(&r, "embedded"), count(&r, "moved")), (0, 1), "{r}");
+    let s = run!("index", "status", "--store", milvus, "-f", "json");
+    ok(&s);
+    assert_eq!(
+        json(&s)["up_to_date"],
+        false,
+        "the two broken files stay new"
+    );
+    assert_eq!(json(&s)["indexed"].as_u64(), Some(VALID_IN_LIBRARY as u64));
+}

@@ -51,10 +51,16 @@ struct Gen(u64);
 
 impl Gen {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         // Sum of uniforms: cheap and close enough to Gaussian.
         let x = (self.0 >> 40) as f32 / (1u64 << 24) as f32;
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let y = (self.0 >> 40) as f32 / (1u64 << 24) as f32;
         x + y - 1.0
     }
@@ -98,7 +104,13 @@ fn main() {
     // Noise comparable to the centre spread: neighbours are close but not trivially so.
     let spread = 1.2 / (a.dim as f32).sqrt() * 4.0;
 
-    println!("store_bench: {} vectors × {} dims, {} clusters, {} threads", a.n, a.dim, a.centres, rayon::current_num_threads());
+    println!(
+        "store_bench: {} vectors × {} dims, {} clusters, {} threads",
+        a.n,
+        a.dim,
+        a.centres,
+        rayon::current_num_threads()
+    );
     let t = Instant::now();
     let chunk = 10_000;
     let mut i = 0;
@@ -126,16 +138,29 @@ fn main() {
     let t = Instant::now();
     store.flush().expect("flush builds the ANN index");
     let build = t.elapsed().as_secs_f64();
-    println!("ingest (SQLite, transactions of {chunk}): {:.1} s = {:.0} vectors/s", ingest, a.n as f64 / ingest);
-    println!("ANN build (usearch HNSW, f16, M=16): {:.1} s = {:.0} vectors/s", build, a.n as f64 / build);
+    println!(
+        "ingest (SQLite, transactions of {chunk}): {:.1} s = {:.0} vectors/s",
+        ingest,
+        a.n as f64 / ingest
+    );
+    println!(
+        "ANN build (usearch HNSW, f16, M=16): {:.1} s = {:.0} vectors/s",
+        build,
+        a.n as f64 / build
+    );
     println!("on disk: {:.2} GB", dir_size(&a.dir) as f64 / 1e9);
 
     // Reopen as a new process would: the saved index is memory-loaded, not rebuilt.
     drop(store);
     let t = Instant::now();
     let store = EmbeddedStore::open_dir(&a.dir, None).expect("reopen");
-    let _ = store.search(&[centres[0].clone()], 1).expect("first search");
-    println!("reopen + first search (loads the index): {:.2} s", t.elapsed().as_secs_f64());
+    let _ = store
+        .search(&[centres[0].clone()], 1)
+        .expect("first search");
+    println!(
+        "reopen + first search (loads the index): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let queries: Vec<Vec<f32>> = (0..a.queries)
         .map(|q| gen.unit(Some(&centres[(q * 7) % a.centres]), a.dim, spread))
@@ -154,7 +179,10 @@ fn main() {
     let exact_time = t.elapsed().as_secs_f64();
     let mut found = 0;
     for (a_hits, e_hits) in ann_results.iter().zip(&exact) {
-        found += a_hits.iter().filter(|h| e_hits.iter().any(|e| e.path == h.path)).count();
+        found += a_hits
+            .iter()
+            .filter(|h| e_hits.iter().any(|e| e.path == h.path))
+            .count();
     }
     println!(
         "search k=10 (ANN + exact rescoring): p50 {:.2} ms, p99 {:.2} ms; recall@10 vs exact {:.4}",
@@ -162,7 +190,11 @@ fn main() {
         percentile(&latencies, 99.0),
         found as f64 / (10 * queries.len()) as f64
     );
-    println!("exact search (matrix product, {} queries batched): {:.1} ms per query", queries.len(), exact_time * 1e3 / queries.len() as f64);
+    println!(
+        "exact search (matrix product, {} queries batched): {:.1} ms per query",
+        queries.len(),
+        exact_time * 1e3 / queries.len() as f64
+    );
 
     if a.labels > 0 {
         let labels: Vec<LabelVector> = (0..a.labels)

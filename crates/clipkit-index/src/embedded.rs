@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS labels (
     vector BLOB NOT NULL,
     PRIMARY KEY (set_name, position)
 );
+CREATE TABLE IF NOT EXISTS label_sets (set_name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY);
 ";
 
@@ -262,7 +263,7 @@ impl EmbeddedStore {
             quantization: usearch::ScalarKind::F16,
             connectivity: 16,
             expansion_add: 128,
-            expansion_search: 96,
+            expansion_search: 256,
             multi: false,
         }
     }
@@ -574,6 +575,11 @@ impl Store for EmbeddedStore {
         let tx = conn.transaction().map_err(sql)?;
         tx.execute("DELETE FROM labels WHERE set_name = ?1", [set])
             .map_err(sql)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO label_sets (set_name) VALUES (?1)",
+            [set],
+        )
+        .map_err(sql)?;
         {
             let mut insert = tx
                 .prepare_cached(
@@ -591,6 +597,18 @@ impl Store for EmbeddedStore {
 
     fn labels(&self, set: &str) -> Result<Option<Vec<LabelVector>>> {
         let conn = self.conn();
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM label_sets WHERE set_name = ?1",
+                [set],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
         let mut stmt = conn
             .prepare("SELECT label, vector FROM labels WHERE set_name = ?1 ORDER BY position")
             .map_err(|e| self.sql(e))?;
@@ -605,13 +623,13 @@ impl Store for EmbeddedStore {
         let labels: Vec<LabelVector> = rows
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| self.sql(e))?;
-        Ok((!labels.is_empty()).then_some(labels))
+        Ok(Some(labels))
     }
 
     fn roots(&self) -> Result<Vec<PathBuf>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT path FROM roots ORDER BY path")
+            .prepare("SELECT path FROM roots ORDER BY rowid")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))

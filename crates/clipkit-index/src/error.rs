@@ -19,7 +19,7 @@ pub enum IndexError {
     #[error("store {store}: ANN index: {message}")]
     Ann { store: String, message: String },
 
-    #[error("milvus {uri}: {message}")]
+    #[error("store {uri}: {message}")]
     Milvus { uri: String, message: String },
 
     #[error("store {store}: vectors have {got} dimensions, the collection holds {expected}")]
@@ -27,6 +27,14 @@ pub enum IndexError {
         store: String,
         expected: usize,
         got: usize,
+    },
+
+    #[error("store {store}: path {} is {len} bytes once encoded, more than the {max} the store holds", path.display())]
+    PathTooLong {
+        store: String,
+        path: PathBuf,
+        len: usize,
+        max: usize,
     },
 
     #[error("store {store} was built with model `{stored}`, not `{requested}` (use a new store, or --model {stored})")]

@@ -13,6 +13,7 @@ pub mod exact;
 pub mod export;
 pub mod indexer;
 pub mod label;
+pub mod milvus;
 pub mod parquet_io;
 pub mod paths;
 mod rng;
@@ -30,9 +31,6 @@ pub fn open(address: &StoreAddress, create: Option<&CollectionInfo>) -> Result<B
         StoreAddress::Milvus {
             endpoint,
             collection,
-        } => Err(IndexError::BadAddress {
-            address: format!("{endpoint}/{collection}"),
-            problem: "the Milvus backend is not built yet".into(),
-        }),
+        } => milvus::MilvusStore::open(endpoint, collection, create),
     }
 }

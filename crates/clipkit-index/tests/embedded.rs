@@ -1,6 +1,8 @@
 //! The embedded store against brute force: exact search, the HNSW path (rescored), the
 //! change log that keeps the ANN index in step, and what survives a reopen.
 
+mod common;
+
 use std::path::PathBuf;
 
 use clipkit_index::embedded::EmbeddedStore;
@@ -275,4 +277,21 @@ fn label_sets_round_trip_in_order() {
         labels[..1].to_vec()
     );
     assert_eq!(store.labels("other").unwrap(), None);
+}
+
+/// The same contract suite the Milvus backend passes, on exact search and on the HNSW
+/// path (every search forced through the graph).
+#[test]
+fn passes_the_backend_conformance_suite() {
+    for exact_limit in [usize::MAX, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str,
+                    create: Option<&CollectionInfo>|
+         -> clipkit_index::Result<Box<dyn Store>> {
+            let mut store = EmbeddedStore::open_dir(&dir.path().join(name), create)?;
+            store.set_exact_limit(exact_limit);
+            Ok(Box::new(store))
+        };
+        common::conformance::run_all(&open);
+    }
 }
