@@ -438,7 +438,8 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
     tok = CLIPTokenizer.from_pretrained(str(model_dir))
     proc = CLIPProcessor.from_pretrained(str(model_dir))
     results["models"][name] = {"dir": str(model_dir), "attn_implementation": model.config._attn_implementation,
-                               "image_processor": type(proc.image_processor).__name__}
+                               "image_processor": type(proc.image_processor).__name__,
+                               "build": json.loads((model_dir / "bench-model.json").read_text())}
     engines = args.engines
     use_ort = "ort" in engines
     onnx = None
@@ -577,7 +578,7 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                     eng = "clipkit" if prec == "f32" else f"clipkit-{prec}"
                     m = _Measured(r["_foreign"], r["_load"])
                     record("image", eng, b, rep, r["images_per_sec"], [], m,
-                           {k: r.get(k) for k in ("model_load_sec", "peak_rss_mb", "image_gflops_per_sec")})
+                           {"clipkit": {k: v for k, v in r.items() if not k.startswith("_")}})
                 else:
                     settle()
                     with CpuMeter() as m:
@@ -595,7 +596,7 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                     t = timed_calls(text_fns[e], args.iters)
                 record("text", e, text_batch, rep, text_batch / statistics.median(t), t, m)
         if e2e:
-            eb = text_batch if arch == "l14" else args.e2e_batch
+            eb = max(batches) if arch == "l14" else args.e2e_batch
             for folder in ("web", "12mp"):
                 files = sorted(photos[folder].glob("*.jpg"))
                 for e in rotate([x for x in ("torch", "clipkit") if x in engines], rep):
@@ -618,7 +619,8 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                             log(f"clipkit: {ee['failed']} of {ee['files']} files failed")
                         record(f"e2e-{folder}", "clipkit", eb, rep, ee["images_per_sec"], [], m,
                                {"files": ee["files"], "failed": ee["failed"],
-                                "model_only_images_per_sec": r["images_per_sec"]})
+                                "model_only_images_per_sec": r["images_per_sec"],
+                                "clipkit": {k: v for k, v in r.items() if not k.startswith("_")}})
     del model
     if use_ort:
         del sess, text_sess
@@ -691,7 +693,15 @@ def render(results: dict, args) -> str:
     img_models = sorted({s.model for s in results["samples"] if s.section == "image"},
                         key=lambda m: list(MODEL_NAMES.values()).index(m))
     eng_order = [e for e in ENGINE_LABELS if any(k[0] == "image" and k[2] == e for k in summ)]
-    lines += ["### Image tower, model only (images/s)", ""]
+    for m in img_models:
+        mi = results["models"][m]
+        o = mi.get("onnx")
+        setup = f"{m}: random weights (seed {mi['build']['seed']}), checkpoint built in {mi['build']['build_sec']:.0f} s"
+        if o:
+            setup += (f"; ONNX export ({o['vision_exporter']}, opset {o['opset']}) vision {o['vision_export_sec']:.0f} s, "
+                      f"text {o['text_export_sec']:.0f} s, int8 quantisation {o['quantize_sec']:.0f} s")
+        lines.append(setup + " (once; cached in --work).")
+    lines += ["", "### Image tower, model only (images/s)", ""]
     header = ["model", "batch"] + [ENGINE_LABELS[e] for e in eng_order] + \
              ["clipkit ÷ ORT f32", "clipkit ÷ PyTorch", "clipkit int8 ÷ ORT int8"]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -717,7 +727,9 @@ def render(results: dict, args) -> str:
                    ratio(ck, get("text", m, "ort", b)), ratio(ck, get("text", m, "torch", b))]
             lines.append("| " + " | ".join(row) + " |")
 
-    e2e_keys = sorted({(k[1], k[0], k[3]) for k in summ if k[0].startswith("e2e")})
+    e2e_order = ["e2e-web", "e2e-12mp"]
+    e2e_keys = sorted({(k[1], k[0], k[3]) for k in summ if k[0] in e2e_order},
+                      key=lambda x: (list(MODEL_NAMES.values()).index(x[0]), e2e_order.index(x[1]), x[2]))
     if e2e_keys:
         lines += ["", "### End to end from JPEG files (decode + preprocess + model, images/s)", ""]
         header = ["model", "files", "batch", "transformers CLIPProcessor + model", "clipkit", "clipkit model only",
@@ -737,7 +749,7 @@ def render(results: dict, args) -> str:
 
     if results["agreement"]:
         lines += ["", "### Agreement (cosine of image embeddings, real photos)", ""]
-        lines += ["| model | engine | compared with | mean | min | images |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["| model | engine | compared with | mean | min | n |", "| --- | --- | --- | --- | --- | --- |"]
         for m, d in results["agreement"].items():
             for eng, v in d.items():
                 if "error" in v:
