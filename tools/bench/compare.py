@@ -399,7 +399,8 @@ class Clipkit:
             err = p.stderr.strip()
             if precision != "f32" and "--precision" in err:
                 raise Unsupported(err.splitlines()[0] if err else "rejected --precision")
-            raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {err[-800:]}")
+            log(f"failed: {' '.join(cmd)}")
+            raise RuntimeError(f"clipkit {cmd[1]} exited {p.returncode}: {err[-800:]}")
         return p.stdout
 
     def bench(self, model_dir: Path, batch: int, iters: int, precision: str = "f32",
@@ -546,8 +547,14 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
             try:
                 r = ck.bench(model_dir, b, args.iters, prec)
             except Unsupported as e:
-                ck.unsupported[prec] = str(e)
+                ck.unsupported[prec] = f"not supported: {e}"
                 log(f"clipkit --precision {prec}: not supported ({e})")
+                return None
+            except Exception as e:  # noqa: BLE001 - a failing reduced-precision row must not end the run
+                if prec == "f32":
+                    raise
+                ck.unsupported[prec] = f"failed: {str(e)[-300:]}"
+                log(f"clipkit --precision {prec} failed, row skipped: {e}")
                 return None
         r["_foreign"], r["_load"], r["_wall"] = m.foreign, m.load, m.wall
         ck_runs[key] = r
@@ -713,7 +720,7 @@ def render(results: dict, args) -> str:
                     ratio(get("image", m, "clipkit-int8", b), get("image", m, "ort-int8", b))]
             lines.append("| " + " | ".join(row) + " |")
     for prec, why in unsupported.items():
-        lines.append(f"\nclipkit {prec}: not supported by this binary ({why}).")
+        lines.append(f"\nclipkit {prec}: {why}")
 
     lines += ["", "### Text tower (texts/s)", ""]
     header = ["model", "batch", "tokens (padded)", "PyTorch f32", "ORT f32", "clipkit f32", "clipkit ÷ ORT f32",
@@ -753,7 +760,7 @@ def render(results: dict, args) -> str:
         for m, d in results["agreement"].items():
             for eng, v in d.items():
                 if "error" in v:
-                    lines.append(f"| {m} | {eng} | – | {v['error'][:80]} | | |")
+                    lines.append(f"| {m} | {eng} | – | {' '.join(v['error'].split())[:120]} | | |")
                 else:
                     lines.append(f"| {m} | {eng} | {v['vs']} | {v['mean']:.6f} | {v['min']:.6f} | {v['n']} |")
     return "\n".join(lines) + "\n"
