@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use clipkit_core::device::{CpuKernels, Precision};
 use clipkit_core::image::DecodeOptions;
 use clipkit_core::{Clip, LoadOptions, PreprocessMode};
 
-use crate::cli::{LabelArgs, ModelArgs, Preprocess};
+use crate::cli::{CpuKernelsArg, LabelArgs, ModelArgs, PrecisionArg, Preprocess};
 
 pub fn load_model(args: &ModelArgs) -> Result<Clip> {
     if args.batch_size == 0 {
@@ -24,6 +25,14 @@ pub fn load_model(args: &ModelArgs) -> Result<Clip> {
         },
         device: clipkit_core::device::device_from_name(&args.device)?,
         batch_size: args.batch_size,
+        precision: match args.precision {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        },
+        cpu_kernels: match args.cpu_kernels {
+            CpuKernelsArg::Packed => CpuKernels::Packed,
+            CpuKernelsArg::Candle => CpuKernels::Candle,
+        },
     };
     Clip::load(&args.model, &options).with_context(|| format!("cannot load model `{}`", args.model))
 }

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::config::{ClipConfig, EosRule};
+use crate::device::{matmul_path, CpuKernels, Precision};
 use crate::error::{ClipError, Result};
 use crate::hub::{self, ResolvedModel};
 use crate::image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
@@ -23,6 +24,8 @@ pub struct LoadOptions {
     pub device: Device,
     /// Images or texts per forward pass.
     pub batch_size: usize,
+    pub precision: Precision,
+    pub cpu_kernels: CpuKernels,
 }
 
 impl Default for LoadOptions {
@@ -32,6 +35,8 @@ impl Default for LoadOptions {
             decode: DecodeOptions::default(),
             device: Device::Cpu,
             batch_size: 32,
+            precision: Precision::F32,
+            cpu_kernels: CpuKernels::Packed,
         }
     }
 }
@@ -92,8 +97,9 @@ impl Clip {
             ));
         }
         let tokenizer = ClipTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
-        let weights = Weights::open(dir, DType::F32, &options.device)?;
-        let model = ClipModel::load(&weights, &config)?;
+        let (path, dtype) = matmul_path(&options.device, options.precision, options.cpu_kernels)?;
+        let weights = Weights::open(dir, dtype, &options.device)?;
+        let model = ClipModel::load(&weights, &config, path)?;
         Ok(Self {
             model,
             tokenizer,

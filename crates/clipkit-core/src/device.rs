@@ -1,8 +1,60 @@
 //! Where the model runs. CPU always; CUDA when built with the `cuda` feature.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
+use clipkit_kernels::WeightFormat;
 
-use crate::error::Result;
+use crate::error::{ClipError, Result};
+use crate::model::MatmulPath;
+
+/// The numeric precision the model runs in: an explicit choice, since anything below f32
+/// moves the embeddings (see the README for the measured cosine to f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// bf16 weights and activations with f32 accumulation: AVX-512 BF16 on the CPU, candle's
+    /// bf16 tensors on CUDA.
+    Bf16,
+}
+
+/// Which code runs the matmuls on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuKernels {
+    /// clipkit's packed-weight kernels with fused epilogues (the fast path).
+    #[default]
+    Packed,
+    /// candle's own ops throughout (the reference path the fast one is tested against).
+    Candle,
+}
+
+/// What a (device, precision, kernels) choice means for loading: the matmul path and the dtype
+/// the weights are read in.
+pub fn matmul_path(
+    device: &Device,
+    precision: Precision,
+    kernels: CpuKernels,
+) -> Result<(MatmulPath, DType)> {
+    match (device, kernels, precision) {
+        (Device::Cpu, CpuKernels::Packed, Precision::F32) => {
+            Ok((MatmulPath::Packed(WeightFormat::F32), DType::F32))
+        }
+        (Device::Cpu, CpuKernels::Packed, Precision::Bf16) => {
+            if !clipkit_kernels::has_avx512_bf16() {
+                return Err(ClipError::Unsupported(
+                    "--precision bf16 on the CPU needs AVX-512 BF16 (Zen 4+, Sapphire Rapids+)"
+                        .into(),
+                ));
+            }
+            Ok((MatmulPath::Packed(WeightFormat::Bf16), DType::F32))
+        }
+        (Device::Cpu, CpuKernels::Candle, Precision::F32) => Ok((MatmulPath::Candle, DType::F32)),
+        (Device::Cpu, CpuKernels::Candle, Precision::Bf16) => Err(ClipError::Unsupported(
+            "bf16 on the CPU runs on the packed kernels only".into(),
+        )),
+        (_, _, Precision::F32) => Ok((MatmulPath::Candle, DType::F32)),
+        (_, _, Precision::Bf16) => Ok((MatmulPath::Candle, DType::BF16)),
+    }
+}
 
 /// Picks a device from a user-facing name: `cpu`, `cuda`, `cuda:N`.
 pub fn device_from_name(name: &str) -> Result<Device> {

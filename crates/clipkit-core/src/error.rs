@@ -77,6 +77,9 @@ pub enum ClipError {
     #[error("vector has {got} dimensions, expected {expected}")]
     WrongVectorDimension { expected: usize, got: usize },
 
+    #[error("not supported here: {0}")]
+    Unsupported(String),
+
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
+use clipkit_core::device::CpuKernels;
 use clipkit_core::image::DecodeOptions;
 use clipkit_core::{Clip, LoadOptions};
 
@@ -17,8 +18,15 @@ struct Report {
     max_pixel_err: f32,
 }
 
-fn check_model(model_dir: &Path, reference: &Path, meta: &Path, images_dir: &Path) -> Report {
+fn check_model(
+    model_dir: &Path,
+    reference: &Path,
+    meta: &Path,
+    images_dir: &Path,
+    cpu_kernels: CpuKernels,
+) -> Report {
     let options = LoadOptions {
+        cpu_kernels,
         // transformers' references were made from PIL images, which it never EXIF-rotates.
         decode: DecodeOptions {
             apply_exif_orientation: false,
@@ -125,7 +133,7 @@ fn check_model(model_dir: &Path, reference: &Path, meta: &Path, images_dir: &Pat
         max_pixel_err,
     };
     eprintln!(
-        "{}: image cos ≥ {:.7}, text cos ≥ {:.7}, logit err ≤ {:.2e}·scale, pixel err ≤ {:.2e}",
+        "{} ({cpu_kernels:?}): image cos ≥ {:.7}, text cos ≥ {:.7}, logit err ≤ {:.2e}·scale, pixel err ≤ {:.2e}",
         model_dir.display(),
         report.min_image_cos,
         report.min_text_cos,
@@ -155,14 +163,18 @@ fn check_model(model_dir: &Path, reference: &Path, meta: &Path, images_dir: &Pat
     report
 }
 
+/// Both CPU paths: clipkit's packed kernels (the default) and candle's ops.
 fn check_tiny(name: &str) {
     let f = common::fixtures();
-    check_model(
-        &f.join("models").join(name),
-        &f.join(format!("reference/{name}.safetensors")),
-        &f.join(format!("reference/{name}.json")),
-        &f.join("images"),
-    );
+    for kernels in [CpuKernels::Packed, CpuKernels::Candle] {
+        check_model(
+            &f.join("models").join(name),
+            &f.join(format!("reference/{name}.safetensors")),
+            &f.join(format!("reference/{name}.json")),
+            &f.join("images"),
+            kernels,
+        );
+    }
 }
 
 #[test]
@@ -222,10 +234,13 @@ fn full_size_vit_b32_matches_transformers() {
         start.elapsed().as_secs_f64()
     );
     drop(clip);
-    check_model(
-        dir,
-        &dir.join("reference.safetensors"),
-        &dir.join("reference.json"),
-        &common::fixtures().join("images"),
-    );
+    for kernels in [CpuKernels::Packed, CpuKernels::Candle] {
+        check_model(
+            dir,
+            &dir.join("reference.safetensors"),
+            &dir.join("reference.json"),
+            &common::fixtures().join("images"),
+            kernels,
+        );
+    }
 }

@@ -59,6 +59,8 @@ pub fn model_for(store: &dyn Store, args: &ModelArgs) -> Result<Clip> {
             max_pixels: args.max_pixels,
             batch_size: args.batch_size,
             device: args.device.clone(),
+            precision: args.precision,
+            cpu_kernels: args.cpu_kernels,
         };
         load_model(&stored)
             .with_context(|| format!("the store {} was built with this model", store.address()))?

@@ -1,9 +1,8 @@
 //! Both towers and their projections into the shared embedding space (`CLIPModel`).
 
-use candle_core::{Module, Tensor};
-use candle_nn::Linear;
+use candle_core::Tensor;
 
-use super::layers::linear;
+use super::dense::{Dense, MatmulPath};
 use super::{TextTransformer, VisionTransformer};
 use crate::config::ClipConfig;
 use crate::error::Result;
@@ -12,32 +11,34 @@ use crate::weights::Weights;
 pub struct ClipModel {
     pub text: TextTransformer,
     pub vision: VisionTransformer,
-    text_projection: Linear,
-    visual_projection: Linear,
+    text_projection: Dense,
+    visual_projection: Dense,
     /// The learned temperature, already exponentiated (≈ 100 for the OpenAI checkpoints).
     logit_scale: f32,
     config: ClipConfig,
 }
 
 impl ClipModel {
-    pub fn load(w: &Weights, config: &ClipConfig) -> Result<Self> {
+    pub fn load(w: &Weights, config: &ClipConfig, path: MatmulPath) -> Result<Self> {
         let (t, v) = (&config.text_config, &config.vision_config);
         Ok(Self {
-            text: TextTransformer::load(w, "text_model", t)?,
-            vision: VisionTransformer::load(w, "vision_model", v)?,
-            text_projection: linear(
+            text: TextTransformer::load(w, "text_model", t, path)?,
+            vision: VisionTransformer::load(w, "vision_model", v, path)?,
+            text_projection: Dense::load(
                 w,
                 "text_projection",
                 t.hidden_size,
                 config.projection_dim,
                 false,
+                path,
             )?,
-            visual_projection: linear(
+            visual_projection: Dense::load(
                 w,
                 "visual_projection",
                 v.hidden_size,
                 config.projection_dim,
                 false,
+                path,
             )?,
             logit_scale: w.get_scalar("logit_scale")?.exp(),
             config: config.clone(),
@@ -55,13 +56,15 @@ impl ClipModel {
 
     /// Projected, not yet normalised, image features `[batch, projection_dim]`.
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let pooled = self.vision.forward(pixel_values)?;
-        Ok(self.visual_projection.forward(&pooled)?)
+        let pooled = self
+            .vision
+            .forward(&pixel_values.to_dtype(self.vision.dtype())?)?;
+        self.visual_projection.forward(&pooled)
     }
 
     /// Projected, not yet normalised, text features `[batch, projection_dim]`.
     pub fn text_features(&self, ids: &Tensor, eos_positions: &[usize]) -> Result<Tensor> {
         let pooled = self.text.forward(ids, eos_positions)?;
-        Ok(self.text_projection.forward(&pooled)?)
+        self.text_projection.forward(&pooled)
     }
 }

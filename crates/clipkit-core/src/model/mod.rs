@@ -2,10 +2,12 @@
 //! a `forward` each, weights loaded by their Hugging Face names.
 
 pub mod clip_model;
+pub mod dense;
 pub mod layers;
 pub mod text;
 pub mod vision;
 
 pub use clip_model::ClipModel;
+pub use dense::MatmulPath;
 pub use text::TextTransformer;
 pub use vision::VisionTransformer;

@@ -1,8 +1,9 @@
 //! The causal text transformer (`text_model.*`).
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::LayerNorm;
 
+use super::dense::MatmulPath;
 use super::layers::{gather_positions, layer_norm, Encoder, EncoderShape};
 use crate::config::ClipTextConfig;
 use crate::error::Result;
@@ -17,7 +18,7 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    pub fn load(w: &Weights, prefix: &str, c: &ClipTextConfig) -> Result<Self> {
+    pub fn load(w: &Weights, prefix: &str, c: &ClipTextConfig, path: MatmulPath) -> Result<Self> {
         let shape = EncoderShape {
             hidden: c.hidden_size,
             intermediate: c.intermediate_size,
@@ -25,6 +26,7 @@ impl TextTransformer {
             layers: c.num_hidden_layers,
             eps: c.layer_norm_eps,
             act: c.hidden_act,
+            path,
         };
         let emb = format!("{prefix}.embeddings");
         Ok(Self {
@@ -62,17 +64,9 @@ impl TextTransformer {
             .reshape((b, len, self.config.hidden_size))?;
         let positions = self.position_embedding.narrow(0, 0, len)?.unsqueeze(0)?;
         let xs = tokens.broadcast_add(&positions)?;
-        let mask = causal_mask(len, xs.device())?.to_dtype(xs.dtype())?;
-        let xs = self.encoder.forward(&xs, Some(&mask))?;
+        let xs = self.encoder.forward(&xs, true)?;
         // LayerNorm is per token: normalising only the pooled rows gives the same result.
         let pooled = gather_positions(&xs, eos_positions)?;
         Ok(self.final_layer_norm.forward(&pooled)?)
     }
-}
-
-fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (len, len), device)?)
 }

@@ -1,8 +1,9 @@
 //! The ViT image tower (`vision_model.*`).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::LayerNorm;
 
+use super::dense::{Dense, MatmulPath};
 use super::layers::{layer_norm, Encoder, EncoderShape};
 use crate::config::ClipVisionConfig;
 use crate::error::Result;
@@ -11,7 +12,7 @@ use crate::weights::Weights;
 pub struct VisionEmbeddings {
     /// The patch convolution as a matrix `[hidden, 3·p·p]`: a stride-p conv is a matmul over
     /// non-overlapping patches, with no im2col copy.
-    patch_embedding: Linear,
+    patch_embedding: Dense,
     class_embedding: Tensor,
     position_embedding: Tensor,
     patch_size: usize,
@@ -19,14 +20,14 @@ pub struct VisionEmbeddings {
 }
 
 impl VisionEmbeddings {
-    pub fn load(w: &Weights, prefix: &str, c: &ClipVisionConfig) -> Result<Self> {
+    pub fn load(w: &Weights, prefix: &str, c: &ClipVisionConfig, path: MatmulPath) -> Result<Self> {
         let (h, p) = (c.hidden_size, c.patch_size);
         let conv = w.get(
             &format!("{prefix}.patch_embedding.weight"),
             &[h, c.num_channels, p, p],
         )?;
         Ok(Self {
-            patch_embedding: Linear::new(conv.reshape((h, c.num_channels * p * p))?, None),
+            patch_embedding: Dense::new(conv.reshape((h, c.num_channels * p * p))?, None, path)?,
             class_embedding: w
                 .get(&format!("{prefix}.class_embedding"), &[h])?
                 .reshape((1, 1, h))?,
@@ -67,7 +68,7 @@ pub struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    pub fn load(w: &Weights, prefix: &str, c: &ClipVisionConfig) -> Result<Self> {
+    pub fn load(w: &Weights, prefix: &str, c: &ClipVisionConfig, path: MatmulPath) -> Result<Self> {
         let shape = EncoderShape {
             hidden: c.hidden_size,
             intermediate: c.intermediate_size,
@@ -75,9 +76,10 @@ impl VisionTransformer {
             layers: c.num_hidden_layers,
             eps: c.layer_norm_eps,
             act: c.hidden_act,
+            path,
         };
         Ok(Self {
-            embeddings: VisionEmbeddings::load(w, &format!("{prefix}.embeddings"), c)?,
+            embeddings: VisionEmbeddings::load(w, &format!("{prefix}.embeddings"), c, path)?,
             // "layrnorm" is the Hugging Face weight name.
             pre_layrnorm: layer_norm(
                 w,
@@ -96,6 +98,11 @@ impl VisionTransformer {
         })
     }
 
+    /// The dtype inputs must have (the weights').
+    pub fn dtype(&self) -> candle_core::DType {
+        self.embeddings.position_embedding.dtype()
+    }
+
     pub fn config(&self) -> &ClipVisionConfig {
         &self.config
     }
@@ -104,7 +111,7 @@ impl VisionTransformer {
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let xs = self.embeddings.forward(pixel_values)?;
         let xs = self.pre_layrnorm.forward(&xs)?;
-        let xs = self.encoder.forward(&xs, None)?;
+        let xs = self.encoder.forward(&xs, false)?;
         let cls = xs.narrow(1, 0, 1)?.squeeze(1)?;
         Ok(self.post_layernorm.forward(&cls)?)
     }

@@ -1,0 +1,197 @@
+//! [`Dense`]: a linear layer that runs either on candle (any device, the reference path) or on
+//! clipkit's packed CPU GEMM, chosen once when the model is loaded ([`MatmulPath`]).
+//!
+//! The model code calls the same three methods either way — plain, with the activation fused,
+//! or with the residual fused — so the layer structs read like the reference model while the
+//! CPU path does one pass over memory per layer.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Shape, Tensor};
+use candle_nn::Linear;
+use clipkit_kernels::{Epilogue, PackedWeights, WeightFormat};
+
+use crate::config::Activation;
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// How the matmuls of a model run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// candle's `Linear` (CPU or CUDA), in the weights' dtype.
+    Candle,
+    /// clipkit's packed CPU kernels, f32 or bf16 weights.
+    Packed(WeightFormat),
+}
+
+impl MatmulPath {
+    pub fn is_packed(self) -> bool {
+        matches!(self, MatmulPath::Packed(_))
+    }
+}
+
+impl From<Activation> for clipkit_kernels::Activation {
+    fn from(a: Activation) -> Self {
+        match a {
+            Activation::QuickGelu => Self::QuickGelu,
+            Activation::Gelu => Self::Gelu,
+            Activation::GeluNew => Self::GeluTanh,
+            Activation::Relu => Self::Relu,
+        }
+    }
+}
+
+pub struct Dense {
+    kind: Kind,
+}
+
+enum Kind {
+    Candle(Linear),
+    Packed(PackedWeights),
+}
+
+impl Dense {
+    /// `{prefix}.weight` (`[out_dim, in_dim]`) and, with `bias`, `{prefix}.bias`.
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        path: MatmulPath,
+    ) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let bias = if bias {
+            Some(w.get(&format!("{prefix}.bias"), &[out_dim])?)
+        } else {
+            None
+        };
+        Self::new(weight, bias, path)
+    }
+
+    /// From an `[out, in]` weight (e.g. q, k and v concatenated) and an optional `[out]` bias.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, path: MatmulPath) -> Result<Self> {
+        let kind = match path {
+            MatmulPath::Candle => Kind::Candle(Linear::new(weight, bias)),
+            MatmulPath::Packed(format) => {
+                let (n, k) = weight.dims2()?;
+                let w = weight
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let b = bias
+                    .map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>())
+                    .transpose()?;
+                Kind::Packed(PackedWeights::new(&w, n, k, b.as_deref(), format))
+            }
+        };
+        Ok(Self { kind })
+    }
+
+    /// `xs·Wᵀ + b`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_epilogue(xs, clipkit_kernels::Activation::Identity)
+    }
+
+    /// `act(xs·Wᵀ + b)`.
+    pub fn forward_act(&self, xs: &Tensor, act: Activation) -> Result<Tensor> {
+        match &self.kind {
+            Kind::Candle(l) => Ok(act.forward(&l.forward(xs)?)?),
+            Kind::Packed(_) => self.forward_epilogue(xs, act.into()),
+        }
+    }
+
+    /// `xs·Wᵀ + b + residual`.
+    pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        match &self.kind {
+            Kind::Candle(l) => Ok((l.forward(xs)? + residual)?),
+            Kind::Packed(w) => Ok(xs.apply_op2_no_bwd(residual, &PackedLinear { w, act: None })?),
+        }
+    }
+
+    fn forward_epilogue(&self, xs: &Tensor, act: clipkit_kernels::Activation) -> Result<Tensor> {
+        match &self.kind {
+            Kind::Candle(l) => Ok(l.forward(xs)?),
+            Kind::Packed(w) => Ok(xs.apply_op1_no_bwd(&PackedLinear { w, act: Some(act) })?),
+        }
+    }
+}
+
+/// The packed GEMM as a candle op, so it takes and returns ordinary tensors.
+struct PackedLinear<'a> {
+    w: &'a PackedWeights,
+    /// `None` for the residual form (`CustomOp2`), which has no activation.
+    act: Option<clipkit_kernels::Activation>,
+}
+
+/// The contiguous f32 data of a CPU tensor.
+pub(crate) fn f32_slice<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("{op}: expected an f32 input");
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: input is not contiguous"),
+    }
+}
+
+impl PackedLinear<'_> {
+    fn run(
+        &self,
+        x: &[f32],
+        shape: &Shape,
+        residual: Option<&[f32]>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (k, n) = (self.w.k(), self.w.n());
+        let mut dims = shape.dims().to_vec();
+        match dims.last_mut() {
+            Some(last) if *last == k => *last = n,
+            _ => candle_core::bail!("packed linear: input {shape:?} does not end in {k}"),
+        }
+        let m = x.len() / k;
+        let mut out = vec![0f32; m * n];
+        let epilogue = Epilogue {
+            act: self.act.unwrap_or(clipkit_kernels::Activation::Identity),
+            residual,
+        };
+        self.w.matmul(x, m, epilogue, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+impl CustomOp1 for PackedLinear<'_> {
+    fn name(&self) -> &'static str {
+        "clipkit-packed-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run(f32_slice(CustomOp1::name(self), s, l)?, l.shape(), None)
+    }
+}
+
+impl CustomOp2 for PackedLinear<'_> {
+    fn name(&self) -> &'static str {
+        "clipkit-packed-linear-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(CustomOp2::name(self), s1, l1)?;
+        let residual = f32_slice(CustomOp2::name(self), s2, l2)?;
+        let out_elems = x.len() / self.w.k() * self.w.n();
+        if residual.len() != out_elems {
+            candle_core::bail!(
+                "packed linear: residual {:?} does not match the output",
+                l2.shape()
+            );
+        }
+        self.run(x, l1.shape(), Some(residual))
+    }
+}

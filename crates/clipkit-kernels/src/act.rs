@@ -1,0 +1,301 @@
+//! Activations and `exp`, scalar and AVX-512. The vector versions are what the GEMM epilogue
+//! and the attention softmax call on registers; the scalar ones are the portable path and the
+//! reference the tests hold the vector ones to.
+
+/// The activations CLIP checkpoints use (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// `x·σ(1.702·x)`: OpenAI's checkpoints.
+    QuickGelu,
+    /// The exact, erf-based GELU (`gelu`).
+    Gelu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+/// `erfc(z)` for `z ≥ 0`, from Numerical Recipes' Chebyshev fit (relative error < 1.2e-7 for
+/// all `z`), evaluated in f32 through `exp`.
+#[inline(always)]
+fn erfc_poly(t: f32) -> f32 {
+    -1.265_512_2
+        + t * (1.000_023_7
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))))
+}
+
+impl Activation {
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Identity => x,
+            Activation::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
+            Activation::Gelu => {
+                let z = x * std::f32::consts::FRAC_1_SQRT_2;
+                let a = z.abs();
+                let t = 1.0 / (1.0 + 0.5 * a);
+                let erfc = t * (-a * a + erfc_poly(t)).exp();
+                if z >= 0.0 {
+                    0.5 * x * (2.0 - erfc)
+                } else {
+                    0.5 * x * erfc
+                }
+            }
+            Activation::GeluTanh => {
+                // 0.5·(1 + tanh(y)) = 1/(1 + e^{−2y}), without the cancellation for y ≪ 0.
+                let y = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+                x / (1.0 + (-2.0 * y).exp())
+            }
+            Activation::Relu => x.max(0.0),
+        }
+    }
+
+    pub fn apply_slice(self, xs: &mut [f32]) {
+        if self == Activation::Identity {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::avx512() {
+            // SAFETY: the CPU has the features `avx512::apply_slice` is compiled for.
+            unsafe { avx512::apply_slice(self, xs) };
+            return;
+        }
+        for x in xs {
+            *x = self.apply(*x);
+        }
+    }
+}
+
+/// `xs[i] = exp(xs[i])`.
+pub fn exp_slice(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: as above.
+        unsafe { avx512::exp_slice(xs) };
+        return;
+    }
+    for x in xs {
+        *x = x.exp();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Activation;
+
+    /// `exp` to about 1 ulp: `x = n·ln2 + r`, a degree-7 polynomial on `|r| ≤ ln2/2`, and
+    /// `vscalefps` for the `2ⁿ`, which also gets overflow and underflow right.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn exp(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-104.0)),
+            _mm512_set1_ps(89.0),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+        let mut p = _mm512_set1_ps(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn erfc_poly(t: __m512) -> __m512 {
+        let mut p = _mm512_set1_ps(0.170_872_77);
+        for c in [
+            -0.822_152_23,
+            1.488_515_87,
+            -1.135_203_98,
+            0.278_868_07,
+            -0.186_288_06,
+            0.096_784_18,
+            0.374_091_96,
+            1.000_023_7,
+            -1.265_512_2,
+        ] {
+            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
+        }
+        p
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub fn apply(act: Activation, x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        match act {
+            Activation::Identity => x,
+            Activation::QuickGelu => {
+                let e = exp(_mm512_mul_ps(x, _mm512_set1_ps(-1.702)));
+                _mm512_div_ps(x, _mm512_add_ps(one, e))
+            }
+            Activation::Gelu => {
+                let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+                let a = _mm512_abs_ps(z);
+                let t = _mm512_div_ps(one, _mm512_fmadd_ps(a, _mm512_set1_ps(0.5), one));
+                let arg = _mm512_fnmadd_ps(a, a, erfc_poly(t));
+                let erfc = _mm512_mul_ps(t, exp(arg));
+                let half_x = _mm512_mul_ps(x, _mm512_set1_ps(0.5));
+                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z, _mm512_setzero_ps());
+                let pos = _mm512_mul_ps(half_x, _mm512_sub_ps(_mm512_set1_ps(2.0), erfc));
+                _mm512_mask_mul_ps(pos, neg, half_x, erfc)
+            }
+            Activation::GeluTanh => {
+                let x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+                let y = _mm512_mul_ps(
+                    _mm512_fmadd_ps(x3, _mm512_set1_ps(0.044_715), x),
+                    _mm512_set1_ps(0.797_884_6),
+                );
+                // 1 + tanh(y) = 2 − 2/(1 + e^{2y}) = 2·e^{2y}/(1 + e^{2y}) = 2/(1 + e^{−2y}).
+                let e = exp(_mm512_mul_ps(y, _mm512_set1_ps(-2.0)));
+                _mm512_div_ps(x, _mm512_add_ps(one, e))
+            }
+            Activation::Relu => _mm512_max_ps(x, _mm512_setzero_ps()),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn apply_slice(act: Activation, xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let p = c.as_mut_ptr();
+            _mm512_storeu_ps(p, apply(act, _mm512_loadu_ps(p)));
+        }
+        let rest = chunks.into_remainder();
+        let mask = (1u32 << rest.len()) as u16 - 1;
+        let p = rest.as_mut_ptr();
+        let v = apply(act, _mm512_maskz_loadu_ps(mask, p));
+        _mm512_mask_storeu_ps(p, mask, v);
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp_slice(xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let p = c.as_mut_ptr();
+            _mm512_storeu_ps(p, exp(_mm512_loadu_ps(p)));
+        }
+        let rest = chunks.into_remainder();
+        let mask = (1u32 << rest.len()) as u16 - 1;
+        let p = rest.as_mut_ptr();
+        let v = exp(_mm512_maskz_loadu_ps(mask, p));
+        _mm512_mask_storeu_ps(p, mask, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f64 references, independent of the f32 formulas above.
+    fn reference(act: Activation, x: f64) -> f64 {
+        match act {
+            Activation::Identity => x,
+            Activation::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
+            Activation::Gelu => 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2)),
+            Activation::GeluTanh => {
+                0.5 * x
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+            }
+            Activation::Relu => x.max(0.0),
+        }
+    }
+
+    /// erf by its Taylor series (|x| ≤ 3) or continued fraction for erfc (|x| > 3), in f64.
+    fn erf64(x: f64) -> f64 {
+        let a = x.abs();
+        let v = if a <= 3.0 {
+            let (mut term, mut sum, mut n) = (a, a, 0.0);
+            while term.abs() > 1e-17 * sum.abs() {
+                n += 1.0;
+                term *= -a * a / n;
+                sum += term / (2.0 * n + 1.0);
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            let mut f = 0.0;
+            for k in (1..60).rev() {
+                f = (k as f64 / 2.0) / (a + f);
+            }
+            1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * (a + f))
+        };
+        v.copysign(x)
+    }
+
+    fn inputs() -> Vec<f32> {
+        let mut v: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.003).collect();
+        v.extend([-30.0, -12.5, -9.0, 9.0, 12.5, 30.0, 0.0, -0.0, 1e-8, -1e-8]);
+        v
+    }
+
+    fn check(act: Activation, got: &[f32], xs: &[f32], what: &str) {
+        for (&x, &g) in xs.iter().zip(got) {
+            let want = reference(act, x as f64);
+            let err = (g as f64 - want).abs();
+            assert!(
+                err <= 2e-6 * want.abs() + 1e-8,
+                "{what} {act:?}({x}) = {g}, want {want} (err {err:e})"
+            );
+        }
+    }
+
+    #[test]
+    fn activations_match_f64_references_on_both_paths() {
+        let xs = inputs();
+        for act in [
+            Activation::QuickGelu,
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Relu,
+            Activation::Identity,
+        ] {
+            let scalar: Vec<f32> = xs.iter().map(|&x| act.apply(x)).collect();
+            check(act, &scalar, &xs, "scalar");
+            let mut vector = xs.clone();
+            act.apply_slice(&mut vector);
+            check(act, &vector, &xs, "slice");
+        }
+    }
+
+    #[test]
+    fn exp_is_accurate_and_saturates() {
+        let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.044).collect();
+        xs.extend([-1000.0, -104.0, -88.0, 88.0, 1000.0, f32::NEG_INFINITY]);
+        let mut got = xs.clone();
+        exp_slice(&mut got);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let want = (x as f64).exp();
+            if want > f32::MAX as f64 {
+                assert!(g >= f32::MAX, "exp({x}) = {g}, want overflow");
+            } else if want < 1e-38 {
+                assert!(g < 1e-37, "exp({x}) = {g}, want ~0");
+            } else {
+                assert!(
+                    ((g as f64 - want) / want).abs() < 3e-7,
+                    "exp({x}) = {g}, want {want}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Multi-head scaled dot-product attention, read straight from the fused QKV projection.
+//!
+//! The QKV linear layer writes each token as `[q | k | v]`, every part `heads × head_dim`.
+//! Slicing that into per-head Q, K and V tensors costs three permuted copies per layer; here
+//! each (batch item, head) task reads its columns in place, transposes only its own K
+//! (`head_dim × seq`, a few KiB) so that scores are computed along contiguous memory, and
+//! writes its head's columns of the `[batch, seq, hidden]` output. With `causal`, token `i`
+//! attends to tokens `0..=i` only (the text tower), so masked scores are never computed.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::act::exp_slice;
+use crate::gemm::{tile_f32, MR, NR};
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+}
+
+impl AttentionShape {
+    pub fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: each task writes only its own (batch item, head) columns.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+thread_local! {
+    /// Per-thread scratch (K transposed into panels, the score matrix), reused across calls
+    /// so that attention allocates nothing in steady state.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `qkv`: `[batch, seq, 3·hidden]` → `out`: `[batch, seq, hidden]`, softmax(q·kᵀ/√d)·v per head.
+///
+/// Both products run on the GEMM micro-kernel: `q·kᵀ` against K packed into 64-key panels,
+/// `p·v` against V read in place (its rows are `head_dim` contiguous floats).
+pub fn attention(qkv: &[f32], shape: AttentionShape, out: &mut [f32]) {
+    let AttentionShape { batch, heads, .. } = shape;
+    let hidden = shape.hidden();
+    assert_eq!(
+        qkv.len(),
+        batch * shape.seq * 3 * hidden,
+        "qkv is not [batch, seq, 3·hidden]"
+    );
+    assert_eq!(
+        out.len(),
+        batch * shape.seq * hidden,
+        "out is not [batch, seq, hidden]"
+    );
+    let shared = SharedOut(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each(|t| {
+        let shared = shared;
+        SCRATCH.with_borrow_mut(|(kt, scores)| {
+            // SAFETY: task `t` writes only the columns of head `t % heads` of item
+            // `t / heads`, which no other task writes.
+            unsafe { head(qkv, shape, t / heads, t % heads, shared.0, kt, scores) }
+        });
+    });
+}
+
+/// One (batch item, head).
+///
+/// # Safety
+/// `out` points at a `[batch, seq, hidden]` buffer; only this head's columns of item `b` are
+/// written.
+unsafe fn head(
+    qkv: &[f32],
+    s: AttentionShape,
+    b: usize,
+    h: usize,
+    out: *mut f32,
+    kt: &mut Vec<f32>,
+    scores: &mut Vec<f32>,
+) {
+    let (seq, d) = (s.seq, s.head_dim);
+    let hidden = s.hidden();
+    let row = 3 * hidden;
+    let base = &qkv[b * seq * row..][..seq * row];
+    let (q_off, k_off, v_off) = (h * d, hidden + h * d, 2 * hidden + h * d);
+    let panels = seq.div_ceil(NR);
+    let ld = panels * NR;
+
+    // Kᵀ in panels: kt[p][dd][jj] = k[p·NR + jj][dd], zero past the last key.
+    kt.clear();
+    kt.resize(panels * d * NR, 0.0);
+    for j in 0..seq {
+        let (p, jj) = (j / NR, j % NR);
+        for (dd, &x) in base[j * row + k_off..][..d].iter().enumerate() {
+            kt[(p * d + dd) * NR + jj] = x;
+        }
+    }
+    scores.clear();
+    scores.resize(seq * ld, 0.0);
+    let sp = scores.as_mut_ptr();
+    let scale = (d as f32).powf(-0.5);
+
+    let mut i0 = 0;
+    while i0 < seq {
+        let rows = MR.min(seq - i0);
+        let q = &base[i0 * row + q_off..];
+        // Keys this row tile can see: all, or up to its last row when causal.
+        let visible = if s.causal { i0 + rows } else { seq };
+        for p in 0..visible.div_ceil(NR) {
+            let c = sp.add(i0 * ld + p * NR);
+            tile_f32(
+                rows,
+                q,
+                row,
+                &kt[p * d * NR..],
+                NR,
+                d,
+                c,
+                ld,
+                NR,
+                true,
+                None,
+            );
+        }
+        for i in i0..i0 + rows {
+            let len = if s.causal { i + 1 } else { seq };
+            let r = &mut scores[i * ld..][..ld];
+            softmax_prefix(r, len, scale, visible);
+        }
+        // out rows = p · v, 64 columns of the head at a time.
+        let mut c0 = 0;
+        while c0 < d {
+            let cols = NR.min(d - c0);
+            let c = out.add((b * seq + i0) * hidden + h * d + c0);
+            let v = &base[v_off + c0..];
+            tile_f32(
+                rows,
+                &scores[i0 * ld..],
+                ld,
+                v,
+                row,
+                visible,
+                c,
+                hidden,
+                cols,
+                true,
+                None,
+            );
+            c0 += cols;
+        }
+        i0 += rows;
+    }
+}
+
+/// `r[..len]` ← softmax(scale · r[..len]); `r[len..end]` ← 0 (causally hidden keys).
+fn softmax_prefix(r: &mut [f32], len: usize, scale: f32, end: usize) {
+    let live = &mut r[..len];
+    let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for x in live.iter_mut() {
+        *x = (*x - max) * scale;
+    }
+    exp_slice(live);
+    let inv = 1.0 / live.iter().sum::<f32>();
+    for x in live.iter_mut() {
+        *x *= inv;
+    }
+    r[len..end].fill(0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(qkv: &[f32], s: AttentionShape) -> Vec<f64> {
+        let hidden = s.hidden();
+        let row = 3 * hidden;
+        let mut out = vec![0f64; s.batch * s.seq * hidden];
+        for b in 0..s.batch {
+            for h in 0..s.heads {
+                for i in 0..s.seq {
+                    let at = |j: usize, part: usize, dd: usize| {
+                        qkv[(b * s.seq + j) * row + part * hidden + h * s.head_dim + dd] as f64
+                    };
+                    let scores: Vec<f64> = (0..s.seq)
+                        .map(|j| {
+                            if s.causal && j > i {
+                                f64::NEG_INFINITY
+                            } else {
+                                (0..s.head_dim)
+                                    .map(|dd| at(i, 0, dd) * at(j, 1, dd))
+                                    .sum::<f64>()
+                                    / (s.head_dim as f64).sqrt()
+                            }
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for dd in 0..s.head_dim {
+                        out[(b * s.seq + i) * hidden + h * s.head_dim + dd] =
+                            (0..s.seq).map(|j| e[j] / sum * at(j, 2, dd)).sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_reference_causal_and_not() {
+        for (batch, seq, heads, head_dim) in
+            [(1, 1, 1, 1), (2, 50, 3, 64), (3, 7, 2, 5), (1, 130, 2, 80)]
+        {
+            for causal in [false, true] {
+                let s = AttentionShape {
+                    batch,
+                    seq,
+                    heads,
+                    head_dim,
+                    causal,
+                };
+                let qkv: Vec<f32> = (0..batch * seq * 3 * s.hidden())
+                    .map(|i| ((i * 7919 % 1000) as f32 / 250.0) - 2.0)
+                    .collect();
+                let mut out = vec![f32::NAN; batch * seq * s.hidden()];
+                attention(&qkv, s, &mut out);
+                for (idx, (&g, &r)) in out.iter().zip(&reference(&qkv, s)).enumerate() {
+                    assert!(
+                        (g as f64 - r).abs() < 1e-4,
+                        "{s:?}: out[{idx}] = {g}, want {r}"
+                    );
+                }
+            }
+        }
+    }
+}

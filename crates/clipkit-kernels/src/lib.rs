@@ -1,0 +1,31 @@
+//! CPU kernels for the parts of a CLIP forward pass where a measurement showed the general
+//! tensor library to be the bottleneck (see the README's benchmark section):
+//!
+//! - [`gemm`]: `y = act(x·Wᵀ + b) + residual` with the weights packed once at load time into
+//!   the panel layout the micro-kernel streams, and the bias, activation and residual applied
+//!   while the output tile is still in registers — one pass over memory per linear layer
+//!   instead of four.
+//! - [`attention`]: multi-head softmax attention read straight from the fused QKV projection's
+//!   output, so no permuted copies of Q, K and V are made.
+//! - [`act`]: the activations (and `exp`) vectorised, shared by both.
+//!
+//! Every kernel has an AVX-512 path, chosen at run time, and a portable path with the same
+//! arithmetic contract; the tests hold both to a plain reference.
+
+pub mod act;
+pub mod attention;
+pub mod gemm;
+mod simd;
+
+pub use act::Activation;
+pub use gemm::{Epilogue, PackedWeights, WeightFormat};
+
+/// Whether this CPU runs the AVX-512 paths (checked once; cheap to call).
+pub fn has_avx512() -> bool {
+    simd::avx512()
+}
+
+/// Whether this CPU runs the bf16 dot-product path (AVX-512 BF16).
+pub fn has_avx512_bf16() -> bool {
+    simd::avx512_bf16()
+}
