@@ -1,7 +1,7 @@
 //! Wall and CPU time of the image and text towers (not a test): CPU seconds per image stay
 //! meaningful while other processes share the machine, wall time does not.
 //!
-//! cargo run --release -p clipkit-core --example forward_cpu -- MODEL_DIR [BATCH] [bf16|candle]
+//! cargo run --release -p clipkit-core --example forward_cpu -- MODEL_DIR [BATCH] [bf16|int8|candle]
 
 use std::time::Instant;
 
@@ -29,10 +29,10 @@ fn main() {
     let mode = args.get(2).map(String::as_str).unwrap_or("f32");
     let options = LoadOptions {
         batch_size: batch,
-        precision: if mode == "bf16" {
-            Precision::Bf16
-        } else {
-            Precision::F32
+        precision: match mode {
+            "bf16" => Precision::Bf16,
+            "int8" => Precision::Int8,
+            _ => Precision::F32,
         },
         cpu_kernels: if mode == "candle" {
             CpuKernels::Candle

@@ -15,6 +15,9 @@ pub enum Precision {
     /// bf16 weights and activations with f32 accumulation: AVX-512 BF16 on the CPU, candle's
     /// bf16 tensors on CUDA.
     Bf16,
+    /// int8 weights (per output channel) and activations (per token, at run time), exact
+    /// integer accumulation: AVX-512 VNNI on the CPU.
+    Int8,
 }
 
 /// Which code runs the matmuls on the CPU.
@@ -47,12 +50,23 @@ pub fn matmul_path(
             }
             Ok((MatmulPath::Packed(WeightFormat::Bf16), DType::F32))
         }
+        (Device::Cpu, CpuKernels::Packed, Precision::Int8) => {
+            if !clipkit_kernels::has_avx512_vnni() {
+                return Err(ClipError::Unsupported(
+                    "--precision int8 on the CPU needs AVX-512 VNNI (Zen 4+, Ice Lake+)".into(),
+                ));
+            }
+            Ok((MatmulPath::Packed(WeightFormat::Int8), DType::F32))
+        }
         (Device::Cpu, CpuKernels::Candle, Precision::F32) => Ok((MatmulPath::Candle, DType::F32)),
-        (Device::Cpu, CpuKernels::Candle, Precision::Bf16) => Err(ClipError::Unsupported(
-            "bf16 on the CPU runs on the packed kernels only".into(),
+        (Device::Cpu, CpuKernels::Candle, _) => Err(ClipError::Unsupported(
+            "bf16 and int8 on the CPU run on the packed kernels only".into(),
         )),
         (_, _, Precision::F32) => Ok((MatmulPath::Candle, DType::F32)),
         (_, _, Precision::Bf16) => Ok((MatmulPath::Candle, DType::BF16)),
+        (_, _, Precision::Int8) => Err(ClipError::Unsupported(
+            "int8 runs on the CPU only; use bf16 on CUDA".into(),
+        )),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Reduced precision is an explicit choice with a measured cost: bf16 embeddings stay within
+//! Reduced precision is an explicit choice with a measured cost: bf16 and int8 embeddings stay within
 //! cosine 0.999 of f32 on the committed tiny models (real photos and prompts), and top-1
 //! zero-shot agreement holds. The full-size figures are in the README.
 
@@ -47,22 +47,32 @@ fn argmax(v: &[f32]) -> usize {
 
 #[test]
 fn bf16_stays_within_cosine_0_999_of_f32() {
+    stays_close(Precision::Bf16, cpu_has("avx512bf16"), "AVX-512 BF16");
+}
+
+#[test]
+fn int8_stays_within_cosine_0_999_of_f32() {
+    stays_close(Precision::Int8, cpu_has("avx512vnni"), "AVX-512 VNNI");
+}
+
+fn stays_close(precision: Precision, supported: bool, needs: &str) {
     for name in ["tiny-quickgelu", "tiny-gelu"] {
         let f32_model = load(name, Precision::F32).unwrap();
-        let bf16_model = match load(name, Precision::Bf16) {
+        let bf16_model = match load(name, precision) {
             Ok(m) => m,
             Err(ClipError::Unsupported(why)) => {
-                // Without AVX-512 BF16 the choice must be refused, clearly — never a silent
-                // f32 run reported as bf16.
+                // Without the instructions the choice must be refused, clearly — never a
+                // silent f32 run reported as reduced precision.
                 assert!(
-                    !clipkit_kernels_has_bf16(),
-                    "bf16 refused on a bf16 CPU: {why}"
+                    !supported,
+                    "{precision:?} refused on a CPU that has it: {why}"
                 );
-                assert!(why.contains("AVX-512 BF16"), "{why}");
+                assert!(why.contains(needs), "{why}");
                 continue;
             }
             Err(e) => panic!("{name}: {e}"),
         };
+        assert!(supported, "{precision:?} loaded on a CPU without {needs}");
         let paths = images(name);
         let a: Vec<Vec<f32>> = f32_model
             .embed_image_files(&paths)
@@ -88,7 +98,7 @@ fn bf16_stays_within_cosine_0_999_of_f32() {
             .zip(&tb)
             .map(|(x, y)| common::cosine(x, y))
             .fold(1f32, f32::min);
-        eprintln!("{name}: bf16 vs f32 image cos ≥ {min_img:.6}, text cos ≥ {min_txt:.6}");
+        eprintln!("{name}: {precision:?} vs f32 image cos ≥ {min_img:.6}, text cos ≥ {min_txt:.6}");
         assert!(min_img >= 0.999, "{name}: image cosine {min_img}");
         assert!(min_txt >= 0.999, "{name}: text cosine {min_txt}");
         // Not bit-identical to f32, or the bf16 path did not run.
@@ -110,9 +120,13 @@ fn bf16_stays_within_cosine_0_999_of_f32() {
     }
 }
 
-fn clipkit_kernels_has_bf16() -> bool {
+fn cpu_has(feature: &str) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512bf16");
+    return match feature {
+        "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
+        "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+        _ => unreachable!(),
+    } && std::arch::is_x86_feature_detected!("avx512bw");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }

@@ -1,6 +1,6 @@
 //! GFLOP/s of the packed GEMM on the ViT-B/32 layer shapes (not a test).
 //!
-//! cargo run --release -p clipkit-kernels --example gemm_bench -- [M] [bf16]
+//! cargo run --release -p clipkit-kernels --example gemm_bench -- [M] [bf16|int8]
 
 use std::time::Instant;
 
@@ -24,6 +24,8 @@ fn main() {
     let m: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(1600);
     let format = if args.iter().any(|a| a == "bf16") {
         WeightFormat::Bf16
+    } else if args.iter().any(|a| a == "int8") {
+        WeightFormat::Int8
     } else {
         WeightFormat::F32
     };

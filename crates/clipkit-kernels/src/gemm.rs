@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 
 use crate::act::Activation;
+use crate::int8::{self, Int8Panels};
 
 /// Output columns per packed panel: four 16-float AVX-512 vectors.
 pub const NR: usize = 64;
@@ -21,7 +22,7 @@ pub const NR: usize = 64;
 pub const MR: usize = 6;
 /// Depth of one pass over a panel: `KC × NR` floats (64 KiB) stay in L2 while every row tile
 /// of `a` streams past them.
-const KC: usize = 256;
+const KC: usize = 768;
 
 /// How the packed weights are stored, and so which kernel multiplies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub enum WeightFormat {
     F32,
     /// bf16 weights and activations, f32 accumulation (AVX-512 BF16 `vdpbf16ps`).
     Bf16,
+    /// int8 weights (per output column) and activations (per row, at run time), exact i32
+    /// accumulation (AVX-512 VNNI `vpdpbusd`); see [`crate::int8`].
+    Int8,
 }
 
 enum Panels {
@@ -37,6 +41,7 @@ enum Panels {
     /// `[panel][k/2][NR]` pairs of bf16 (the even `k` in the low half), as `vdpbf16ps` reads
     /// them; `k` is padded to even with zeros.
     Bf16(Vec<u32>),
+    Int8(Int8Panels),
 }
 
 /// A linear layer's weights and bias in the micro-kernel's layout.
@@ -109,6 +114,7 @@ impl PackedWeights {
                     });
                 Panels::Bf16(data)
             }
+            WeightFormat::Int8 => Panels::Int8(int8::pack(w, n, k)),
         };
         Self {
             n,
@@ -130,6 +136,7 @@ impl PackedWeights {
         match self.panels {
             Panels::F32(_) => WeightFormat::F32,
             Panels::Bf16(_) => WeightFormat::Bf16,
+            Panels::Int8(_) => WeightFormat::Int8,
         }
     }
 
@@ -138,6 +145,7 @@ impl PackedWeights {
         let panels = match &self.panels {
             Panels::F32(d) => d.len() * 4,
             Panels::Bf16(d) => d.len() * 4,
+            Panels::Int8(p) => p.data.len() + p.scales.len() * 8,
         };
         panels + self.bias.as_ref().map_or(0, |b| b.len() * 4)
     }
@@ -166,6 +174,10 @@ impl PackedWeights {
                 let k2 = k.div_ceil(2);
                 let a16 = bf16_pairs(a, m, k);
                 job.run(m, |rows, p| job.block_bf16(&a16, k2, panels, rows, p))
+            }
+            Panels::Int8(panels) => {
+                let (aq, sa) = int8::quantize_rows(a, m, k);
+                job.run(m, |rows, p| job.block_int8(&aq, &sa, panels, rows, p))
             }
         }
     }
@@ -310,6 +322,89 @@ impl Job<'_> {
     }
 }
 
+impl Job<'_> {
+    /// int8 runs the whole depth in one pass: the i32 sums are exact, and a panel of
+    /// `k × NR` bytes (192 KiB at k = 3072) still sits in L2.
+    fn block_int8(
+        &self,
+        aq: &[u32],
+        sa: &[f32],
+        panels: &Int8Panels,
+        rows: std::ops::Range<usize>,
+        p: usize,
+    ) {
+        let n = self.n;
+        let kq = int8::k4(self.k);
+        let col = p * NR;
+        let cols = NR.min(n - col);
+        let b = &panels.data[p * kq * NR * 4..][..kq * NR * 4];
+        let mut r = rows.start;
+        while r < rows.end {
+            let h = MR.min(rows.end - r);
+            let q = Quant {
+                row_scales: &sa[r..r + h],
+                col_scales: &panels.scales[col..col + NR],
+                col_offsets: &panels.offsets[col..col + NR],
+            };
+            // SAFETY: as in `block_f32`.
+            unsafe {
+                let c = self.out.0.add(r * n + col);
+                let epi = self.tile_epilogue(r, col, true);
+                tile_int8(h, &aq[r * kq..], kq, b, c, n, cols, &q, epi.as_ref());
+            }
+            r += h;
+        }
+    }
+}
+
+/// What turns a tile's i32 sums back into f32: `(sum − offset[col])·row_scale·col_scale`.
+pub(crate) struct Quant<'a> {
+    row_scales: &'a [f32],
+    col_scales: &'a [f32],
+    col_offsets: &'a [f32],
+}
+
+/// One int8 tile over the whole depth `kq` (quads), then the epilogue.
+///
+/// # Safety
+/// As [`tile_f32`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_int8(
+    h: usize,
+    a: &[u32],
+    kq: usize,
+    b: &[i8],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    q: &Quant,
+    epi: Option<&TileEpilogue>,
+) {
+    assert!(h >= 1 && a.len() >= (h - 1) * kq + kq && b.len() >= kq * NR * 4);
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512_vnni() {
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        match h {
+            6 => x86::tile_int8::<6>(a, b, kq, c, ldc, cols, q, epi),
+            5 => x86::tile_int8::<5>(a, b, kq, c, ldc, cols, q, epi),
+            4 => x86::tile_int8::<4>(a, b, kq, c, ldc, cols, q, epi),
+            3 => x86::tile_int8::<3>(a, b, kq, c, ldc, cols, q, epi),
+            2 => x86::tile_int8::<2>(a, b, kq, c, ldc, cols, q, epi),
+            _ => x86::tile_int8::<1>(a, b, kq, c, ldc, cols, q, epi),
+        }
+        return;
+    }
+    for i in 0..h {
+        let mut sums = [0i32; NR];
+        int8::dot_panel(&a[i * kq..], b, kq, &mut sums);
+        let mut acc = [0f32; NR];
+        for (j, x) in acc.iter_mut().enumerate() {
+            *x = (sums[j] as f32 - q.col_offsets[j]) * q.row_scales[i] * q.col_scales[j];
+        }
+        store_row(&acc, c.add(i * ldc), cols, true, epi, i * ldc);
+    }
+}
+
 /// One `h × cols` tile (`h ≤ MR`, `cols ≤ NR`): `c (+)= a[.., ..kc]·b[..kc, ..]`, then the
 /// epilogue when `epi` is given. `a` has row stride `lda`, `b` `ldb` (`NR` for a packed
 /// panel; attention passes V in place), `c` `ldc`.
@@ -443,7 +538,7 @@ unsafe fn store_row(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{TileEpilogue, NR};
+    use super::{Quant, TileEpilogue, NR};
     use crate::act::avx512 as act;
 
     /// Lane masks of the four vectors of a panel row with `cols` valid columns.
@@ -545,6 +640,48 @@ mod x86 {
             }
         }
         finish::<R>(&mut acc, c, ldc, cols, first, epi);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512dq,avx512vnni")]
+    pub unsafe fn tile_int8<const R: usize>(
+        a: *const u32,
+        b: *const i8,
+        kq: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        q: &Quant,
+        epi: Option<&TileEpilogue>,
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+        for kk in 0..kq {
+            let bp = b.add(kk * NR * 4) as *const __m512i;
+            let b0 = _mm512_loadu_si512(bp);
+            let b1 = _mm512_loadu_si512(bp.add(1));
+            let b2 = _mm512_loadu_si512(bp.add(2));
+            let b3 = _mm512_loadu_si512(bp.add(3));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(*a.add(i * kq + kk) as i32);
+                row[0] = _mm512_dpbusd_epi32(row[0], av, b0);
+                row[1] = _mm512_dpbusd_epi32(row[1], av, b1);
+                row[2] = _mm512_dpbusd_epi32(row[2], av, b2);
+                row[3] = _mm512_dpbusd_epi32(row[3], av, b3);
+            }
+        }
+        let cs: [__m512; 4] =
+            std::array::from_fn(|v| _mm512_loadu_ps(q.col_scales.as_ptr().add(16 * v)));
+        let co: [__m512; 4] =
+            std::array::from_fn(|v| _mm512_loadu_ps(q.col_offsets.as_ptr().add(16 * v)));
+        let mut accf = [[_mm512_setzero_ps(); 4]; R];
+        for i in 0..R {
+            let rs = _mm512_set1_ps(q.row_scales[i]);
+            for v in 0..4 {
+                let x = _mm512_sub_ps(_mm512_cvtepi32_ps(acc[i][v]), co[v]);
+                accf[i][v] = _mm512_mul_ps(x, _mm512_mul_ps(rs, cs[v]));
+            }
+        }
+        finish::<R>(&mut accf, c, ldc, cols, true, epi);
     }
 
     /// `src` (even length) rounded to bf16 into `dst` (`src.len() / 2` pairs).
@@ -658,8 +795,22 @@ mod tests {
         let (round, tol): (fn(f32) -> f32, f64) = match format {
             WeightFormat::F32 => (|x| x, 2e-5),
             WeightFormat::Bf16 => (|x| half::bf16::from_f32(x).to_f32(), 2e-5),
+            // 8-bit rounding of both operands: a few percent of one element's scale, and the
+            // errors average out over k; what matters (cosine of whole outputs) is checked
+            // below and in clipkit-core's precision tests.
+            WeightFormat::Int8 => (|x| x, 2e-2),
         };
         let want = reference(&a, &w, &bias, m, n, k, epi, round);
+        if format == WeightFormat::Int8 {
+            let dot: f64 = out.iter().zip(&want).map(|(&g, &r)| g as f64 * r).sum();
+            let ng: f64 = out.iter().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
+            let nr: f64 = want.iter().map(|r| r.powi(2)).sum::<f64>().sqrt();
+            assert!(
+                dot / (ng * nr) > 0.9995,
+                "int8 m={m} n={n} k={k}: cosine {}",
+                dot / (ng * nr)
+            );
+        }
         let scale = (k as f64).sqrt();
         for (idx, (&g, &r)) in out.iter().zip(&want).enumerate() {
             assert!(
@@ -683,7 +834,7 @@ mod tests {
             (50, 2304, 768),
             (12, 512, 768),
         ];
-        for format in [WeightFormat::F32, WeightFormat::Bf16] {
+        for format in [WeightFormat::F32, WeightFormat::Bf16, WeightFormat::Int8] {
             for &(m, n, k) in &shapes {
                 check(m, n, k, Activation::Identity, false, format);
             }

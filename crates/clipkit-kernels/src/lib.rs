@@ -15,6 +15,7 @@
 pub mod act;
 pub mod attention;
 pub mod gemm;
+mod int8;
 mod simd;
 
 pub use act::Activation;
@@ -23,6 +24,11 @@ pub use gemm::{Epilogue, PackedWeights, WeightFormat};
 /// Whether this CPU runs the AVX-512 paths (checked once; cheap to call).
 pub fn has_avx512() -> bool {
     simd::avx512()
+}
+
+/// Whether this CPU runs the int8 dot-product path (AVX-512 VNNI).
+pub fn has_avx512_vnni() -> bool {
+    simd::avx512_vnni()
 }
 
 /// Whether this CPU runs the bf16 dot-product path (AVX-512 BF16).

@@ -3,26 +3,31 @@
 use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
-fn detect() -> (bool, bool) {
+fn detect() -> (bool, bool, bool) {
     let f = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512dq")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("fma");
     let bf16 = f && is_x86_feature_detected!("avx512bf16");
+    let vnni = f && is_x86_feature_detected!("avx512vnni");
     // Lets tests and benchmarks force the portable paths on an AVX-512 machine.
-    let forced_off = std::env::var_os("CLIPKIT_NO_AVX512").is_some();
-    (f && !forced_off, bf16 && !forced_off)
+    let on = std::env::var_os("CLIPKIT_NO_AVX512").is_none();
+    (f && on, bf16 && on, vnni && on)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn detect() -> (bool, bool) {
-    (false, false)
+fn detect() -> (bool, bool, bool) {
+    (false, false, false)
 }
 
-fn features() -> (bool, bool) {
-    static F: OnceLock<(bool, bool)> = OnceLock::new();
+fn features() -> (bool, bool, bool) {
+    static F: OnceLock<(bool, bool, bool)> = OnceLock::new();
     *F.get_or_init(detect)
+}
+
+pub fn avx512_vnni() -> bool {
+    features().2
 }
 
 pub fn avx512() -> bool {

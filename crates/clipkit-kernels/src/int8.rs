@@ -1,0 +1,174 @@
+//! int8 weights and activations for the packed GEMM (AVX-512 VNNI `vpdpbusd`).
+//!
+//! Weights are quantised once, symmetrically per output column (`w ≈ sw[n]·q`, `q ∈ [-127,
+//! 127]`); activations per row at run time (`a ≈ sa[m]·p`), stored as `p + 128` because
+//! `vpdpbusd` multiplies unsigned by signed bytes. The `+128` is taken back out with the
+//! column sums of `q`, computed at packing time:
+//! `Σ a·w ≈ sa·sw·(Σ (p+128)·q − 128·Σ q)`. Accumulation is exact in i32, so the only error
+//! is the rounding of `a` and `w` to 8 bits.
+
+use rayon::prelude::*;
+
+use crate::gemm::NR;
+
+/// Quantised, packed weights: `[panel][k/4][NR][4]` bytes, with per-column scales and sums.
+pub(crate) struct Int8Panels {
+    pub data: Vec<i8>,
+    pub scales: Vec<f32>,
+    /// `128 · Σ_k q[n][k]`, as f32 for the epilogue.
+    pub offsets: Vec<f32>,
+}
+
+pub(crate) fn k4(k: usize) -> usize {
+    k.div_ceil(4)
+}
+
+pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Int8Panels {
+    let np = n.div_ceil(NR);
+    let kq = k4(k);
+    let mut scales = vec![1f32; np * NR];
+    let mut offsets = vec![0f32; np * NR];
+    for j in 0..n {
+        let row = &w[j * k..][..k];
+        let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales[j] = s;
+        let sum: i32 = row.iter().map(|&x| quantize(x, 1.0 / s) as i32).sum();
+        offsets[j] = 128.0 * sum as f32;
+    }
+    let mut data = vec![0i8; np * kq * NR * 4];
+    data.par_chunks_mut(kq * NR * 4)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            for j in 0..NR.min(n - p * NR) {
+                let col = p * NR + j;
+                let inv = 1.0 / scales[col];
+                for (kk, &x) in w[col * k..][..k].iter().enumerate() {
+                    panel[((kk / 4) * NR + j) * 4 + kk % 4] = quantize(x, inv);
+                }
+            }
+        });
+    Int8Panels {
+        data,
+        scales,
+        offsets,
+    }
+}
+
+#[inline]
+fn quantize(x: f32, inv_scale: f32) -> i8 {
+    (x * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i8
+}
+
+/// Activations `[m, k]` → (`[m][k/4]` quads of `p + 128` bytes, per-row scales).
+pub(crate) fn quantize_rows(a: &[f32], m: usize, k: usize) -> (Vec<u32>, Vec<f32>) {
+    let kq = k4(k);
+    let mut out = vec![0x8080_8080u32; m * kq];
+    let mut scales = vec![1f32; m];
+    out.par_chunks_mut(kq)
+        .zip(scales.par_iter_mut())
+        .zip(a.par_chunks(k))
+        .with_min_len(8)
+        .for_each(|((dst, scale), src)| {
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::avx512() {
+                // SAFETY: the CPU has AVX-512; `dst` has room for `k` bytes (rounded up to 4).
+                *scale = unsafe { x86::quantize_row(src, dst) };
+                return;
+            }
+            let max = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
+            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            *scale = s;
+            let bytes: &mut [u8] = bytemuck_u8(dst);
+            for (b, &x) in bytes.iter_mut().zip(src) {
+                *b = (quantize(x, 1.0 / s) as i32 + 128) as u8;
+            }
+        });
+    (out, scales)
+}
+
+fn bytemuck_u8(v: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u32 has no padding and any byte pattern is a valid u8; the length is exact.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
+}
+
+/// Portable reference of one row × one panel, for machines without VNNI: exact i32 sums.
+pub(crate) fn dot_panel(a: &[u32], b: &[i8], kq: usize, acc: &mut [i32; NR]) {
+    for (kk, &quad) in a[..kq].iter().enumerate() {
+        let ab = quad.to_le_bytes();
+        let brow = &b[kk * NR * 4..][..NR * 4];
+        for (j, x) in acc.iter_mut().enumerate() {
+            for q in 0..4 {
+                *x += ab[q] as i32 * brow[j * 4 + q] as i32;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use std::arch::x86_64::*;
+
+    /// One row to `p + 128` bytes; returns its scale.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn quantize_row(src: &[f32], dst: &mut [u32]) -> f32 {
+        let mut vmax = _mm512_setzero_ps();
+        let mut chunks = src.chunks_exact(16);
+        for c in &mut chunks {
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(c.as_ptr())));
+        }
+        let mut max = _mm512_reduce_max_ps(vmax);
+        for &x in chunks.remainder() {
+            max = max.max(x.abs());
+        }
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let inv = _mm512_set1_ps(1.0 / s);
+        let bias = _mm512_set1_epi32(128);
+        let out = dst.as_mut_ptr() as *mut u8;
+        let mut i = 0;
+        while i + 16 <= src.len() {
+            let x = _mm512_mul_ps(_mm512_loadu_ps(src.as_ptr().add(i)), inv);
+            // Round to nearest even (the default MXCSR mode), then shift to unsigned.
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(x), bias);
+            _mm_storeu_si128(out.add(i) as *mut __m128i, _mm512_cvtusepi32_epi8(q));
+            i += 16;
+        }
+        for (j, &x) in src.iter().enumerate().skip(i) {
+            let q = (x * (1.0 / s)).round_ties_even().clamp(-127.0, 127.0) as i32 + 128;
+            *out.add(j) = q as u8;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_quantise_to_the_same_bytes_on_both_paths() {
+        let a: Vec<f32> = (0..3 * 37)
+            .map(|i| ((i * 7919) % 201) as f32 / 50.0 - 2.0)
+            .collect();
+        let (q, s) = quantize_rows(&a, 3, 37);
+        for r in 0..3 {
+            let row = &a[r * 37..][..37];
+            let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
+            assert!((s[r] - max / 127.0).abs() <= 1e-7 * max);
+            let bytes: Vec<u8> = q[r * 10..][..10]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            for (kk, &x) in row.iter().enumerate() {
+                let want = ((x / s[r]).round_ties_even() as i32 + 128) as u8;
+                assert!(
+                    bytes[kk].abs_diff(want) <= 1,
+                    "row {r} k {kk}: {} vs {want}",
+                    bytes[kk]
+                );
+            }
+            // Padding quads read as zero activations.
+            assert!(bytes[37..].iter().all(|&b| b == 128));
+        }
+    }
+}
