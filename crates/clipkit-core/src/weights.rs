@@ -145,6 +145,7 @@ impl Weights {
                 path: self.dir.clone(),
                 message: format!("tensor `{name}`: {e}"),
             })?;
+        release_pages(view.data());
         if !tensor.dtype().is_float() {
             return Err(ClipError::UnsupportedDtype {
                 dir: self.dir.clone(),
@@ -178,5 +179,26 @@ impl Weights {
             });
         }
         Ok(value)
+    }
+}
+
+/// Drops the mapped file pages behind `bytes` once a tensor has been copied out of them.
+///
+/// Every tensor is read exactly once at load time, so keeping its pages resident would count
+/// the checkpoint twice in the process's memory (mapped file + the model's own copy, packed or
+/// not). The mapping stays valid: a later read would fault the pages in from the file again.
+fn release_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let start = (bytes.as_ptr() as usize).div_ceil(page) * page;
+        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+        if end > start {
+            // SAFETY: [start, end) lies inside a read-only file mapping that we own; for such
+            // mappings MADV_DONTNEED only discards cached pages, which are re-read from the
+            // file if touched again. A failure just leaves the pages resident.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
     }
 }
