@@ -205,33 +205,56 @@ impl Clip {
     }
 
     /// Embeds image files; each file gets its own result so one broken file does not sink
-    /// the batch. Decoding runs in parallel, one model batch at a time.
+    /// the batch.
+    ///
+    /// Decoding is pipelined with the model: while batch `i` runs, batch `i + 1` is decoded
+    /// (`rayon::join`), so decode tasks fill the gaps the model's threads leave and files →
+    /// embeddings runs close to model speed when decoding is cheaper than the model.
     pub fn embed_image_files(&self, paths: &[PathBuf]) -> Vec<Result<Vec<f32>>> {
-        let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(self.batch_size) {
-            let decoded: Vec<Result<Vec<f32>>> = chunk
+        let decode = |chunk: &[PathBuf]| -> Vec<Result<Vec<f32>>> {
+            chunk
                 .par_iter()
                 .map(|p| self.preprocessor.preprocess_file(p))
-                .collect();
-            let ok: Vec<&Vec<f32>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
-            match self.embed_pixels(&ok) {
-                Ok(embeddings) => {
-                    let mut embeddings = embeddings.into_iter();
-                    for r in decoded {
-                        results.push(r.map(|_| embeddings.next().expect("one per decoded image")));
-                    }
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    for r in decoded {
-                        results.push(r.and_then(|_| {
-                            Err(ClipError::Candle(candle_core::Error::Msg(message.clone())))
-                        }));
-                    }
-                }
-            }
+                .collect()
+        };
+        let mut chunks = paths.chunks(self.batch_size);
+        let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(paths.len());
+        let mut pending = chunks.next().map(decode);
+        while let Some(decoded) = pending.take() {
+            let next = chunks.next();
+            let (embedded, next_decoded) = rayon::join(
+                || self.embed_decoded(decoded),
+                || next.map(decode),
+            );
+            results.extend(embedded);
+            pending = next_decoded;
         }
         results
+    }
+
+    /// The model on one batch of decoded images, keeping decode errors in place.
+    fn embed_decoded(&self, decoded: Vec<Result<Vec<f32>>>) -> Vec<Result<Vec<f32>>> {
+        let ok: Vec<&Vec<f32>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
+        match self.embed_pixels(&ok) {
+            Ok(embeddings) => {
+                let mut embeddings = embeddings.into_iter();
+                decoded
+                    .into_iter()
+                    .map(|r| r.map(|_| embeddings.next().expect("one per decoded image")))
+                    .collect()
+            }
+            Err(e) => {
+                let message = e.to_string();
+                decoded
+                    .into_iter()
+                    .map(|r| {
+                        r.and_then(|_| {
+                            Err(ClipError::Candle(candle_core::Error::Msg(message.clone())))
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// One embedding per label: each template filled with the label, embedded, normalised,
