@@ -222,10 +222,8 @@ impl Clip {
         let mut pending = chunks.next().map(decode);
         while let Some(decoded) = pending.take() {
             let next = chunks.next();
-            let (embedded, next_decoded) = rayon::join(
-                || self.embed_decoded(decoded),
-                || next.map(decode),
-            );
+            let (embedded, next_decoded) =
+                rayon::join(|| self.embed_decoded(decoded), || next.map(decode));
             results.extend(embedded);
             pending = next_decoded;
         }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use clap::ValueEnum;
 use serde_json::json;
 
 use super::Outcome;
@@ -103,11 +104,17 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rss = peak_rss_mb();
+    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
+        v().map_or_else(String::new, |p| p.get_name().to_string())
+    };
+    let precision = name(&|| args.model.precision.to_possible_value());
+    let kernels = name(&|| args.model.cpu_kernels.to_possible_value());
 
     match args.format {
         Format::Json => print_json(&json!({
             "model": clip.name(),
-            "precision": "f32",
+            "precision": precision,
+            "cpu_kernels": kernels,
             "device": args.model.device,
             "threads": threads,
             "batch": args.batch,
@@ -143,6 +150,7 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
                 rows.push(vec!["peak RSS".into(), format!("{rss:.0} MB")]);
             }
             rows.push(vec!["threads".into(), threads.to_string()]);
+            rows.push(vec!["precision".into(), precision]);
             print_table(&["measure", "value"], &rows);
         }
     }
