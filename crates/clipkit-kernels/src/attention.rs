@@ -36,6 +36,13 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// A method, so closures capture the whole (Sync) wrapper rather than its raw field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 thread_local! {
     /// Per-thread scratch (K transposed into panels, the score matrix), reused across calls
     /// so that attention allocates nothing in steady state.
@@ -61,11 +68,10 @@ pub fn attention(qkv: &[f32], shape: AttentionShape, out: &mut [f32]) {
     );
     let shared = SharedOut(out.as_mut_ptr());
     (0..batch * heads).into_par_iter().for_each(|t| {
-        let shared = shared;
         SCRATCH.with_borrow_mut(|(kt, scores)| {
             // SAFETY: task `t` writes only the columns of head `t % heads` of item
             // `t / heads`, which no other task writes.
-            unsafe { head(qkv, shape, t / heads, t % heads, shared.0, kt, scores) }
+            unsafe { head(qkv, shape, t / heads, t % heads, shared.ptr(), kt, scores) }
         });
     });
 }

@@ -193,7 +193,7 @@ fn bf16_pairs(a: &[f32], m: usize, k: usize) -> Vec<u32> {
         .with_min_len(8)
         .for_each(|(dst, src)| {
             #[cfg(target_arch = "x86_64")]
-            if crate::simd::avx512_bf16() && k % 2 == 0 {
+            if crate::simd::avx512_bf16() && k.is_multiple_of(2) {
                 // SAFETY: the CPU has AVX-512 BF16; `dst` holds `k / 2` pairs for `k` floats.
                 unsafe { x86::to_bf16_row(src, dst) };
                 return;
@@ -753,6 +753,7 @@ mod tests {
             .collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn reference(
         a: &[f32],
         w: &[f32],
