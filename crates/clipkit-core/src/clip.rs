@@ -159,6 +159,25 @@ impl Clip {
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];
         for chunk in order.chunks(self.batch_size) {
+            if self.model.is_packed() {
+                // No padding: prompts back to back (see `TextTransformer::forward_packed`).
+                let lengths: Vec<usize> = chunk.iter().map(|&i| ids[i].len()).collect();
+                let mut eos_rows = Vec::with_capacity(chunk.len());
+                let mut flat = Vec::with_capacity(lengths.iter().sum());
+                for &i in chunk {
+                    eos_rows.push(flat.len() + self.eos_rule.position(&ids[i]));
+                    flat.extend_from_slice(&ids[i]);
+                }
+                let n = flat.len();
+                let input = Tensor::from_vec(flat, n, &self.device)?;
+                let features = self
+                    .model
+                    .text_features_packed(&input, &lengths, &eos_rows)?;
+                for (&i, row) in chunk.iter().zip(to_rows(&l2_normalize(&features)?)?) {
+                    out[i] = row;
+                }
+                continue;
+            }
             let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
             let mut flat = Vec::with_capacity(chunk.len() * len);
             let mut eos = Vec::with_capacity(chunk.len());

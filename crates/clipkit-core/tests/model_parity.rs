@@ -244,3 +244,64 @@ fn full_size_vit_b32_matches_transformers() {
         );
     }
 }
+
+/// Prompts packed back to back without padding (the packed CPU path's text batches) give the
+/// padded batch's features, on both kernel paths (candle gets a block-diagonal causal mask).
+#[test]
+fn packed_text_batches_equal_padded_ones() {
+    let f = common::fixtures();
+    let prompts = [
+        "a cat",
+        "a photo of a dog on a beach at sunset",
+        "x",
+        "two words",
+    ];
+    for kernels in [CpuKernels::Packed, CpuKernels::Candle] {
+        let options = LoadOptions {
+            cpu_kernels: kernels,
+            ..LoadOptions::default()
+        };
+        let clip = Clip::from_dir(&f.join("models/tiny-quickgelu"), &options).unwrap();
+        let rule = clip.config().eos_rule();
+        let ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| clip.tokenizer().encode(p).unwrap())
+            .collect();
+        let longest = ids.iter().map(Vec::len).max().unwrap();
+        let mut padded = Vec::new();
+        let (mut flat, mut lengths, mut eos_rows, mut eos) = (vec![], vec![], vec![], vec![]);
+        for seq in &ids {
+            eos.push(rule.position(seq));
+            eos_rows.push(flat.len() + rule.position(seq));
+            lengths.push(seq.len());
+            flat.extend_from_slice(seq);
+            padded.extend_from_slice(seq);
+            padded.extend(std::iter::repeat_n(
+                clip.tokenizer().pad_id(),
+                longest - seq.len(),
+            ));
+        }
+        let device = candle_core::Device::Cpu;
+        let padded = candle_core::Tensor::from_vec(padded, (ids.len(), longest), &device).unwrap();
+        let n = flat.len();
+        let flat = candle_core::Tensor::from_vec(flat, n, &device).unwrap();
+        let a = common::rows(&clip.model().text_features(&padded, &eos).unwrap());
+        let b = common::rows(
+            &clip
+                .model()
+                .text_features_packed(&flat, &lengths, &eos_rows)
+                .unwrap(),
+        );
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let worst = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{kernels:?} prompt {i}: max difference {worst}"
+            );
+        }
+    }
+}

@@ -54,46 +54,83 @@ thread_local! {
 /// Both products run on the GEMM micro-kernel: `q·kᵀ` against K packed into 64-key panels,
 /// `p·v` against V read in place (its rows are `head_dim` contiguous floats).
 pub fn attention(qkv: &[f32], shape: AttentionShape, out: &mut [f32]) {
-    let AttentionShape { batch, heads, .. } = shape;
+    let segments: Vec<(usize, usize)> = (0..shape.batch)
+        .map(|b| (b * shape.seq, shape.seq))
+        .collect();
+    run(qkv, &segments, shape, out);
+}
+
+/// Attention over sequences of different lengths packed back to back (`lengths` rows each, no
+/// padding): each attends only within itself. `qkv`: `[Σ lengths, 3·hidden]`.
+///
+/// Why: a batch of prompts padded to its longest one spends the padding's share of every
+/// matmul on rows whose results are thrown away; packed, every row is a real token.
+pub fn attention_packed(
+    qkv: &[f32],
+    lengths: &[usize],
+    heads: usize,
+    head_dim: usize,
+    causal: bool,
+    out: &mut [f32],
+) {
+    let mut segments = Vec::with_capacity(lengths.len());
+    let mut start = 0;
+    for &len in lengths {
+        segments.push((start, len));
+        start += len;
+    }
+    let shape = AttentionShape {
+        batch: 1,
+        seq: start,
+        heads,
+        head_dim,
+        causal,
+    };
+    run(qkv, &segments, shape, out);
+}
+
+/// `segments`: (first row, rows) of each sequence; `shape.batch · shape.seq` rows in all.
+fn run(qkv: &[f32], segments: &[(usize, usize)], shape: AttentionShape, out: &mut [f32]) {
+    let heads = shape.heads;
     let hidden = shape.hidden();
-    assert_eq!(
-        qkv.len(),
-        batch * shape.seq * 3 * hidden,
-        "qkv is not [batch, seq, 3·hidden]"
-    );
-    assert_eq!(
-        out.len(),
-        batch * shape.seq * hidden,
-        "out is not [batch, seq, hidden]"
+    let rows = shape.batch * shape.seq;
+    assert_eq!(qkv.len(), rows * 3 * hidden, "qkv is not [rows, 3·hidden]");
+    assert_eq!(out.len(), rows * hidden, "out is not [rows, hidden]");
+    assert!(
+        segments.iter().all(|&(s, l)| s + l <= rows),
+        "sequences overrun the rows"
     );
     let shared = SharedOut(out.as_mut_ptr());
-    (0..batch * heads).into_par_iter().for_each(|t| {
+    (0..segments.len() * heads).into_par_iter().for_each(|t| {
+        let (start, len) = segments[t / heads];
         SCRATCH.with_borrow_mut(|(kt, scores)| {
-            // SAFETY: task `t` writes only the columns of head `t % heads` of item
-            // `t / heads`, which no other task writes.
-            unsafe { head(qkv, shape, t / heads, t % heads, shared.ptr(), kt, scores) }
+            // SAFETY: task `t` writes only the columns of head `t % heads` of its own rows,
+            // which no other task writes (segments do not overlap).
+            unsafe { head(qkv, shape, start, len, t % heads, shared.ptr(), kt, scores) }
         });
     });
 }
 
-/// One (batch item, head).
+/// One (sequence, head): rows `start..start + seq`.
 ///
 /// # Safety
-/// `out` points at a `[batch, seq, hidden]` buffer; only this head's columns of item `b` are
+/// `out` points at a `[rows, hidden]` buffer; only this head's columns of these rows are
 /// written.
+#[allow(clippy::too_many_arguments)]
 unsafe fn head(
     qkv: &[f32],
     s: AttentionShape,
-    b: usize,
+    start: usize,
+    seq: usize,
     h: usize,
     out: *mut f32,
     kt: &mut Vec<f32>,
     scores: &mut Vec<f32>,
 ) {
-    let (seq, d) = (s.seq, s.head_dim);
+    let d = s.head_dim;
     let hidden = s.hidden();
     let row = 3 * hidden;
-    let base = &qkv[b * seq * row..][..seq * row];
+    let base = &qkv[start * row..][..seq * row];
     let (q_off, k_off, v_off) = (h * d, hidden + h * d, 2 * hidden + h * d);
     let panels = seq.div_ceil(NR);
     let ld = panels * NR;
@@ -143,7 +180,7 @@ unsafe fn head(
         let mut c0 = 0;
         while c0 < d {
             let cols = NR.min(d - c0);
-            let c = out.add((b * seq + i0) * hidden + h * d + c0);
+            let c = out.add((start + i0) * hidden + h * d + c0);
             let v = &base[v_off + c0..];
             tile_f32(
                 rows,
@@ -216,6 +253,41 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn packed_sequences_equal_separate_calls() {
+        let (heads, head_dim) = (2, 8);
+        let hidden = heads * head_dim;
+        let lengths = [3usize, 1, 7, 5];
+        let total: usize = lengths.iter().sum();
+        let qkv: Vec<f32> = (0..total * 3 * hidden)
+            .map(|i| ((i * 6007 % 997) as f32 / 300.0) - 1.6)
+            .collect();
+        let mut packed = vec![f32::NAN; total * hidden];
+        attention_packed(&qkv, &lengths, heads, head_dim, true, &mut packed);
+        let mut start = 0;
+        for &len in &lengths {
+            let shape = AttentionShape {
+                batch: 1,
+                seq: len,
+                heads,
+                head_dim,
+                causal: true,
+            };
+            let mut alone = vec![0f32; len * hidden];
+            attention(
+                &qkv[start * 3 * hidden..][..len * 3 * hidden],
+                shape,
+                &mut alone,
+            );
+            assert_eq!(
+                &packed[start * hidden..][..len * hidden],
+                &alone[..],
+                "sequence at {start}"
+            );
+            start += len;
+        }
     }
 
     #[test]

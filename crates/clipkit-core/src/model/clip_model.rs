@@ -16,6 +16,7 @@ pub struct ClipModel {
     /// The learned temperature, already exponentiated (≈ 100 for the OpenAI checkpoints).
     logit_scale: f32,
     config: ClipConfig,
+    path: MatmulPath,
 }
 
 impl ClipModel {
@@ -42,6 +43,7 @@ impl ClipModel {
             )?,
             logit_scale: w.get_scalar("logit_scale")?.exp(),
             config: config.clone(),
+            path,
         })
     }
 
@@ -60,6 +62,23 @@ impl ClipModel {
             .vision
             .forward(&pixel_values.to_dtype(self.vision.dtype())?)?;
         self.visual_projection.forward(&pooled)
+    }
+
+    /// Whether the matmuls run on the packed CPU kernels (which take unpadded text batches).
+    pub fn is_packed(&self) -> bool {
+        self.path.is_packed()
+    }
+
+    /// [`text_features`](Self::text_features) of prompts packed back to back, unpadded (see
+    /// [`TextTransformer::forward_packed`]).
+    pub fn text_features_packed(
+        &self,
+        ids: &Tensor,
+        lengths: &[usize],
+        eos_rows: &[usize],
+    ) -> Result<Tensor> {
+        let pooled = self.text.forward_packed(ids, lengths, eos_rows)?;
+        self.text_projection.forward(&pooled)
     }
 
     /// Projected, not yet normalised, text features `[batch, projection_dim]`.

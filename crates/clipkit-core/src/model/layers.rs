@@ -3,7 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Module, Shape, Tensor, D};
 use candle_nn::LayerNorm;
-use clipkit_kernels::attention::{attention, AttentionShape};
+use clipkit_kernels::attention::{attention, attention_packed, AttentionShape};
 
 use super::dense::{f32_slice, Dense, MatmulPath};
 use crate::config::Activation;
@@ -25,6 +25,18 @@ impl Activation {
             Activation::Relu => xs.relu(),
         }
     }
+}
+
+/// Who attends to whom.
+#[derive(Debug, Clone)]
+pub enum Mask {
+    /// Every token sees every token (the image tower).
+    Full,
+    /// Token `i` sees tokens `0..=i` of its own batch item (the text tower, padded batches).
+    Causal,
+    /// One batch item holding sequences of these lengths back to back, each causal within
+    /// itself: the text tower without padding (packed CPU path).
+    CausalPacked(Vec<usize>),
 }
 
 /// Multi-head self-attention with the q/k/v projections fused into one matmul at load time.
@@ -75,19 +87,23 @@ impl Attention {
         })
     }
 
-    /// `residual + out_proj(attention(xs))`; `xs`: `[batch, seq, hidden]`. With `causal`, token
-    /// `i` attends to tokens `0..=i` (the text tower).
-    pub fn forward(&self, xs: &Tensor, residual: &Tensor, causal: bool) -> Result<Tensor> {
+    /// `residual + out_proj(attention(xs))`; `xs`: `[batch, seq, hidden]`.
+    pub fn forward(&self, xs: &Tensor, residual: &Tensor, mask: &Mask) -> Result<Tensor> {
         let (b, n, hidden) = xs.dims3()?;
         let qkv = self.qkv.forward(xs)?;
+        let shape = AttentionShape {
+            batch: b,
+            seq: n,
+            heads: self.num_heads,
+            head_dim: self.head_dim,
+            causal: !matches!(mask, Mask::Full),
+        };
         let out = if self.fused {
-            qkv.apply_op1_no_bwd(&FusedAttention(AttentionShape {
-                batch: b,
-                seq: n,
-                heads: self.num_heads,
-                head_dim: self.head_dim,
-                causal,
-            }))?
+            let lengths = match mask {
+                Mask::CausalPacked(lengths) => Some(lengths.clone()),
+                _ => None,
+            };
+            qkv.apply_op1_no_bwd(&FusedAttention { shape, lengths })?
         } else {
             let qkv = qkv
                 .reshape((b, n, 3, self.num_heads, self.head_dim))?
@@ -96,9 +112,13 @@ impl Attention {
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
             let mut scores = q.matmul(&k.t()?)?;
-            if causal {
-                let mask = causal_mask(n, xs.device())?.to_dtype(scores.dtype())?;
-                scores = scores.broadcast_add(&mask)?;
+            let additive = match mask {
+                Mask::Full => None,
+                Mask::Causal => Some(causal_mask(&[n], xs.device())?),
+                Mask::CausalPacked(lengths) => Some(causal_mask(lengths, xs.device())?),
+            };
+            if let Some(m) = additive {
+                scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, hidden))?
@@ -107,16 +127,43 @@ impl Attention {
     }
 }
 
-/// Additive `[seq, seq]` mask: `-inf` above the diagonal.
-fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+/// Additive `[Σ lengths, Σ lengths]` mask: 0 where row `i` may see column `j` (same
+/// sequence, `j ≤ i`), `-inf` elsewhere.
+fn causal_mask(lengths: &[usize], device: &Device) -> Result<Tensor> {
+    let total: usize = lengths.iter().sum();
+    let mut seq_start = Vec::with_capacity(total);
+    for (start, &len) in lengths
+        .iter()
+        .scan(0, |acc, &l| {
+            let s = *acc;
+            *acc += l;
+            Some(s)
+        })
+        .zip(lengths)
+    {
+        seq_start.extend(std::iter::repeat_n(start, len));
+    }
+    let mask: Vec<f32> = (0..total)
+        .flat_map(|i| {
+            let first = seq_start[i];
+            (0..total).map(move |j| {
+                if j < first || j > i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
-    Ok(Tensor::from_vec(mask, (len, len), device)?)
+    Ok(Tensor::from_vec(mask, (total, total), device)?)
 }
 
 /// `clipkit_kernels::attention` as a candle op: `[b, n, 3·hidden]` → `[b, n, hidden]`.
-struct FusedAttention(AttentionShape);
+struct FusedAttention {
+    shape: AttentionShape,
+    /// Packed sequences (`batch` is 1), see [`Mask::CausalPacked`].
+    lengths: Option<Vec<usize>>,
+}
 
 impl CustomOp1 for FusedAttention {
     fn name(&self) -> &'static str {
@@ -125,9 +172,17 @@ impl CustomOp1 for FusedAttention {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let qkv = f32_slice(self.name(), s, l)?;
-        let shape = self.0;
+        let shape = self.shape;
         let mut out = vec![0f32; shape.batch * shape.seq * shape.hidden()];
-        attention(qkv, shape, &mut out);
+        match &self.lengths {
+            Some(lengths) => {
+                if shape.batch != 1 || lengths.iter().sum::<usize>() != shape.seq {
+                    candle_core::bail!("packed attention: lengths do not cover the sequence");
+                }
+                attention_packed(qkv, lengths, shape.heads, shape.head_dim, true, &mut out)
+            }
+            None => attention(qkv, shape, &mut out),
+        }
         Ok((
             CpuStorage::F32(out),
             Shape::from((shape.batch, shape.seq, shape.hidden())),
@@ -208,10 +263,10 @@ impl EncoderLayer {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, mask: &Mask) -> Result<Tensor> {
         let xs = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, xs, causal)?;
+            .forward(&self.layer_norm1.forward(xs)?, xs, mask)?;
         self.mlp.forward(&self.layer_norm2.forward(&xs)?, &xs)
     }
 }
@@ -228,10 +283,10 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    pub fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, mask: &Mask) -> Result<Tensor> {
         let mut xs = xs.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, causal)?;
+            xs = layer.forward(&xs, mask)?;
         }
         Ok(xs)
     }

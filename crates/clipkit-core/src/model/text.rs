@@ -4,7 +4,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::LayerNorm;
 
 use super::dense::MatmulPath;
-use super::layers::{gather_positions, layer_norm, Encoder, EncoderShape};
+use super::layers::{gather_positions, layer_norm, Encoder, EncoderShape, Mask};
 use crate::config::ClipTextConfig;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -64,9 +64,43 @@ impl TextTransformer {
             .reshape((b, len, self.config.hidden_size))?;
         let positions = self.position_embedding.narrow(0, 0, len)?.unsqueeze(0)?;
         let xs = tokens.broadcast_add(&positions)?;
-        let xs = self.encoder.forward(&xs, true)?;
+        let xs = self.encoder.forward(&xs, &Mask::Causal)?;
         // LayerNorm is per token: normalising only the pooled rows gives the same result.
         let pooled = gather_positions(&xs, eos_positions)?;
+        Ok(self.final_layer_norm.forward(&pooled)?)
+    }
+}
+
+impl TextTransformer {
+    /// Prompts of different lengths back to back, without padding: `ids` `[Σ lengths]`,
+    /// pooled at the absolute rows `eos_rows` → `[prompts, hidden]`. Same result as
+    /// [`forward`](Self::forward) on a padded batch; every matmul row is a real token.
+    pub fn forward_packed(
+        &self,
+        ids: &Tensor,
+        lengths: &[usize],
+        eos_rows: &[usize],
+    ) -> Result<Tensor> {
+        let total = ids.dim(0)?;
+        let device = ids.device();
+        let positions: Vec<u32> = lengths.iter().flat_map(|&l| 0..l as u32).collect();
+        if positions.len() != total {
+            return Err(candle_core::Error::Msg(format!(
+                "packed text: lengths sum to {}, ids has {total}",
+                positions.len()
+            ))
+            .into());
+        }
+        let positions = Tensor::from_vec(positions, total, device)?;
+        let xs = (self.token_embedding.index_select(ids, 0)?
+            + self.position_embedding.index_select(&positions, 0)?)?
+        .unsqueeze(0)?;
+        let xs = self
+            .encoder
+            .forward(&xs, &Mask::CausalPacked(lengths.to_vec()))?
+            .squeeze(0)?;
+        let rows: Vec<u32> = eos_rows.iter().map(|&r| r as u32).collect();
+        let pooled = xs.index_select(&Tensor::from_vec(rows, eos_rows.len(), device)?, 0)?;
         Ok(self.final_layer_norm.forward(&pooled)?)
     }
 }
