@@ -4,8 +4,10 @@
 //! from `clipkit embed`, export/import round trips, and indexing killed with SIGKILL.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -163,8 +165,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Every (path as shown, vector) in a store.
-fn store_contents(store: &Path, scratch: &Path) -> HashMap<String, Vec<f32>> {
+/// Every (path as shown, vector) in a store (a directory or a `milvus://` address).
+fn store_contents(store: impl AsRef<OsStr>, scratch: &Path) -> HashMap<String, Vec<f32>> {
     store_entries(store, scratch)
         .into_iter()
         .map(|(p, v)| (p.to_string_lossy().into_owned(), v))
@@ -172,10 +174,17 @@ fn store_contents(store: &Path, scratch: &Path) -> HashMap<String, Vec<f32>> {
 }
 
 /// Every (path, vector) in a store, through `clipkit export` and its Parquet files.
-fn store_entries(store: &Path, scratch: &Path) -> Vec<(PathBuf, Vec<f32>)> {
+fn store_entries(store: impl AsRef<OsStr>, scratch: &Path) -> Vec<(PathBuf, Vec<f32>)> {
     let out = scratch.join(format!("export-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let o = run!("export", "--store", store, "--format", "parquet", out);
+    let o = run!(
+        "export",
+        "--store",
+        store.as_ref(),
+        "--format",
+        "parquet",
+        out
+    );
     ok(&o);
     let mut entries = Vec::new();
     let mut seen = HashSet::new();
@@ -197,10 +206,41 @@ fn canonical(root: &Path, rel: &str) -> PathBuf {
     std::fs::canonicalize(root).unwrap().join(rel)
 }
 
+/// Where a test's collection lives. The end-to-end tests run once per backend, so both pass
+/// the same suite: the embedded store in the test's temp dir, and a collection on a real
+/// milvus-lite server.
+enum Backend {
+    Embedded,
+    Milvus(Arc<MilvusLite>),
+}
+
+impl Backend {
+    fn milvus() -> Self {
+        Self::Milvus(shared_milvus())
+    }
+
+    /// The `--store` address of collection `name` (distinct per test: the server is shared).
+    fn store(&self, dir: &Path, name: &str) -> OsString {
+        match self {
+            Self::Embedded => dir.join(name).into_os_string(),
+            Self::Milvus(server) => format!("milvus://127.0.0.1:{}/{name}", server.port).into(),
+        }
+    }
+}
+
 #[test]
 fn incremental_indexing_embeds_exactly_what_changed() {
+    incremental_indexing(Backend::Embedded);
+}
+
+#[test]
+fn incremental_indexing_embeds_exactly_what_changed_on_milvus() {
+    incremental_indexing(Backend::milvus());
+}
+
+fn incremental_indexing(backend: Backend) {
     let (dir, root) = library();
-    let store = dir.path().join("store");
+    let store = backend.store(dir.path(), "incremental");
     let m = model();
     let add = || run!("index", "add", "-m", m, "--store", store, "-q", "-f", "json", root);
 
@@ -308,10 +348,19 @@ fn incremental_indexing_embeds_exactly_what_changed() {
 
 #[test]
 fn search_label_and_dedup_match_brute_force() {
+    search_label_and_dedup(Backend::Embedded);
+}
+
+#[test]
+fn search_label_and_dedup_match_brute_force_on_milvus() {
+    search_label_and_dedup(Backend::milvus());
+}
+
+fn search_label_and_dedup(backend: Backend) {
     let (dir, root) = library();
     // Byte-identical copies: the near-duplicates dedup must find.
     std::fs::copy(root.join("camera.png"), root.join("a/camera-dup.png")).unwrap();
-    let store = dir.path().join("store");
+    let store = backend.store(dir.path(), "search_label_dedup");
     let m = model();
     let o = run!("index", "add", "-m", m, "--store", store, "-q", root);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -406,11 +455,13 @@ fn search_label_and_dedup_match_brute_force() {
     );
     ok(&o);
     let result = json(&o);
-    for (entry, lv) in result["per_label"]
+    assert_eq!(result["per_label"].as_array().unwrap().len(), labels.len());
+    for (li, (entry, lv)) in result["per_label"]
         .as_array()
         .unwrap()
         .iter()
         .zip(&label_vectors)
+        .enumerate()
     {
         let mut want: Vec<f32> = contents.values().map(|v| dot(v, lv)).collect();
         want.sort_by(|a, b| b.total_cmp(a));
@@ -421,12 +472,41 @@ fn search_label_and_dedup_match_brute_force() {
             .map(|h| h["score"].as_f64().unwrap() as f32)
             .collect();
         assert_eq!(got.len(), 3);
+        assert_eq!(entry["label"], labels[li]);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-4, "{entry}");
         }
+        // Each image named is one that really scores that (ties make the order of equal
+        // scores free, so the scores above pin the ranking and this pins the paths).
+        for h in entry["images"].as_array().unwrap() {
+            let v = &contents[h["path"].as_str().unwrap()];
+            assert!(
+                (dot(v, lv) - h["score"].as_f64().unwrap() as f32).abs() < 1e-4,
+                "{h}"
+            );
+        }
     }
+    // Per image: its two best labels and their cosines, for every image, by brute force.
     let per_image = result["per_image"].as_array().unwrap();
     assert_eq!(per_image.len(), contents.len());
+    for e in per_image {
+        let v = &contents[e["path"].as_str().unwrap()];
+        let mut want: Vec<(&str, f32)> = labels
+            .iter()
+            .zip(&label_vectors)
+            .map(|(l, lv)| (*l, dot(v, lv)))
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let got = e["labels"].as_array().unwrap();
+        assert_eq!(got.len(), 2, "{e}");
+        for (g, (label, score)) in got.iter().zip(&want) {
+            assert_eq!(g["label"], *label, "{e}");
+            assert!(
+                (g["score"].as_f64().unwrap() as f32 - score).abs() < 1e-4,
+                "{e}"
+            );
+        }
+    }
     let chat = per_image
         .iter()
         .find(|e| e["path"].as_str().unwrap().ends_with("chat 🐱.png"))
@@ -474,59 +554,113 @@ fn search_label_and_dedup_match_brute_force() {
     // Defaults: 10 images per label, 3 labels per image (of the 2 given).
     assert_eq!(table.rows, 2 * 10.min(contents.len()) + contents.len() * 2);
 
-    // Dedup at a strict threshold: exactly the groups of identical vectors.
-    let o = run!(
-        "dedup",
-        "--store",
-        store,
-        "--threshold",
-        "0.99999",
-        "-f",
-        "json"
-    );
-    ok(&o);
-    let groups: Vec<HashSet<String>> = json(&o)["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| {
-            g["members"]
+    // Dedup: the groups are the connected components of all pairs at or above the
+    // threshold, by brute force over every pair — at a strict threshold (the identical
+    // copies), at the calibrated one, and at a loose one where groups chain together.
+    let paths: Vec<&String> = contents.keys().collect();
+    let mut pair_scores: Vec<(usize, usize, f32)> = Vec::new();
+    for i in 0..paths.len() {
+        for j in i + 1..paths.len() {
+            pair_scores.push((i, j, dot(&contents[paths[i]], &contents[paths[j]])));
+        }
+    }
+    // Halfway between two neighbouring pair scores, so no pair sits on the threshold.
+    let mut sorted: Vec<f32> = pair_scores.iter().map(|p| p.2).collect();
+    sorted.sort_by(f32::total_cmp);
+    let loose = (sorted[sorted.len() / 2] + sorted[sorted.len() / 2 + 1]) / 2.0;
+    for threshold in ["0.99999".to_owned(), "auto".to_owned(), loose.to_string()] {
+        let o = run!(
+            "dedup",
+            "--store",
+            store,
+            "--threshold",
+            threshold,
+            "-f",
+            "json"
+        );
+        ok(&o);
+        let result = json(&o);
+        let t = result["threshold"].as_f64().unwrap() as f32;
+        let as_sets = |groups: &Value| -> Vec<Vec<String>> {
+            let mut sets: Vec<Vec<String>> = groups
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|m| m.as_str().unwrap().to_owned())
-                .collect()
-        })
-        .collect();
-    let paths: Vec<&String> = contents.keys().collect();
-    let mut want_groups: Vec<HashSet<String>> = Vec::new();
-    for (i, a) in paths.iter().enumerate() {
-        for b in &paths[i + 1..] {
-            if dot(&contents[*a], &contents[*b]) >= 0.99999 {
-                match want_groups
-                    .iter_mut()
-                    .find(|g| g.contains(*a) || g.contains(*b))
-                {
-                    Some(g) => {
-                        g.insert((*a).clone());
-                        g.insert((*b).clone());
-                    }
-                    None => want_groups.push([(*a).clone(), (*b).clone()].into()),
-                }
+                .map(|g| {
+                    let mut m: Vec<String> = g["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| m.as_str().unwrap().to_owned())
+                        .collect();
+                    m.sort();
+                    m
+                })
+                .collect();
+            sets.sort();
+            sets
+        };
+        let got = as_sets(&result["groups"]);
+        // Union–find over every pair above the threshold.
+        let mut parent: Vec<usize> = (0..paths.len()).collect();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                x = parent[x];
             }
+            x
         }
-    }
-    assert!(!want_groups.is_empty());
-    assert_eq!(groups.len(), want_groups.len());
-    for g in &want_groups {
-        assert!(groups.contains(g), "{g:?} not found in {groups:?}");
+        let above: Vec<&(usize, usize, f32)> = pair_scores.iter().filter(|p| p.2 >= t).collect();
+        for &&(i, j, _) in &above {
+            let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+            parent[a.max(b)] = a.min(b);
+        }
+        let mut want: HashMap<usize, Vec<String>> = HashMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let r = find(&mut parent, i);
+            want.entry(r).or_default().push((*path).clone());
+        }
+        let mut want: Vec<Vec<String>> = want
+            .into_values()
+            .filter(|g| g.len() > 1)
+            .map(|mut g| {
+                g.sort();
+                g
+            })
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "dedup at {threshold} (t = {t})");
+        let reported_pairs: usize = result["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["pairs"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(reported_pairs, above.len(), "dedup pairs at {threshold}");
+        if threshold == "0.99999" {
+            assert!(!want.is_empty(), "the identical copies form a group");
+        }
+        if threshold == loose.to_string() {
+            assert!(
+                want.iter().any(|g| g.len() > 2),
+                "a loose threshold chains groups: {want:?}"
+            );
+        }
     }
 }
 
 #[test]
 fn cluster_is_a_k_means_fixed_point_with_contact_sheets() {
+    cluster_fixed_point(Backend::Embedded);
+}
+
+#[test]
+fn cluster_is_a_k_means_fixed_point_on_milvus() {
+    cluster_fixed_point(Backend::milvus());
+}
+
+fn cluster_fixed_point(backend: Backend) {
     let (dir, root) = library();
-    let store = dir.path().join("store");
+    let store = backend.store(dir.path(), "cluster");
     let m = model();
     run!("index", "add", "-m", m, "--store", store, "-q", root);
     let contents = store_contents(&store, dir.path());
@@ -539,6 +673,14 @@ fn cluster_is_a_k_means_fixed_point_with_contact_sheets() {
         "3",
         "--contact-sheets",
         sheets,
+        "-l",
+        "cat",
+        "-l",
+        "rocket",
+        "-l",
+        "coffee",
+        "-l",
+        "astronaut",
         "-f",
         "json"
     );
@@ -560,6 +702,8 @@ fn cluster_is_a_k_means_fixed_point_with_contact_sheets() {
     let all: HashSet<&String> = members.iter().flatten().collect();
     assert_eq!(all.len(), contents.len());
     assert_eq!(members.iter().map(Vec::len).sum::<usize>(), contents.len());
+    let labels = ["cat", "rocket", "coffee", "astronaut"];
+    let label_vectors = embed_texts(&labels);
     // Brute force: centroids from the membership; each image is nearest its own.
     let dim = contents.values().next().unwrap().len();
     let centroids: Vec<Vec<f32>> = members
@@ -588,6 +732,19 @@ fn cluster_is_a_k_means_fixed_point_with_contact_sheets() {
         }
         assert_eq!(c["size"].as_u64().unwrap() as usize, ms.len());
         assert!(sheets.join(format!("cluster_{ci:03}.png")).exists());
+        // Named by the labels nearest its centroid, best first, by brute force.
+        let mut want: Vec<(&str, f32)> = labels
+            .iter()
+            .zip(&label_vectors)
+            .map(|(l, lv)| (*l, dot(&centroids[ci], lv)))
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let names = c["names"].as_array().unwrap();
+        assert_eq!(names.len(), 3, "{c}");
+        for (got, (label, score)) in names.iter().zip(&want) {
+            assert_eq!(got["label"], *label, "cluster {ci}");
+            assert!((got["score"].as_f64().unwrap() as f32 - score).abs() < 1e-4);
+        }
     }
     // Automatic k stays within the range it reports.
     let o = run!("cluster", "--store", store, "--max-k", "4", "-f", "json");
@@ -718,12 +875,18 @@ fn indexing_killed_at_random_points_resumes_without_loss() {
     let store = dir.path().join("store");
     let m = model();
     let mut kills = 0;
+    // Kills that landed after this run had committed something and before it finished.
+    let mut mid_run = 0;
     let mut rng = 12345u64;
     let mut batch = 2;
-    for _ in 0..80 {
-        if kills >= 12 {
+    // Until at least 12 kills, 5 of them between commits. Every other run is killed at a
+    // random time after its first commit — a fixed delay from the start lands in start-up
+    // (model loading) on a loaded machine — the rest at a random time from the start.
+    for round in 0..120 {
+        if kills >= 12 && mid_run >= 5 {
             break;
         }
+        let before = indexed(&store);
         let mut child = Command::new(env!("CARGO_BIN_EXE_clipkit"))
             .args(["index", "add", "-q", "--commit-every", "3", "-m"])
             .arg(&m)
@@ -737,12 +900,29 @@ fn indexing_killed_at_random_points_resumes_without_loss() {
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(20 + (rng >> 33) % 400));
-        if child.try_wait().unwrap().is_none() {
+        let delay = if round % 2 == 1 {
+            let waiting = std::time::Instant::now();
+            while child.try_wait().unwrap().is_none()
+                && indexed(&store) <= before
+                && waiting.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (rng >> 33) % 60
+        } else {
+            20 + (rng >> 33) % 400
+        };
+        std::thread::sleep(Duration::from_millis(delay));
+        let killed = child.try_wait().unwrap().is_none();
+        if killed {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
         }
         child.wait().unwrap();
+        let after = indexed(&store);
+        if killed && after > before && after < files.len() {
+            mid_run += 1;
+        }
         // After every kill the store opens and reports a consistent state.
         let s = run!("index", "status", "--store", store, "-f", "json");
         if !s.status.success() {
@@ -763,7 +943,12 @@ fn indexing_killed_at_random_points_resumes_without_loss() {
             batch += 1;
         }
     }
+    eprintln!("{kills} runs killed, {mid_run} of them between commits");
     assert!(kills >= 10, "only {kills} runs were killed mid-way");
+    assert!(
+        mid_run >= 5,
+        "only {mid_run} of {kills} kills landed between commits; the rest hit start-up"
+    );
 
     let o = run!("index", "add", "-q", "-f", "json", "-m", m, "--store", store, root);
     ok(&o);
@@ -783,8 +968,73 @@ fn indexing_killed_at_random_points_resumes_without_loss() {
 }
 
 fn child_finished_everything(store: &Path, files: usize) -> bool {
+    indexed(store) == files
+}
+
+/// How many files the store holds (0 before it exists).
+fn indexed(store: &Path) -> usize {
     let s = run!("index", "status", "--store", store, "-f", "json");
-    s.status.success() && json(&s)["indexed"].as_u64() == Some(files as u64)
+    if !s.status.success() {
+        return 0;
+    }
+    json(&s)["indexed"].as_u64().unwrap() as usize
+}
+
+/// Ctrl-C (SIGINT) lets the batch in flight commit, reports the run as interrupted (exit 1)
+/// and leaves a store the next run completes.
+#[test]
+fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    let files = noise_images(&root, 600, 99);
+    let store = dir.path().join("store");
+    let m = model();
+    let child = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        .args([
+            "index",
+            "add",
+            "-q",
+            "-f",
+            "json",
+            "--commit-every",
+            "1",
+            "-m",
+        ])
+        .arg(&m)
+        .arg("--store")
+        .arg(&store)
+        .arg(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first batches are committed (the handler is installed by then).
+    let started = std::time::Instant::now();
+    while indexed(&store) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped early"), "{}", stderr(&o));
+    let r = report(&o);
+    assert_eq!(r["interrupted"], true, "{r}");
+    let done = count(&r, "total") as usize;
+    assert!(done > 0 && done < files.len(), "{r}");
+    assert_eq!(count(&r, "embedded") as usize, done, "{r}");
+    assert_eq!(indexed(&store), done, "what the report counts is committed");
+
+    let o = run!("index", "add", "-q", "-f", "json", "-m", m, "--store", store, root);
+    ok(&o);
+    let r = report(&o);
+    assert_eq!(count(&r, "unchanged") as usize, done, "{r}");
+    assert_eq!(count(&r, "embedded") as usize, files.len() - done, "{r}");
+    assert_eq!(count(&r, "total") as usize, files.len(), "{r}");
 }
 
 /// A milvus-lite server on a free loopback port, stopped on drop.
@@ -847,6 +1097,19 @@ impl Drop for MilvusLite {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One server shared by the tests running at the same time (each uses its own collection);
+/// it stops when the last of them drops it.
+fn shared_milvus() -> Arc<MilvusLite> {
+    static SHARED: Mutex<Weak<MilvusLite>> = Mutex::new(Weak::new());
+    let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(server) = slot.upgrade() {
+        return server;
+    }
+    let server = Arc::new(MilvusLite::start());
+    *slot = Arc::downgrade(&server);
+    server
 }
 
 /// The same commands on Milvus give the same answers as on the embedded store.

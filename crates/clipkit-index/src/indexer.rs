@@ -242,11 +242,20 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
 /// Compares disk and store by size and mtime (no file is read).
 pub fn diff(store: &dyn Store, roots: &[PathBuf], options: &WalkOptions) -> Result<Diff> {
     let (found, unreadable) = walk(roots, options)?;
-    let stored: HashMap<PathBuf, FileRecord> = store
-        .files()?
-        .into_iter()
-        .map(|r| (r.path.clone(), r))
-        .collect();
+    Ok(compare(store.files()?, found, unreadable, roots))
+}
+
+/// The comparison behind [`diff`]. A stored file under a folder that could not be read is
+/// not missing — it may well still be there (a permission change, an unmounted share) — so
+/// it is left alone rather than dropped from the store.
+fn compare(
+    stored: Vec<FileRecord>,
+    found: Vec<Found>,
+    unreadable: Unreadable,
+    roots: &[PathBuf],
+) -> Diff {
+    let stored: HashMap<PathBuf, FileRecord> =
+        stored.into_iter().map(|r| (r.path.clone(), r)).collect();
     let mut d = Diff {
         unreadable,
         ..Diff::default()
@@ -260,13 +269,18 @@ pub fn diff(store: &dyn Store, roots: &[PathBuf], options: &WalkOptions) -> Resu
             None => d.new.push(f),
         }
     }
+    let unseen = |path: &Path| d.unreadable.iter().any(|(p, _)| path.starts_with(p));
     let mut missing: Vec<FileRecord> = stored
         .into_values()
-        .filter(|r| roots.iter().any(|root| r.path.starts_with(root)) && !on_disk.contains(&r.path))
+        .filter(|r| {
+            roots.iter().any(|root| r.path.starts_with(root))
+                && !on_disk.contains(&r.path)
+                && !unseen(&r.path)
+        })
         .collect();
     missing.sort_by(|a, b| a.path.cmp(&b.path));
     d.missing = missing;
-    Ok(d)
+    d
 }
 
 /// Runs indexing passes over a store.
@@ -475,5 +489,54 @@ fn failure(path: &Path, error: &str) -> Failure {
     Failure {
         path: path.display().to_string(),
         error: error.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str) -> FileRecord {
+        FileRecord {
+            path: path.into(),
+            size: 10,
+            mtime_ns: 1,
+            hash: "h".into(),
+        }
+    }
+
+    fn found(path: &str, mtime_ns: i64) -> Found {
+        Found {
+            path: path.into(),
+            size: 10,
+            mtime_ns,
+        }
+    }
+
+    #[test]
+    fn files_under_an_unreadable_folder_are_not_missing() {
+        let stored = vec![
+            record("/p/a.jpg"),
+            record("/p/b.jpg"),
+            record("/p/gone.jpg"),
+            record("/p/locked/c.jpg"),
+            record("/p/locked/deeper/d.jpg"),
+            record("/p/lockedness/e.jpg"),
+            record("/elsewhere/f.jpg"),
+        ];
+        let on_disk = vec![found("/p/a.jpg", 1), found("/p/b.jpg", 2)];
+        let unreadable = vec![(PathBuf::from("/p/locked"), "Permission denied".into())];
+        let d = compare(stored, on_disk, unreadable, &[PathBuf::from("/p")]);
+        assert_eq!(d.unchanged, 1);
+        assert_eq!(d.changed, vec![found("/p/b.jpg", 2)]);
+        assert!(d.new.is_empty());
+        // Only what is really gone: not the unreadable folder's files (a component match,
+        // so `/p/lockedness` is not covered by `/p/locked`), not files outside the roots.
+        let missing: Vec<&Path> = d.missing.iter().map(|r| r.path.as_path()).collect();
+        assert_eq!(
+            missing,
+            [Path::new("/p/gone.jpg"), Path::new("/p/lockedness/e.jpg")]
+        );
+        assert_eq!(d.unreadable.len(), 1);
     }
 }
