@@ -125,10 +125,16 @@ mod tests {
                 (Sign::Plus, "sunset".to_owned()),
             ]
         );
-        assert_eq!(parse_query("- people"), vec![(Sign::Minus, "people".to_owned())]);
+        assert_eq!(
+            parse_query("- people"),
+            vec![(Sign::Minus, "people".to_owned())]
+        );
         assert!(parse_query("  -  ").is_empty());
         // A hyphen inside a word is part of the word.
-        assert_eq!(parse_query("t-shirt"), vec![(Sign::Plus, "t-shirt".to_owned())]);
+        assert_eq!(
+            parse_query("t-shirt"),
+            vec![(Sign::Plus, "t-shirt".to_owned())]
+        );
     }
 
     fn words(w: &[&str]) -> Vec<String> {

@@ -149,7 +149,14 @@ async fn main() {
                         }
                         status.to_string()
                     }
-                    Err(e) => format!("error: {}", if e.is_timeout() { "timeout" } else { "transport" }),
+                    Err(e) => format!(
+                        "error: {}",
+                        if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "transport"
+                        }
+                    ),
                 };
                 *statuses.lock().unwrap().entry(key).or_default() += 1;
             }

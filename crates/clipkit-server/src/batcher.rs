@@ -80,8 +80,9 @@ struct Job {
     input: Input,
     reply: oneshot::Sender<Reply>,
     enqueued: Instant,
-    /// Released when the job is answered or dropped, freeing its queue slot.
-    _slot: OwnedSemaphorePermit,
+    /// Released when the job is answered (just before the answer is sent, so a requester
+    /// that has its answer sees the slot free) or dropped, freeing its queue slot.
+    slot: OwnedSemaphorePermit,
 }
 
 /// Permits for the items one request has been admitted with.
@@ -189,7 +190,7 @@ impl Batcher {
                             input,
                             reply,
                             enqueued: Instant::now(),
-                            _slot: slot,
+                            slot,
                         })
                         .is_ok(),
                     (None, _) => false,
@@ -264,7 +265,12 @@ impl Drop for Batcher {
     }
 }
 
-fn worker(engine: &dyn Engine, receiver: &mpsc::Receiver<Job>, config: BatchConfig, shared: &Shared) {
+fn worker(
+    engine: &dyn Engine,
+    receiver: &mpsc::Receiver<Job>,
+    config: BatchConfig,
+    shared: &Shared,
+) {
     while let Ok(first) = receiver.recv() {
         let deadline = first.enqueued + config.max_wait;
         let mut batch = vec![first];
@@ -364,17 +370,16 @@ fn answer(jobs: Vec<Job>, results: Vec<Reply>, metrics: &Metrics) -> Option<Resu
             metrics.item_failed();
             failure.get_or_insert_with(|| e.to_string());
         }
-        let _ = job.reply.send(result);
+        let Job { reply, slot, .. } = job;
+        drop(slot);
+        let _ = reply.send(result);
     }
     Some(failure.map_or(Ok(()), Err))
 }
 
 /// Runs `f` on all `jobs` at once; if that fails, on each job alone, so one input the model
 /// cannot handle fails only itself.
-fn embed_group(
-    jobs: &[Job],
-    f: impl Fn(&[&Job]) -> Result<Vec<Vec<f32>>, String>,
-) -> Vec<Reply> {
+fn embed_group(jobs: &[Job], f: impl Fn(&[&Job]) -> Result<Vec<Vec<f32>>, String>) -> Vec<Reply> {
     if jobs.is_empty() {
         return Vec::new();
     }
@@ -518,7 +523,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_item_fails_alone_and_the_worker_survives_panics() {
         let fake = Arc::new(Fake::default());
-        let b = batcher(fake, 8, 60_000, 16);
+        let b = batcher(fake, 8, 1_000, 16);
         let mut t = b.admit(8).unwrap();
         let out = b
             .embed(
@@ -536,7 +541,10 @@ mod tests {
         assert!(b.last_batches().texts.unwrap().outcome.is_err());
         assert!(b.last_batches().images.is_none());
         let mut t = b.admit(1).unwrap();
-        assert_eq!(b.embed(&mut t, texts(&["again"])).await, vec![Ok(vec![5.0])]);
+        assert_eq!(
+            b.embed(&mut t, texts(&["again"])).await,
+            vec![Ok(vec![5.0])]
+        );
     }
 
     #[tokio::test]

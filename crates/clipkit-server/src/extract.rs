@@ -179,7 +179,9 @@ fn media_type(headers: &HeaderMap) -> Media {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Media::Json
     } else if essence == "multipart/form-data" {
         Media::Multipart

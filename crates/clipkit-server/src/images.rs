@@ -37,7 +37,10 @@ pub fn parse_image_string(index: usize, s: &str) -> Result<Vec<u8>, ApiError> {
     } else {
         s
     };
-    let compact: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact: String = payload
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     if compact.is_empty() {
         return Err(bad("the image is empty".into()));
     }

@@ -46,9 +46,7 @@ use crate::state::AppState;
 pub enum ServeError {
     #[error("invalid server settings: {0}")]
     Config(String),
-    #[error(
-        "the store {store} holds {expected}-d vectors but the model gives {got}-d embeddings"
-    )]
+    #[error("the store {store} holds {expected}-d vectors but the model gives {got}-d embeddings")]
     WrongDimension {
         store: String,
         expected: usize,

@@ -43,10 +43,12 @@ impl Histogram {
         let mut current = self.sum.load(Ordering::Relaxed);
         loop {
             let next = (f64::from_bits(current) + value).to_bits();
-            match self
-                .sum
-                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.sum.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(actual) => current = actual,
             }
@@ -197,7 +199,9 @@ impl Metrics {
             .filter(|(t, _)| now.duration_since(*t) <= RATE_WINDOW)
             .map(|(_, n)| n)
             .sum();
-        let window = RATE_WINDOW.min(now.duration_since(self.started)).as_secs_f64();
+        let window = RATE_WINDOW
+            .min(now.duration_since(self.started))
+            .as_secs_f64();
         if window > 0.0 {
             n as f64 / window
         } else {

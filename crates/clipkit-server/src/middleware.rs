@@ -114,7 +114,11 @@ fn or(text: String, fallback: &str) -> String {
 }
 
 pub async fn not_found(req: Request<Body>) -> ApiError {
-    ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 pub async fn method_not_allowed() -> Response {

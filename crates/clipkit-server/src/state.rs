@@ -149,7 +149,10 @@ impl AppState {
     pub async fn embed_texts(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ApiError> {
         let mut out: Vec<Option<Vec<f32>>> = {
             let cache = lock(&self.text_cache);
-            texts.iter().map(|t| cache.vectors.get(t).cloned()).collect()
+            texts
+                .iter()
+                .map(|t| cache.vectors.get(t).cloned())
+                .collect()
         };
         let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {

@@ -77,7 +77,9 @@ impl Thumbnails {
             apply_exif_orientation: true,
         };
         let decoded = clipkit_core::image::decode_file(path, &options).map_err(|e| {
-            ApiError::NotFound(format!("the image behind this thumbnail is unreadable: {e}"))
+            ApiError::NotFound(format!(
+                "the image behind this thumbnail is unreadable: {e}"
+            ))
         })?;
         let rgb = match decoded.pixels {
             Pixels::Rgb(rgb) => rgb,

@@ -131,22 +131,43 @@ async fn the_page_searches_and_classifies_in_a_real_browser() {
     client.goto(&s.base).await.unwrap();
 
     // The header says what is served, once /v1/info has answered.
-    wait_js(&client, "document.getElementById('model').textContent.includes('tiny-clip')").await;
-    let header = client.find(Locator::Id("model")).await.unwrap().text().await.unwrap();
-    assert!(header.contains(&format!("{} images", PHOTOS.len())), "{header}");
+    wait_js(
+        &client,
+        "document.getElementById('model').textContent.includes('tiny-clip')",
+    )
+    .await;
+    let header = client
+        .find(Locator::Id("model"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        header.contains(&format!("{} images", PHOTOS.len())),
+        "{header}"
+    );
 
     // Search: type, submit, and the grid shows what the API returns, in its order.
     let query = "a rocket launch";
     let search_box = client.find(Locator::Id("search-q")).await.unwrap();
     search_box.send_keys(query).await.unwrap();
-    client.find(Locator::Id("search-go")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Id("search-go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     client
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Css("#results .result"))
         .await
         .unwrap();
-    let (_, expected) = s.get_json("/v1/search", "/v1/search?q=a%20rocket%20launch&k=12").await;
+    let (_, expected) = s
+        .get_json("/v1/search", "/v1/search?q=a%20rocket%20launch&k=12")
+        .await;
     let expected: Vec<String> = expected["results"]
         .as_array()
         .unwrap()
@@ -154,13 +175,22 @@ async fn the_page_searches_and_classifies_in_a_real_browser() {
         .map(|r| r["path"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(expected.len(), PHOTOS.len());
-    let cards = client.find_all(Locator::Css("#results .result")).await.unwrap();
+    let cards = client
+        .find_all(Locator::Css("#results .result"))
+        .await
+        .unwrap();
     let mut shown = Vec::new();
     for card in &cards {
         shown.push(card.attr("data-path").await.unwrap().unwrap());
     }
     assert_eq!(shown, expected);
-    let status = client.find(Locator::Id("search-status")).await.unwrap().text().await.unwrap();
+    let status = client
+        .find(Locator::Id("search-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(status, format!("{} results for “{query}”", expected.len()));
     // The thumbnails actually load (served by /v1/thumbnails), at most 256 px wide.
     wait_js(
@@ -175,19 +205,34 @@ async fn the_page_searches_and_classifies_in_a_real_browser() {
         )
         .await
         .unwrap();
-    assert!(widths.as_array().unwrap().iter().all(|w| w.as_u64().unwrap() <= 256));
+    assert!(widths
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w.as_u64().unwrap() <= 256));
 
     // Classify: choose a file, type labels, submit; the image is shown beside the bars, and
     // the bars are the API's probabilities, best first.
     let labels = ["a photo of a cat", "a photo of a rocket", "a cup of coffee"];
     let file = client.find(Locator::Id("classify-file")).await.unwrap();
-    file.send_keys(&image_path("chelsea.png").canonicalize().unwrap().to_string_lossy())
-        .await
-        .unwrap();
+    file.send_keys(
+        &image_path("chelsea.png")
+            .canonicalize()
+            .unwrap()
+            .to_string_lossy(),
+    )
+    .await
+    .unwrap();
     let textarea = client.find(Locator::Id("classify-labels")).await.unwrap();
     textarea.clear().await.unwrap();
     textarea.send_keys(&labels.join("\n")).await.unwrap();
-    client.find(Locator::Id("classify-go")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Id("classify-go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     client
         .wait()
         .at_most(WAIT)
@@ -195,13 +240,21 @@ async fn the_page_searches_and_classifies_in_a_real_browser() {
         .await
         .unwrap();
     let (_, api) = s
-        .post_json("/v1/classify", &json!({"image": data_uri("chelsea.png"), "labels": labels}))
+        .post_json(
+            "/v1/classify",
+            &json!({"image": data_uri("chelsea.png"), "labels": labels}),
+        )
         .await;
     let mut expected: Vec<(String, f64)> = api["scores"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["label"].as_str().unwrap().to_owned(), s["prob"].as_f64().unwrap()))
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap().to_owned(),
+                s["prob"].as_f64().unwrap(),
+            )
+        })
         .collect();
     expected.sort_by(|a, b| b.1.total_cmp(&a.1));
     let bars = client.find_all(Locator::Css("#bars .bar")).await.unwrap();
@@ -210,14 +263,33 @@ async fn the_page_searches_and_classifies_in_a_real_browser() {
         assert_eq!(&bar.attr("data-label").await.unwrap().unwrap(), label);
         let text = bar.text().await.unwrap();
         assert!(text.contains(label.as_str()), "{text}");
-        assert!(text.contains(&format!("{:.1}%", prob * 100.0)), "{text} vs {prob}");
-        let shown: f64 = bar.attr("data-prob").await.unwrap().unwrap().parse().unwrap();
+        assert!(
+            text.contains(&format!("{:.1}%", prob * 100.0)),
+            "{text} vs {prob}"
+        );
+        let shown: f64 = bar
+            .attr("data-prob")
+            .await
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((shown - prob).abs() < 1e-6);
     }
-    let status = client.find(Locator::Id("classify-status")).await.unwrap().text().await.unwrap();
+    let status = client
+        .find(Locator::Id("classify-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(status, format!("most likely: {}", expected[0].0));
     // The dropped image itself is displayed beside the chart.
-    wait_js(&client, "document.getElementById('classify-preview').naturalWidth === 451").await;
+    wait_js(
+        &client,
+        "document.getElementById('classify-preview').naturalWidth === 451",
+    )
+    .await;
     let visible = client
         .execute(
             "return !document.getElementById('classification').hidden;",
@@ -229,8 +301,18 @@ async fn the_page_searches_and_classifies_in_a_real_browser() {
 
     // A classification without labels is refused with a message.
     textarea.clear().await.unwrap();
-    client.find(Locator::Id("classify-go")).await.unwrap().click().await.unwrap();
-    wait_js(&client, "document.getElementById('classify-status').classList.contains('error')").await;
+    client
+        .find(Locator::Id("classify-go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &client,
+        "document.getElementById('classify-status').classList.contains('error')",
+    )
+    .await;
 
     client.close().await.unwrap();
     drop(driver);

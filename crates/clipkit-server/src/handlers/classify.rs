@@ -109,7 +109,11 @@ fn parse(body: JsonOrForm<ClassifyRequest>) -> Result<Parsed, ApiError> {
             Ok(Parsed {
                 title: image.file_name.clone().unwrap_or_default(),
                 image: image.data.clone(),
-                labels: form.lines("labels")?.into_iter().chain(form.lines("label")?).collect(),
+                labels: form
+                    .lines("labels")?
+                    .into_iter()
+                    .chain(form.lines("label")?)
+                    .collect(),
                 templates: form
                     .lines("templates")?
                     .into_iter()
@@ -220,7 +224,8 @@ fn prompts_for(labels: &[String], templates: &[String]) -> Result<Vec<String>, A
     for label in labels {
         for t in templates {
             prompts.push(
-                scores::apply_template(t, label).map_err(|e| ApiError::BadTemplate(e.to_string()))?,
+                scores::apply_template(t, label)
+                    .map_err(|e| ApiError::BadTemplate(e.to_string()))?,
             );
         }
     }
@@ -247,5 +252,8 @@ pub async fn label_embeddings(
     let prompts = prompts_for(labels, templates)?;
     state.check_inputs(prompts.len() + 1)?;
     let vectors = state.embed_texts(&prompts).await?;
-    Ok(vectors.chunks(templates.len()).map(scores::ensemble).collect())
+    Ok(vectors
+        .chunks(templates.len())
+        .map(scores::ensemble)
+        .collect())
 }

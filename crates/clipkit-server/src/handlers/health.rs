@@ -45,7 +45,10 @@ pub async fn probe(state: &AppState) -> Result<(), ApiError> {
         .batcher
         .embed(
             &mut ticket,
-            vec![Input::Text("a photo of a cat".into()), Input::Pixels(pixels)],
+            vec![
+                Input::Text("a photo of a cat".into()),
+                Input::Pixels(pixels),
+            ],
         )
         .await;
     let dim = state.clip.embedding_dim();
@@ -73,7 +76,9 @@ pub async fn probe(state: &AppState) -> Result<(), ApiError> {
 )]
 pub async fn healthz(state: Shared) -> Result<Json<HealthResponse>, ApiError> {
     if !state.batcher.worker_alive() {
-        return Err(ApiError::Unhealthy("the model worker is not running".into()));
+        return Err(ApiError::Unhealthy(
+            "the model worker is not running".into(),
+        ));
     }
     let healthy = |checked: &str| {
         Json(HealthResponse {
@@ -144,7 +149,10 @@ pub async fn readyz(state: Shared) -> Result<Json<ReadyResponse>, ApiError> {
 )]
 pub async fn metrics(state: Shared) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(state.gauges()),
     )
         .into_response()

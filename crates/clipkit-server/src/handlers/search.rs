@@ -157,7 +157,13 @@ pub async fn search_image(
 ) -> Result<Json<SearchResponse>, ApiError> {
     state.store()?;
     let (image, q, not, k, threshold) = match body {
-        JsonOrForm::Json(r) => (parse_image_string(0, &r.image)?, r.q, r.not, r.k, r.threshold),
+        JsonOrForm::Json(r) => (
+            parse_image_string(0, &r.image)?,
+            r.q,
+            r.not,
+            r.k,
+            r.threshold,
+        ),
         JsonOrForm::Form(form) => {
             let image = form
                 .files("image")
@@ -192,7 +198,11 @@ async fn run(
     state.check_inputs(terms.len() + usize::from(image.is_some()))?;
     let mut parts: Vec<(Sign, Vec<f32>)> = Vec::new();
     if let Some(bytes) = image {
-        let v = state.embed_images(vec![bytes], false).await?.vectors.remove(0);
+        let v = state
+            .embed_images(vec![bytes], false)
+            .await?
+            .vectors
+            .remove(0);
         parts.push((Sign::Plus, v));
     }
     if !terms.is_empty() {
@@ -253,9 +263,9 @@ pub async fn thumbnail(state: Shared, Path(id): Path<String>) -> Result<Response
     let handle = store.store.clone();
     let jpeg = tokio::task::spawn_blocking(move || {
         let thumbnails = &shared.store.as_ref().expect("checked above").thumbnails;
-        let path = thumbnails
-            .path_of(&*handle, id)?
-            .ok_or_else(|| ApiError::NotFound(format!("no image with id {id} in the collection")))?;
+        let path = thumbnails.path_of(&*handle, id)?.ok_or_else(|| {
+            ApiError::NotFound(format!("no image with id {id} in the collection"))
+        })?;
         thumbnails.render(id, &path, max_pixels)
     })
     .await

@@ -82,7 +82,11 @@ pub async fn similarity(
             r.texts,
             r.model,
         ),
-        JsonOrForm::Form(form) => (form.files("image"), form.texts("text")?, form.text("model")?),
+        JsonOrForm::Form(form) => (
+            form.files("image"),
+            form.texts("text")?,
+            form.text("model")?,
+        ),
     };
     state.check_model(model.as_deref())?;
     if images.is_empty() {

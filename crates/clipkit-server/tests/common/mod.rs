@@ -196,7 +196,9 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("{method} {route} → {status}: not JSON ({e}): {text}"));
         if let Some(spec) = &self.spec {
             spec.check(&method, route, status, &body)
-                .unwrap_or_else(|e| panic!("{method} {route} → {status} breaks the spec: {e}\n{body:#}"));
+                .unwrap_or_else(|e| {
+                    panic!("{method} {route} → {status} breaks the spec: {e}\n{body:#}")
+                });
         }
         if status >= 400 {
             assert_error_shape(&body);

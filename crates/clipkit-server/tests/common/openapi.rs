@@ -24,7 +24,13 @@ impl Spec {
 
     /// Checks `body` against the JSON schema documented for this response. Routes the spec
     /// does not have (a 404 for an unknown path, a 405) are checked against `ErrorBody`.
-    pub fn check(&self, method: &str, route: &str, status: u16, body: &Value) -> Result<(), String> {
+    pub fn check(
+        &self,
+        method: &str,
+        route: &str,
+        status: u16,
+        body: &Value,
+    ) -> Result<(), String> {
         let Some(operation) = self.doc["paths"].get(route).and_then(|p| p.get(method)) else {
             if status >= 400 {
                 return self.validate(
