@@ -22,11 +22,14 @@ const RESCAN_EVERY: Duration = Duration::from_secs(5);
 const KNOWN_PATHS: usize = 200_000;
 const CACHED_THUMBNAILS: usize = 512;
 
+/// Rendered JPEGs by id, and the order they were added in (oldest evicted first).
+type JpegCache = (HashMap<i64, Vec<u8>>, VecDeque<i64>);
+
 #[derive(Debug, Default)]
 pub struct Thumbnails {
     known: Mutex<HashMap<i64, PathBuf>>,
     last_scan: Mutex<Option<Instant>>,
-    cache: Mutex<(HashMap<i64, Vec<u8>>, VecDeque<i64>)>,
+    cache: Mutex<JpegCache>,
 }
 
 impl Thumbnails {

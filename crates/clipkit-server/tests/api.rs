@@ -356,7 +356,12 @@ async fn classify_and_similarity_match_the_library() {
     let label_vectors = clip
         .label_embeddings(&labels.map(String::from), &[])
         .unwrap();
-    let logits = scores::logits(&[image.clone()], &label_vectors, clip.logit_scale()).remove(0);
+    let logits = scores::logits(
+        std::slice::from_ref(&image),
+        &label_vectors,
+        clip.logit_scale(),
+    )
+    .remove(0);
     let probs = scores::softmax(&logits);
 
     let (status, body) = s
@@ -387,7 +392,8 @@ async fn classify_and_similarity_match_the_library() {
             &templates.map(String::from),
         )
         .unwrap();
-    let elogits = scores::logits(&[image.clone()], &ensembled, clip.logit_scale()).remove(0);
+    let elogits =
+        scores::logits(std::slice::from_ref(&image), &ensembled, clip.logit_scale()).remove(0);
     let eprobs = scores::softmax(&elogits);
     let best = scores::top_k(&eprobs, 1)[0];
     let (status, body) = s
@@ -605,13 +611,13 @@ async fn operations_endpoints_health_metrics_and_spec() {
 
     // Concurrent requests, one with a corrupt image: that one fails, the others do not.
     let mut tasks = Vec::new();
-    for i in 0..6 {
+    for (i, photo) in PHOTOS.iter().take(6).enumerate() {
         let http = s.http.clone();
         let url = s.url("/v1/embeddings");
         let input = if i == 3 {
             b64(b"corrupt")
         } else {
-            data_uri(PHOTOS[i])
+            data_uri(photo)
         };
         tasks.push(tokio::spawn(async move {
             http.post(url)
