@@ -49,6 +49,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Read a collection written by `export` (or by clip-retrieval) into a store.
     Import(ImportArgs),
+    /// HTTP API (OpenAI-compatible embeddings, classify, similarity, search) and a web page.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +240,52 @@ pub struct ImportArgs {
     pub model: ModelArgs,
     /// A folder written by `clipkit export` or clip-retrieval.
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A collection to search (a directory or milvus://HOST:PORT/COLLECTION); without one the
+    /// search endpoints answer 404.
+    #[arg(long, short = 's', env = "CLIPKIT_STORE")]
+    pub store: Option<String>,
+    /// Address to listen on. Port 0 picks a free port (printed on start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// The model name reported in responses and accepted in requests (default: --model).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Most items per model batch (default: --batch-size).
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Longest a batch waits for more items after its first, in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_wait_ms: f64,
+    /// Items admitted at once (decoding, queued, in the model); beyond it requests get 429.
+    #[arg(long, default_value_t = 256)]
+    pub queue_capacity: usize,
+    /// Largest request body, in MiB.
+    #[arg(long, default_value_t = 16.0)]
+    pub max_body_mib: f64,
+    /// Largest image accepted, in pixels (checked from the header before decoding).
+    #[arg(long, default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+    /// Most images + texts in one request.
+    #[arg(long, default_value_t = 128)]
+    pub max_inputs: usize,
+    /// Per-request deadline in seconds (504 past it).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Requests handled at once; beyond it requests get 429 before their body is read.
+    #[arg(long, default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+    /// Images decoded at once (default: the number of cores).
+    #[arg(long)]
+    pub decode_threads: Option<usize>,
+    /// Tokio worker threads for HTTP (default: the number of cores).
+    #[arg(long)]
+    pub http_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -37,6 +37,44 @@ pub fn parse_terms(words: &[String]) -> Vec<(Sign, String)> {
     out
 }
 
+/// Splits one query string (a search box, an HTTP `q=`) into signed phrases: a lone `+` or
+/// `-` between words starts a new part with that sign, and the words between them stay one
+/// phrase, so `"a dog on a beach - people"` is `+"a dog on a beach"`, `-"people"`.
+pub fn parse_query(query: &str) -> Vec<(Sign, String)> {
+    let mut out = Vec::new();
+    let mut sign = Sign::Plus;
+    let mut phrase: Vec<&str> = Vec::new();
+    let mut flush = |sign: Sign, phrase: &mut Vec<&str>| {
+        if !phrase.is_empty() {
+            out.push((sign, phrase.join(" ")));
+            phrase.clear();
+        }
+    };
+    for word in query.split_whitespace() {
+        match word {
+            "+" | "-" => {
+                flush(sign, &mut phrase);
+                sign = if word == "-" { Sign::Minus } else { Sign::Plus };
+            }
+            _ => phrase.push(word),
+        }
+    }
+    flush(sign, &mut phrase);
+    out
+}
+
+/// Combines signed query vectors (see [`combine`]) and searches: what `clipkit search` and
+/// the HTTP search endpoints both run once their parts are embedded.
+pub fn query(
+    store: &dyn Store,
+    parts: &[(Sign, Vec<f32>)],
+    k: usize,
+    threshold: Option<f32>,
+) -> Result<Vec<Hit>> {
+    let q = combine(parts)?;
+    search(store, &q, k, threshold)
+}
+
 /// Sum of the positive vectors minus the negative ones, renormalised.
 pub fn combine(parts: &[(Sign, Vec<f32>)]) -> Result<Vec<f32>> {
     let Some((_, first)) = parts.first() else {
@@ -76,6 +114,28 @@ pub fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_strings_keep_phrases_together() {
+        assert_eq!(
+            parse_query("  a dog on a beach - people + sunset "),
+            vec![
+                (Sign::Plus, "a dog on a beach".to_owned()),
+                (Sign::Minus, "people".to_owned()),
+                (Sign::Plus, "sunset".to_owned()),
+            ]
+        );
+        assert_eq!(
+            parse_query("- people"),
+            vec![(Sign::Minus, "people".to_owned())]
+        );
+        assert!(parse_query("  -  ").is_empty());
+        // A hyphen inside a word is part of the word.
+        assert_eq!(
+            parse_query("t-shirt"),
+            vec![(Sign::Plus, "t-shirt".to_owned())]
+        );
+    }
 
     fn words(w: &[&str]) -> Vec<String> {
         w.iter().map(|s| s.to_string()).collect()

@@ -94,6 +94,39 @@ pub fn probability_chart(
     }
 }
 
+/// The same chart as [`probability_chart`], as PNG bytes in memory (for servers, which have
+/// no file to write to).
+pub fn probability_chart_png(
+    image: &RgbImage,
+    bars: &[Bar],
+    title: &str,
+    max_bars: usize,
+) -> Result<Vec<u8>, PlotError> {
+    if bars.is_empty() {
+        return Err(PlotError::NoBars);
+    }
+    register_font();
+    let mut bars = bars.to_vec();
+    bars.sort_by(|a, b| b.prob.total_cmp(&a.prob));
+    bars.truncate(max_bars.max(1));
+    let err = |message: String| PlotError::Drawing {
+        path: "<memory>".into(),
+        message,
+    };
+    let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, image, &bars, title).map_err(err)?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    let canvas = RgbImage::from_raw(WIDTH, HEIGHT, rgb).expect("buffer has WIDTH×HEIGHT×3 bytes");
+    let mut png = Vec::new();
+    canvas
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(png)
+}
+
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     image: &RgbImage,
@@ -238,6 +271,18 @@ mod tests {
         assert!(err.to_string().contains("x.gif"));
         assert!(matches!(
             probability_chart(&img, &[], "t", 5, &dir.path().join("x.png")),
+            Err(PlotError::NoBars)
+        ));
+    }
+
+    #[test]
+    fn png_in_memory_is_a_png_of_the_chart_size() {
+        let image = RgbImage::from_pixel(40, 30, image::Rgb([200, 10, 10]));
+        let png = probability_chart_png(&image, &bars(), "title", 10).unwrap();
+        let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (WIDTH, HEIGHT));
+        assert!(matches!(
+            probability_chart_png(&image, &[], "t", 10),
             Err(PlotError::NoBars)
         ));
     }

@@ -13,6 +13,7 @@ pub mod label;
 pub mod plot;
 pub mod probe;
 pub mod search;
+pub mod serve;
 pub mod similarity;
 
 /// How a command ended when it did not fail outright.

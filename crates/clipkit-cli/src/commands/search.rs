@@ -1,7 +1,7 @@
 //! `clipkit search`: text and image queries, combined with `+`/`-`, over a collection.
 
 use anyhow::{Context, Result};
-use clipkit_index::search::{combine, parse_terms, search, Sign};
+use clipkit_index::search::{parse_terms, query, Sign};
 use serde_json::json;
 
 use super::collection::{model_for, open_existing};
@@ -38,8 +38,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         let v = v.with_context(|| format!("query image {}", path.display()))?;
         parts.push((*sign, v));
     }
-    let query = combine(&parts)?;
-    let hits = search(&*store, &query, args.top_k, args.threshold)?;
+    let hits = query(&*store, &parts, args.top_k, args.threshold)?;
 
     match args.format {
         Format::Json => print_json(&json!({

@@ -1,0 +1,201 @@
+//! Every failure a client can see, and the one JSON shape it is reported in:
+//! `{"error":{"code":"…","type":"…","message":"…"}}`.
+//!
+//! `code` is stable and meant for programs (it never changes wording); `type` follows
+//! OpenAI's split into `invalid_request_error` and `server_error` so OpenAI client libraries
+//! show it sensibly; `message` is for people and may change. `param` and `index` point at the
+//! offending field or input when there is one.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    InvalidJson(String),
+    #[error("malformed multipart body: {0}")]
+    InvalidMultipart(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{got} inputs in one request; the limit is {limit}")]
+    TooManyInputs { got: usize, limit: usize },
+    #[error("{message}")]
+    Invalid {
+        param: Option<String>,
+        message: String,
+    },
+    #[error("no labels given: zero-shot classification needs at least one label")]
+    EmptyLabels,
+    #[error("{0}")]
+    BadTemplate(String),
+    #[error("input {index}: {message}")]
+    BadImage { index: usize, message: String },
+    #[error("input {index}: {message}")]
+    ImageTooLarge { index: usize, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("model `{requested}` is not served here (this server serves `{served}`)")]
+    ModelNotFound { requested: String, served: String },
+    #[error("no collection is attached to this server (start it with --store)")]
+    NoStore,
+    #[error("the server is at capacity; retry in {retry_after_s} s")]
+    Overloaded { retry_after_s: u64 },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            param: Some(param.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) | InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadTooLarge(_) | TooManyInputs { .. } | ImageTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Invalid { .. } | EmptyLabels | BadTemplate(_) | BadImage { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            NotFound(_) | ModelNotFound { .. } | NoStore => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ShuttingDown | Unhealthy(_) | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable name of the failure.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            InvalidMultipart(_) => "invalid_multipart",
+            UnsupportedMediaType(_) => "unsupported_media_type",
+            PayloadTooLarge(_) => "payload_too_large",
+            TooManyInputs { .. } => "too_many_inputs",
+            Invalid { .. } => "invalid_request",
+            EmptyLabels => "empty_labels",
+            BadTemplate(_) => "bad_template",
+            BadImage { .. } => "invalid_image",
+            ImageTooLarge { .. } => "image_too_large",
+            NotFound(_) => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            ModelNotFound { .. } => "model_not_found",
+            NoStore => "no_store",
+            Overloaded { .. } => "overloaded",
+            ShuttingDown => "shutting_down",
+            Unhealthy(_) => "unhealthy",
+            NotReady(_) => "not_ready",
+            Timeout(_) => "timeout",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let status = self.status();
+        let (param, index) = match self {
+            ApiError::Invalid { param, .. } => (param.clone(), None),
+            ApiError::BadImage { index, .. } | ApiError::ImageTooLarge { index, .. } => {
+                (Some("input".to_owned()), Some(*index))
+            }
+            ApiError::EmptyLabels => (Some("labels".to_owned()), None),
+            ApiError::BadTemplate(_) => (Some("templates".to_owned()), None),
+            ApiError::ModelNotFound { .. } => (Some("model".to_owned()), None),
+            _ => (None, None),
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                kind: if status.is_server_error() {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                }
+                .to_owned(),
+                message: self.to_string(),
+                param,
+                index,
+            },
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_json`, `overloaded`, `invalid_image`.
+    pub code: String,
+    /// `invalid_request_error` (4xx) or `server_error` (5xx), as OpenAI reports it.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// The position of the input at fault (images, texts), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::Overloaded { retry_after_s } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&retry_after_s.to_string()).expect("digits"),
+            );
+        }
+        response
+    }
+}
+
+/// Turns an image decoding failure into the right client error, naming the input.
+pub fn image_error(index: usize, error: &clipkit_core::ClipError) -> ApiError {
+    use clipkit_core::error::ImageProblem;
+    match error {
+        clipkit_core::ClipError::Image {
+            problem: problem @ ImageProblem::TooManyPixels { .. },
+            ..
+        } => ApiError::ImageTooLarge {
+            index,
+            message: problem.to_string(),
+        },
+        clipkit_core::ClipError::Image { problem, .. } => ApiError::BadImage {
+            index,
+            message: problem.to_string(),
+        },
+        other => ApiError::BadImage {
+            index,
+            message: other.to_string(),
+        },
+    }
+}
