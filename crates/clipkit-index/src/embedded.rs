@@ -29,6 +29,8 @@ const ANN_STATE_FILE: &str = "ann.json";
 
 /// Below this many vectors search is exact.
 pub const DEFAULT_EXACT_LIMIT: usize = 20_000;
+/// Below this many vectors the ANN index is built single-threaded (deterministic graph).
+const PARALLEL_BUILD_MIN: usize = 100_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -354,11 +356,18 @@ impl EmbeddedStore {
         index
             .reserve_capacity_and_threads(n.max(1024), threads)
             .map_err(|e| self.ann_error(e))?;
+        // Parallel inserts only for large builds: concurrent HNSW inserts give a graph that
+        // depends on thread timing, and on small collections (where search must equal exact
+        // search) an occasionally poorly-linked node was measured to be missed by search.
+        let parallel = n >= PARALLEL_BUILD_MIN;
         self.scan(8192, &mut |entries| {
-            entries
-                .par_iter()
-                .try_for_each(|e| index.add(e.file.id() as u64, &e.vector))
-                .map_err(|e| self.ann_error(e))
+            let add = |e: &Entry| index.add(e.file.id() as u64, &e.vector);
+            if parallel {
+                entries.par_iter().try_for_each(add)
+            } else {
+                entries.iter().try_for_each(add)
+            }
+            .map_err(|e| self.ann_error(e))
         })
     }
 
