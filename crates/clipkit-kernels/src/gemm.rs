@@ -169,11 +169,13 @@ impl PackedWeights {
             out: SharedOut(out.as_mut_ptr()),
         };
         match &self.panels {
-            Panels::F32(panels) => job.run(m, |rows, p| job.block_f32(a, panels, rows, p)),
+            Panels::F32(panels) => job.run(m, |rows, p| {
+                job.block(a, k, panels, rows, p, tile_f32_packed)
+            }),
             Panels::Bf16(panels) => {
                 let k2 = k.div_ceil(2);
                 let a16 = bf16_pairs(a, m, k);
-                job.run(m, |rows, p| job.block_bf16(&a16, k2, panels, rows, p))
+                job.run(m, |rows, p| job.block(&a16, k2, panels, rows, p, tile_bf16))
             }
             Panels::Int8(panels) => {
                 let (aq, sa) = int8::quantize_rows(a, m, k);
@@ -263,58 +265,38 @@ impl Job<'_> {
         })
     }
 
-    fn block_f32(&self, a: &[f32], panels: &[f32], rows: std::ops::Range<usize>, p: usize) {
-        let (n, k) = (self.n, self.k);
-        let col = p * NR;
-        let cols = NR.min(n - col);
-        let panel = &panels[p * k * NR..][..k * NR];
-        let mut k0 = 0;
-        while k0 < k {
-            let kc = KC.min(k - k0);
-            let last = k0 + kc == k;
-            let b = &panel[k0 * NR..][..kc * NR];
-            let mut r = rows.start;
-            while r < rows.end {
-                let h = MR.min(rows.end - r);
-                let a_tile = &a[r * k + k0..];
-                // SAFETY: `c` points at row `r`, column `col` of an `[m, n]` output; the tile
-                // writes `h` rows × `cols` columns of it, which no other task touches.
-                let c = unsafe { self.out.0.add(r * n + col) };
-                let epi = self.tile_epilogue(r, col, last);
-                // SAFETY: as for `c` above; the epilogue pointers are offset to this tile.
-                unsafe { tile_f32(h, a_tile, k, b, NR, kc, c, n, cols, k0 == 0, epi.as_ref()) };
-                r += h;
-            }
-            k0 += kc;
-        }
-    }
-
-    fn block_bf16(
+    /// One panel × row range, depth in passes of `KC`: the f32 and bf16 kernels differ only
+    /// in their element type (`depth` is `k`, or `k/2` bf16 pairs) and `tile` function.
+    fn block<T>(
         &self,
-        a16: &[u32],
-        k2: usize,
-        panels: &[u32],
+        a: &[T],
+        depth: usize,
+        panels: &[T],
         rows: std::ops::Range<usize>,
         p: usize,
+        tile: TileFn<T>,
     ) {
         let n = self.n;
         let col = p * NR;
         let cols = NR.min(n - col);
-        let panel = &panels[p * k2 * NR..][..k2 * NR];
+        let panel = &panels[p * depth * NR..][..depth * NR];
         let mut k0 = 0;
-        while k0 < k2 {
-            let kc = KC.min(k2 - k0);
-            let last = k0 + kc == k2;
+        while k0 < depth {
+            let kc = KC.min(depth - k0);
+            let last = k0 + kc == depth;
             let b = &panel[k0 * NR..][..kc * NR];
             let mut r = rows.start;
             while r < rows.end {
                 let h = MR.min(rows.end - r);
-                let a_tile = &a16[r * k2 + k0..];
-                // SAFETY: as in `block_f32`.
-                let c = unsafe { self.out.0.add(r * n + col) };
-                let epi = self.tile_epilogue(r, col, last);
-                // SAFETY: as in `block_f32`.
-                unsafe { tile_bf16(h, a_tile, k2, b, kc, c, n, cols, k0 == 0, epi.as_ref()) };
+                let a_tile = &a[r * depth + k0..];
+                // SAFETY: `c` points at row `r`, column `col` of an `[m, n]` output; the tile
+                // writes `h` rows × `cols` columns of it, which no other task touches, and
+                // the epilogue pointers are offset to this tile.
+                unsafe {
+                    let c = self.out.0.add(r * n + col);
+                    let epi = self.tile_epilogue(r, col, last);
+                    tile(h, a_tile, depth, b, kc, c, n, cols, k0 == 0, epi.as_ref());
+                }
                 r += h;
             }
             k0 += kc;
@@ -355,6 +337,30 @@ impl Job<'_> {
             r += h;
         }
     }
+}
+
+/// A micro-tile kernel over packed panels: `(h, a, lda, b, kc, c, ldc, cols, first, epi)`.
+type TileFn<T> =
+    unsafe fn(usize, &[T], usize, &[T], usize, *mut f32, usize, usize, bool, Option<&TileEpilogue>);
+
+/// [`tile_f32`] on a packed panel (row stride `NR`).
+///
+/// # Safety
+/// As [`tile_f32`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32_packed(
+    h: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    first: bool,
+    epi: Option<&TileEpilogue>,
+) {
+    tile_f32(h, a, lda, b, NR, kc, c, ldc, cols, first, epi)
 }
 
 /// What turns a tile's i32 sums back into f32: `(sum − offset[col])·row_scale·col_scale`.
