@@ -323,7 +323,7 @@ pub enum CpuKernelsArg {
     Candle,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Checkpoint directory or Hugging Face Hub id.
     #[arg(long, short = 'm', env = "CLIPKIT_MODEL", default_value = clipkit_core::hub::DEFAULT_MODEL)]
@@ -334,6 +334,11 @@ pub struct ModelArgs {
     /// Ignore EXIF orientation (transformers does; by default photos are turned upright).
     #[arg(long)]
     pub ignore_exif: bool,
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 scale in the DCT when they stay larger than the model's
+    /// resize target (PIL's draft mode). Several times faster on large photos; the pixels are
+    /// no longer transformers' (see the README for the effect on embeddings).
+    #[arg(long)]
+    pub jpeg_draft: bool,
     /// Refuse images with more pixels than this (decompression-bomb guard; PIL's limit).
     #[arg(long, default_value_t = clipkit_core::image::decode::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,

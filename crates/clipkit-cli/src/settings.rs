@@ -22,7 +22,9 @@ pub fn load_model(args: &ModelArgs) -> Result<Clip> {
         decode: DecodeOptions {
             max_pixels: args.max_pixels,
             apply_exif_orientation: !args.ignore_exif,
+            draft_shortest_edge: None,
         },
+        jpeg_draft: args.jpeg_draft,
         device: clipkit_core::device::device_from_name(&args.device)?,
         batch_size: args.batch_size,
         precision: match args.precision {

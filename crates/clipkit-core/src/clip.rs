@@ -26,6 +26,9 @@ pub struct LoadOptions {
     pub batch_size: usize,
     pub precision: Precision,
     pub cpu_kernels: CpuKernels,
+    /// Decode JPEGs at reduced scale in the DCT, down to the resize target (PIL's `draft`):
+    /// faster on large photos, not bit-identical to transformers.
+    pub jpeg_draft: bool,
 }
 
 impl Default for LoadOptions {
@@ -37,6 +40,7 @@ impl Default for LoadOptions {
             batch_size: 32,
             precision: Precision::F32,
             cpu_kernels: CpuKernels::Packed,
+            jpeg_draft: false,
         }
     }
 }
@@ -100,10 +104,14 @@ impl Clip {
         let (path, dtype) = matmul_path(&options.device, options.precision, options.cpu_kernels)?;
         let weights = Weights::open(dir, dtype, &options.device)?;
         let model = ClipModel::load(&weights, &config, path)?;
+        let mut decode = options.decode;
+        if options.jpeg_draft {
+            decode.draft_shortest_edge = pp_config.draft_shortest_edge();
+        }
         Ok(Self {
             model,
             tokenizer,
-            preprocessor: Preprocessor::new(pp_config, options.preprocess, options.decode),
+            preprocessor: Preprocessor::new(pp_config, options.preprocess, decode),
             eos_rule: config.eos_rule(),
             device: options.device.clone(),
             batch_size: options.batch_size.max(1),
@@ -142,6 +150,11 @@ impl Clip {
     /// `exp(logit_scale)`.
     pub fn logit_scale(&self) -> f32 {
         self.model.logit_scale()
+    }
+
+    /// Images or texts per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     pub fn embedding_dim(&self) -> usize {

@@ -38,6 +38,7 @@ impl Weights {
                     ),
                 });
             }
+            read_ahead(file);
         }
         // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
         // not being truncated while the model is alive.
@@ -121,8 +122,47 @@ impl Weights {
         self.tensors.get(name).is_ok()
     }
 
-    /// Loads tensor `name`, checking it has exactly `shape`, converted to the model dtype.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    /// Appends tensor `name` (checked to have exactly `shape`) to `out` as f32, straight from
+    /// the mapped file: the packed kernels repack it anyway, so going through a candle tensor
+    /// would only add copies (and fresh pages, the larger part of a load's time here).
+    pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        use safetensors::Dtype;
+        let view = self.view(name, shape)?;
+        let bytes = view.data();
+        match view.dtype() {
+            Dtype::F32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            Dtype::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            Dtype::BF16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            Dtype::F64 => out.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
+            ),
+            other => {
+                return Err(ClipError::UnsupportedDtype {
+                    dir: self.dir.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        }
+        release_pages(bytes);
+        Ok(())
+    }
+
+    fn view(&self, name: &str, shape: &[usize]) -> Result<safetensors::tensor::TensorView<'_>> {
         let view = self
             .tensors
             .get(name)
@@ -138,6 +178,12 @@ impl Weights {
                 got: view.shape().to_vec(),
             });
         }
+        Ok(view)
+    }
+
+    /// Loads tensor `name`, checking it has exactly `shape`, converted to the model dtype.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let view = self.view(name, shape)?;
         use candle_core::safetensors::Load;
         let tensor = view
             .load(&self.device)
@@ -201,4 +247,18 @@ fn release_pages(bytes: &[u8]) {
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
         }
     }
+}
+
+/// Asks the kernel to start reading the whole file into the page cache now, in the background,
+/// so the copies out of the mapping find their pages there instead of faulting them in from
+/// disk one readahead window at a time.
+fn read_ahead(file: &Path) {
+    #[cfg(target_os = "linux")]
+    if let Ok(f) = std::fs::File::open(file) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; the advice only affects caching.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }

@@ -28,24 +28,27 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Int8Panels {
     let kq = k4(k);
     let mut scales = vec![1f32; np * NR];
     let mut offsets = vec![0f32; np * NR];
-    for j in 0..n {
-        let row = &w[j * k..][..k];
-        let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
-        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
-        scales[j] = s;
-        let sum: i32 = row.iter().map(|&x| quantize(x, 1.0 / s) as i32).sum();
-        offsets[j] = 128.0 * sum as f32;
-    }
     let mut data = vec![0i8; np * kq * NR * 4];
+    // One panel per task: each column's scale, its quantised values and their sum in two
+    // passes over the column (this was a serial loop, most of an int8 load).
     data.par_chunks_mut(kq * NR * 4)
+        .zip(scales.par_chunks_mut(NR))
+        .zip(offsets.par_chunks_mut(NR))
         .enumerate()
-        .for_each(|(p, panel)| {
+        .for_each(|(p, ((panel, scales), offsets))| {
             for j in 0..NR.min(n - p * NR) {
-                let col = p * NR + j;
-                let inv = 1.0 / scales[col];
-                for (kk, &x) in w[col * k..][..k].iter().enumerate() {
-                    panel[((kk / 4) * NR + j) * 4 + kk % 4] = quantize(x, inv);
+                let row = &w[(p * NR + j) * k..][..k];
+                let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
+                let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let inv = 1.0 / s;
+                let mut sum = 0i32;
+                for (kk, &x) in row.iter().enumerate() {
+                    let q = quantize(x, inv);
+                    sum += i32::from(q);
+                    panel[((kk / 4) * NR + j) * 4 + kk % 4] = q;
                 }
+                scales[j] = s;
+                offsets[j] = 128.0 * sum as f32;
             }
         });
     Int8Panels {
@@ -55,9 +58,14 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Int8Panels {
     }
 }
 
+/// Round half to even without a libm call: adding and removing 1.5·2²³ leaves an f32 of
+/// magnitude ≤ 127 rounded to an integer in the default rounding mode (the same result as
+/// `round_ties_even`, which compiles to a call to `rintf` on baseline x86-64).
 #[inline]
 fn quantize(x: f32, inv_scale: f32) -> i8 {
-    (x * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i8
+    const MAGIC: f32 = 12_582_912.0;
+    let v = (x * inv_scale).clamp(-127.0, 127.0);
+    ((v + MAGIC) - MAGIC) as i8
 }
 
 /// Activations `[m, k]` → (`[m][k/4]` quads of `p + 128` bytes, per-row scales).
@@ -144,6 +152,18 @@ pub(crate) mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn magic_rounding_is_round_half_to_even_with_clamping() {
+        let mut x = -140.0f32;
+        while x <= 140.0 {
+            for v in [x, x + 1e-4, x - 1e-4] {
+                let want = v.round_ties_even().clamp(-127.0, 127.0) as i8;
+                assert_eq!(quantize(v, 1.0), want, "{v}");
+            }
+            x += 0.125;
+        }
+    }
 
     #[test]
     fn rows_quantise_to_the_same_bytes_on_both_paths() {

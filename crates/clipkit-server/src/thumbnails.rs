@@ -78,6 +78,8 @@ impl Thumbnails {
         let options = DecodeOptions {
             max_pixels,
             apply_exif_orientation: true,
+            // A thumbnail needs no more pixels than it shows.
+            draft_shortest_edge: Some(THUMBNAIL_SIZE),
         };
         let decoded = clipkit_core::image::decode_file(path, &options).map_err(|e| {
             ApiError::NotFound(format!(

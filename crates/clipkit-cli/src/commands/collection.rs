@@ -56,6 +56,7 @@ pub fn model_for(store: &dyn Store, args: &ModelArgs) -> Result<Clip> {
                 Preprocess::Hf
             },
             ignore_exif: args.ignore_exif,
+            jpeg_draft: args.jpeg_draft,
             max_pixels: args.max_pixels,
             batch_size: args.batch_size,
             device: args.device.clone(),

@@ -57,6 +57,12 @@ pub struct PreprocessorConfig {
 }
 
 impl PreprocessorConfig {
+    /// How far a JPEG may be shrunk in its DCT before the resize: the resize target. Without a
+    /// resize the crop takes pixels at the file's own scale, so there is no draft.
+    pub fn draft_shortest_edge(&self) -> Option<u32> {
+        self.do_resize.then_some(self.shortest_edge)
+    }
+
     /// OpenAI's settings for a square model input of `size` pixels.
     pub fn openai(size: u32) -> Self {
         Self {

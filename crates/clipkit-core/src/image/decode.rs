@@ -4,11 +4,12 @@
 //! claims to be 100 000 × 100 000 fails fast instead of exhausting memory. 16-bit images keep
 //! their high byte, as PIL does when it opens them for transformers.
 
-use std::io::{BufReader, Cursor, Read, Seek};
+use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, RgbImage, RgbaImage};
 
+use super::jpeg;
 use crate::error::ImageProblem;
 
 /// PIL's `Image.MAX_IMAGE_PIXELS` doubled: the point where PIL itself refuses to decode.
@@ -20,6 +21,11 @@ pub struct DecodeOptions {
     /// Rotate/flip according to the EXIF orientation tag. transformers does not do this, so
     /// a phone photo taken upright is embedded sideways there; we default to what the user sees.
     pub apply_exif_orientation: bool,
+    /// JPEGs only: decode at 1/2, 1/4 or 1/8 scale inside the IDCT when the shortest edge
+    /// stays at least this long (PIL's `Image.draft`). Several times faster on photos much
+    /// larger than the model input, but the pixels differ from a full decode and resize, so
+    /// it is off unless asked for (the README gives its measured effect on embeddings).
+    pub draft_shortest_edge: Option<u32>,
 }
 
 impl Default for DecodeOptions {
@@ -27,6 +33,7 @@ impl Default for DecodeOptions {
         Self {
             max_pixels: DEFAULT_MAX_PIXELS,
             apply_exif_orientation: true,
+            draft_shortest_edge: None,
         }
     }
 }
@@ -73,16 +80,19 @@ impl DecodedImage {
 }
 
 pub fn decode_file(path: &Path, options: &DecodeOptions) -> Result<DecodedImage, ImageProblem> {
-    let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Err(ImageProblem::Empty);
-    }
-    decode_reader(BufReader::new(file), options)
+    decode_bytes(&std::fs::read(path)?, options)
 }
 
+/// JPEGs go to libjpeg-turbo (PIL's decoder), everything else, and the JPEG colour spaces
+/// that path leaves out, to the `image` crate.
 pub fn decode_bytes(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage, ImageProblem> {
     if bytes.is_empty() {
         return Err(ImageProblem::Empty);
+    }
+    if jpeg::is_jpeg(bytes) {
+        if let Ok(decoded) = jpeg::decode(bytes, options)? {
+            return Ok(decoded);
+        }
     }
     decode_reader(Cursor::new(bytes), options)
 }

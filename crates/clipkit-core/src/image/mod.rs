@@ -8,6 +8,7 @@
 pub mod config;
 pub mod decode;
 pub mod files;
+pub mod jpeg;
 pub mod pil;
 pub mod preprocess;
 pub mod resample;

@@ -77,23 +77,27 @@ impl Preprocessor {
         let c = &self.config;
         match self.mode {
             PreprocessMode::Transformers => {
+                let converted;
                 let rgb = match &image.pixels {
-                    Pixels::Rgb(rgb) => rgb.clone(),
-                    Pixels::Rgba(rgba) if c.do_convert_rgb => pil::composite_on_white(rgba),
-                    Pixels::Rgba(rgba) => drop_alpha(rgba),
+                    Pixels::Rgb(rgb) => rgb,
+                    Pixels::Rgba(rgba) => {
+                        converted = if c.do_convert_rgb {
+                            pil::composite_on_white(rgba)
+                        } else {
+                            drop_alpha(rgba)
+                        };
+                        &converted
+                    }
                 };
-                let resized = if c.do_resize {
-                    let (w, h) =
-                        pil::shortest_edge_size(rgb.width(), rgb.height(), c.shortest_edge);
-                    resize_rgb(&rgb, w, h, c.resample)
+                let (w, h) = if c.do_resize {
+                    pil::shortest_edge_size(rgb.width(), rgb.height(), c.shortest_edge)
                 } else {
-                    rgb
+                    (rgb.width(), rgb.height())
                 };
-                if c.do_center_crop {
-                    center_crop(&resized, c.crop_size, CropRounding::Floor)
-                } else {
-                    resized
-                }
+                let crop = c
+                    .do_center_crop
+                    .then_some((c.crop_size, CropRounding::Floor));
+                resize_crop(rgb.as_raw(), rgb.dimensions(), 3, (w, h), c.resample, crop).into_rgb()
             }
             PreprocessMode::OpenAi => {
                 let nearest = image.mode == SourceMode::Palette;
@@ -109,21 +113,26 @@ impl Preprocessor {
                 } else {
                     (w0, h0)
                 };
-                let rgb = match &image.pixels {
-                    Pixels::Rgb(rgb) => resize_rgb(rgb, w, h, alg),
-                    Pixels::Rgba(rgba) if nearest => drop_alpha(&resize_rgba(rgba, w, h, alg)),
+                let crop = c
+                    .do_center_crop
+                    .then_some((c.crop_size, CropRounding::HalfToEven));
+                match &image.pixels {
+                    Pixels::Rgb(rgb) => {
+                        resize_crop(rgb.as_raw(), rgb.dimensions(), 3, (w, h), alg, crop).into_rgb()
+                    }
                     Pixels::Rgba(rgba) => {
                         let mut pre = rgba.clone();
-                        pil::premultiply(&mut pre);
-                        let mut resized = resize_rgba(&pre, w, h, alg);
-                        pil::unpremultiply(&mut resized);
-                        drop_alpha(&resized)
+                        if !nearest {
+                            pil::premultiply(&mut pre);
+                        }
+                        let resized =
+                            resize_crop(pre.as_raw(), pre.dimensions(), 4, (w, h), alg, crop);
+                        let mut rgba = resized.into_rgba();
+                        if !nearest {
+                            pil::unpremultiply(&mut rgba);
+                        }
+                        drop_alpha(&rgba)
                     }
-                };
-                if c.do_center_crop {
-                    center_crop(&rgb, c.crop_size, CropRounding::HalfToEven)
-                } else {
-                    rgb
                 }
             }
         }
@@ -157,39 +166,80 @@ fn image_error(path: &Path, problem: ImageProblem) -> ClipError {
     }
 }
 
-fn resize_rgb(img: &RgbImage, nw: u32, nh: u32, alg: Resample) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let raw = resample::resize(img.as_raw(), w, h, 3, nw as usize, nh as usize, alg);
-    RgbImage::from_raw(nw, nh, raw).expect("resized buffer matches its size")
+/// An interleaved 8-bit result of [`resize_crop`]: RGB or RGBA by its channel count.
+struct Interleaved {
+    raw: Vec<u8>,
+    width: u32,
+    height: u32,
 }
 
-fn resize_rgba(img: &RgbaImage, nw: u32, nh: u32, alg: Resample) -> RgbaImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let raw = resample::resize(img.as_raw(), w, h, 4, nw as usize, nh as usize, alg);
-    RgbaImage::from_raw(nw, nh, raw).expect("resized buffer matches its size")
+impl Interleaved {
+    fn into_rgb(self) -> RgbImage {
+        RgbImage::from_raw(self.width, self.height, self.raw).expect("buffer matches its size")
+    }
+
+    fn into_rgba(self) -> RgbaImage {
+        RgbaImage::from_raw(self.width, self.height, self.raw).expect("buffer matches its size")
+    }
+}
+
+/// Resize to `(nw, nh)`, then the centre crop `(height, width)` if asked for, computing only the
+/// pixels the crop keeps. Where the crop is larger than the resized image, the missing border
+/// is zeros (torchvision pads; transformers' PIL path does too).
+fn resize_crop(
+    raw: &[u8],
+    (w, h): (u32, u32),
+    channels: usize,
+    (nw, nh): (u32, u32),
+    alg: Resample,
+    crop: Option<((u32, u32), CropRounding)>,
+) -> Interleaved {
+    let (w, h, nw_, nh_) = (w as usize, h as usize, nw as usize, nh as usize);
+    let Some(((ch, cw), rounding)) = crop else {
+        let raw = resample::resize(raw, w, h, channels, nw_, nh_, alg);
+        return Interleaved {
+            raw,
+            width: nw,
+            height: nh,
+        };
+    };
+    let top = pil::crop_offset(nh, ch, rounding);
+    let left = pil::crop_offset(nw, cw, rounding);
+    // The part of the crop that lies on the resized image.
+    let (x0, y0) = (left.max(0) as usize, top.max(0) as usize);
+    let x1 = (left + i64::from(cw)).min(i64::from(nw)) as usize;
+    let y1 = (top + i64::from(ch)).min(i64::from(nh)) as usize;
+    let window = resample::Window {
+        x: x0,
+        y: y0,
+        width: x1 - x0,
+        height: y1 - y0,
+    };
+    let inside = resample::resize_window(raw, w, h, channels, nw_, nh_, alg, window);
+    if (window.width, window.height) == (cw as usize, ch as usize) {
+        return Interleaved {
+            raw: inside,
+            width: cw,
+            height: ch,
+        };
+    }
+    let mut out = vec![0u8; cw as usize * ch as usize * channels];
+    let (dx, dy) = ((x0 as i64 - left) as usize, (y0 as i64 - top) as usize);
+    for (r, row) in inside.chunks_exact(window.width * channels).enumerate() {
+        let at = ((dy + r) * cw as usize + dx) * channels;
+        out[at..at + row.len()].copy_from_slice(row);
+    }
+    Interleaved {
+        raw: out,
+        width: cw,
+        height: ch,
+    }
 }
 
 fn drop_alpha(rgba: &RgbaImage) -> RgbImage {
     RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
         let p = rgba.get_pixel(x, y);
         image::Rgb([p[0], p[1], p[2]])
-    })
-}
-
-/// Crops `(height, width)` around the centre, padding with zeros where the image is smaller.
-fn center_crop(img: &RgbImage, (ch, cw): (u32, u32), rounding: CropRounding) -> RgbImage {
-    let top = pil::crop_offset(img.height(), ch, rounding);
-    let left = pil::crop_offset(img.width(), cw, rounding);
-    if top >= 0 && left >= 0 {
-        return image::imageops::crop_imm(img, left as u32, top as u32, cw, ch).to_image();
-    }
-    RgbImage::from_fn(cw, ch, |x, y| {
-        let (sx, sy) = (i64::from(x) + left, i64::from(y) + top);
-        if sx >= 0 && sy >= 0 && sx < i64::from(img.width()) && sy < i64::from(img.height()) {
-            *img.get_pixel(sx as u32, sy as u32)
-        } else {
-            image::Rgb([0, 0, 0])
-        }
     })
 }
 

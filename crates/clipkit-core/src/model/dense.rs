@@ -58,13 +58,48 @@ impl Dense {
         bias: bool,
         path: MatmulPath,
     ) -> Result<Self> {
-        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = if bias {
-            Some(w.get(&format!("{prefix}.bias"), &[out_dim])?)
-        } else {
-            None
+        Self::load_stacked(w, &[prefix], in_dim, out_dim, bias, path)
+    }
+
+    /// Layers `prefixes` (each `[out_dim, in_dim]`) stacked along the output axis as one
+    /// layer, e.g. q, k and v as one QKV projection.
+    pub fn load_stacked(
+        w: &Weights,
+        prefixes: &[&str],
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        path: MatmulPath,
+    ) -> Result<Self> {
+        let weight_name = |p: &str| format!("{p}.weight");
+        let bias_name = |p: &str| format!("{p}.bias");
+        let MatmulPath::Packed(format) = path else {
+            let get_all = |name: &dyn Fn(&str) -> String, shape: &[usize]| -> Result<Tensor> {
+                let parts = prefixes
+                    .iter()
+                    .map(|p| w.get(&name(p), shape))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&parts, 0)?)
+            };
+            let weight = get_all(&weight_name, &[out_dim, in_dim])?;
+            let bias = bias.then(|| get_all(&bias_name, &[out_dim])).transpose()?;
+            return Self::new(weight, bias, path);
         };
-        Self::new(weight, bias, path)
+        // Packed: straight from the file into one buffer, then into panels.
+        let n = out_dim * prefixes.len();
+        let mut weight = Vec::with_capacity(n * in_dim);
+        let mut biases = Vec::with_capacity(n);
+        for p in prefixes {
+            w.read_f32(&weight_name(p), &[out_dim, in_dim], &mut weight)?;
+            if bias {
+                w.read_f32(&bias_name(p), &[out_dim], &mut biases)?;
+            }
+        }
+        let b = bias.then_some(biases.as_slice());
+        let packed = PackedWeights::new(&weight, n, in_dim, b, format);
+        Ok(Self {
+            kind: Kind::Packed(packed),
+        })
     }
 
     /// From an `[out, in]` weight (e.g. q, k and v concatenated) and an optional `[out]` bias.

@@ -59,26 +59,12 @@ impl Attention {
         num_heads: usize,
         path: MatmulPath,
     ) -> Result<Self> {
-        let get = |name: &str, shape: &[usize]| w.get(&format!("{prefix}.{name}"), shape);
-        let weight = Tensor::cat(
-            &[
-                get("q_proj.weight", &[hidden, hidden])?,
-                get("k_proj.weight", &[hidden, hidden])?,
-                get("v_proj.weight", &[hidden, hidden])?,
-            ],
-            0,
-        )?;
-        let bias = Tensor::cat(
-            &[
-                get("q_proj.bias", &[hidden])?,
-                get("k_proj.bias", &[hidden])?,
-                get("v_proj.bias", &[hidden])?,
-            ],
-            0,
-        )?;
+        let projections = ["q_proj", "k_proj", "v_proj"].map(|p| format!("{prefix}.{p}"));
+        let projections = projections.each_ref().map(String::as_str);
+        let qkv = Dense::load_stacked(w, &projections, hidden, hidden, true, path)?;
         let head_dim = hidden / num_heads;
         Ok(Self {
-            qkv: Dense::new(weight, Some(bias), path)?,
+            qkv,
             out_proj: Dense::load(w, &format!("{prefix}.out_proj"), hidden, hidden, true, path)?,
             num_heads,
             head_dim,

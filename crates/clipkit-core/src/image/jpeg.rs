@@ -1,0 +1,243 @@
+//! JPEG through libjpeg-turbo, the library PIL decodes with.
+//!
+//! Two reasons to not use the pure-Rust decoder here: libjpeg-turbo's integer IDCT and "fancy"
+//! chroma upsampling give the very bytes PIL gives (the Rust decoders round a level differently
+//! here and there), and it can decode at 1/2, 1/4 or 1/8 scale inside the IDCT, which turns a
+//! 12-megapixel photo that costs more to decode than CLIP costs to run into a cheap one
+//! ([`DecodeOptions::draft_shortest_edge`], PIL's `Image.draft`).
+//!
+//! CMYK and YCCK files, lossless JPEG and anything else TurboJPEG does not map to RGB/grey go
+//! back to the `image` crate ([`Fallback`]).
+
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, RgbImage};
+use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
+
+use super::decode::{DecodeOptions, DecodedImage, Pixels, SourceMode};
+use crate::error::ImageProblem;
+
+/// Why the fast path handed a file back to the general decoder.
+#[derive(Debug)]
+pub enum Fallback {
+    /// A colour space or coding this module does not handle (CMYK, YCCK, lossless, ...).
+    NotHandled,
+}
+
+/// Does the buffer start like a JPEG (SOI followed by another marker)?
+pub fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.len() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF
+}
+
+/// Decodes a JPEG, or says it should go to the general decoder.
+pub fn decode(
+    bytes: &[u8],
+    options: &DecodeOptions,
+) -> Result<Result<DecodedImage, Fallback>, ImageProblem> {
+    let mut decompressor = Decompressor::new().map_err(corrupt)?;
+    let header = decompressor.read_header(bytes).map_err(corrupt)?;
+    let (width, height) = (header.width, header.height);
+    if width == 0 || height == 0 {
+        return Err(ImageProblem::ZeroSize);
+    }
+    let pixels = width as u64 * height as u64;
+    if pixels > options.max_pixels {
+        return Err(ImageProblem::TooManyPixels {
+            width: width as u32,
+            height: height as u32,
+            pixels,
+            limit: options.max_pixels,
+        });
+    }
+    let (format, mode) = match header.colorspace {
+        Colorspace::YCbCr | Colorspace::RGB => (PixelFormat::RGB, SourceMode::Rgb),
+        Colorspace::Gray => (PixelFormat::GRAY, SourceMode::Gray),
+        Colorspace::CMYK | Colorspace::YCCK => (PixelFormat::CMYK, SourceMode::Other),
+    };
+    if header.is_lossless {
+        return Ok(Err(Fallback::NotHandled));
+    }
+    // A progressive file can be built to need unbounded work per pixel; PIL caps nothing, but
+    // an indexer fed untrusted files should (libjpeg-turbo's own tools suggest this limit).
+    decompressor.set_scan_limit(500).map_err(corrupt)?;
+
+    let factor = options
+        .draft_shortest_edge
+        .map_or(ScalingFactor::ONE, |edge| draft_factor(width, height, edge));
+    decompressor.set_scaling_factor(factor).map_err(corrupt)?;
+    let scaled = header.scaled(factor);
+    let channels = format.size();
+    let mut image = Image {
+        pixels: vec![0u8; scaled.width * scaled.height * channels],
+        width: scaled.width,
+        pitch: scaled.width * channels,
+        height: scaled.height,
+        format,
+    };
+    match decompressor.decompress(bytes, image.as_deref_mut()) {
+        Ok(()) => {}
+        // libjpeg carried on past damage it can mend, and so does PIL: keep the pixels.
+        Err(e) if is_recoverable_warning(&e) => {}
+        Err(e) => return Err(corrupt(e)),
+    }
+
+    let (w, h) = (scaled.width as u32, scaled.height as u32);
+    let rgb = match format {
+        PixelFormat::GRAY => {
+            let gray = GrayImage::from_raw(w, h, image.pixels).expect("buffer matches its size");
+            DynamicImage::ImageLuma8(gray).to_rgb8()
+        }
+        PixelFormat::CMYK => cmyk_to_rgb(w, h, &image.pixels, has_adobe_marker(bytes)),
+        _ => RgbImage::from_raw(w, h, image.pixels).expect("buffer matches its size"),
+    };
+    let rgb = match options
+        .apply_exif_orientation
+        .then(|| exif_orientation(bytes))
+        .flatten()
+    {
+        Some(o) if o != Orientation::NoTransforms => {
+            let mut img = DynamicImage::ImageRgb8(rgb);
+            img.apply_orientation(o);
+            img.into_rgb8()
+        }
+        _ => rgb,
+    };
+    Ok(Ok(DecodedImage {
+        pixels: Pixels::Rgb(rgb),
+        mode,
+    }))
+}
+
+/// PIL's draft rule applied to the shortest edge: the largest of 1/8, 1/4, 1/2 that keeps the
+/// (rounded-up) shortest edge at least `min_edge`, else full size.
+pub fn draft_factor(width: usize, height: usize, min_edge: u32) -> ScalingFactor {
+    let short = width.min(height);
+    for denom in [8, 4, 2] {
+        if short.div_ceil(denom) >= min_edge as usize {
+            return ScalingFactor::new(1, denom);
+        }
+    }
+    ScalingFactor::ONE
+}
+
+/// PIL's CMYK → RGB (`cmyk2rgb` in Convert.c): each channel times the inverse of black.
+/// Photoshop (and PIL when it writes CMYK) stores the channels inverted and marks the file with
+/// an Adobe APP14 segment; PIL undoes that on reading ("CMYK;I"), and so do we.
+fn cmyk_to_rgb(width: u32, height: u32, cmyk: &[u8], inverted: bool) -> RgbImage {
+    let mul_div_255 = |a: u32, b: u32| {
+        let t = a * b + 128;
+        ((t >> 8) + t) >> 8
+    };
+    let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        let v = |c: u8| u32::from(if inverted { 255 - c } else { c });
+        let nk = 255 - v(px[3]);
+        for &c in &px[..3] {
+            rgb.push(nk.saturating_sub(mul_div_255(v(c), nk)) as u8);
+        }
+    }
+    RgbImage::from_raw(width, height, rgb).expect("buffer matches its size")
+}
+
+fn has_adobe_marker(bytes: &[u8]) -> bool {
+    header_segments(bytes).any(|(marker, body)| marker == 0xEE && body.starts_with(b"Adobe"))
+}
+
+/// The orientation tag of the first APP1 "Exif" segment.
+fn exif_orientation(bytes: &[u8]) -> Option<Orientation> {
+    header_segments(bytes)
+        .find_map(|(marker, body)| (marker == 0xE1).then(|| body.strip_prefix(b"Exif\0\0"))?)
+        .and_then(Orientation::from_exif_chunk)
+}
+
+/// `(marker, body)` of each segment before the start of scan, so nothing past the headers is
+/// touched; stops at the first malformed one.
+fn header_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut i = 2;
+    std::iter::from_fn(move || loop {
+        if i + 4 > bytes.len() || bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            return None; // start of scan / end of image
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        let body = bytes.get(i + 4..(i + 2 + len).max(i + 4))?;
+        i += 2 + len;
+        return Some((marker, body));
+    })
+}
+
+/// libjpeg's warnings (its `JWRN_*` messages), after which TurboJPEG has still written every
+/// pixel. A file that ends early is the one warning PIL turns into an error ("image file is
+/// truncated"), so it is not in this list.
+fn is_recoverable_warning(e: &turbojpeg::Error) -> bool {
+    const WARNINGS: &[&str] = &[
+        "Corrupt JPEG data",
+        "Warning: unknown JFIF revision",
+        "Invalid SOS parameters for sequential JPEG",
+        "Inconsistent progression sequence",
+        "Unknown Adobe color transform",
+    ];
+    let turbojpeg::Error::TurboJpegError(message) = e else {
+        return false;
+    };
+    WARNINGS.iter().any(|w| message.contains(w))
+}
+
+fn corrupt(e: turbojpeg::Error) -> ImageProblem {
+    let message = e.to_string();
+    if message.contains("Premature end") {
+        ImageProblem::Corrupt("file is truncated".into())
+    } else {
+        ImageProblem::Corrupt(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draft_keeps_the_shortest_edge_at_or_above_the_target() {
+        let denom = |w, h, e| draft_factor(w, h, e).denom();
+        assert_eq!(denom(4000, 3000, 224), 8); // 500 x 375
+        assert_eq!(denom(1920, 1280, 224), 4); // 480 x 320
+        assert_eq!(denom(640, 480, 224), 2); // 320 x 240
+        assert_eq!(denom(400, 300, 224), 1);
+        assert_eq!(denom(1792, 1792, 224), 8); // exactly 224
+        assert_eq!(denom(1791, 1791, 224), 8); // rounds up to 224
+        assert_eq!(denom(1784, 1784, 224), 4);
+    }
+
+    #[test]
+    fn sniffs_jpeg_magic() {
+        assert!(is_jpeg(&[0xFF, 0xD8, 0xFF, 0xE0]));
+        assert!(!is_jpeg(b"\x89PNG\r\n"));
+        assert!(!is_jpeg(&[0xFF, 0xD8]));
+    }
+
+    #[test]
+    fn finds_the_exif_orientation_before_the_scan() {
+        // SOI, APP1 Exif (little-endian TIFF, one IFD entry: Orientation = 6), SOS.
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec();
+        tiff.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        jpeg.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        jpeg.extend_from_slice(&app1);
+        jpeg.extend_from_slice(&[0xFF, 0xDA, 0, 2]);
+        assert_eq!(exif_orientation(&jpeg), Some(Orientation::Rotate90));
+        assert_eq!(exif_orientation(&[0xFF, 0xD8, 0xFF, 0xDA, 0, 2]), None);
+        // A segment length past the end of the buffer is not read.
+        assert_eq!(
+            exif_orientation(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF]),
+            None
+        );
+    }
+}
