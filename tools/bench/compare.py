@@ -26,10 +26,13 @@ What it measures (all on CPU, --threads for every engine)
 3. End to end from JPEG files (decode + preprocess + model): transformers' CLIPProcessor
    given file paths + get_image_features vs `clipkit bench --images DIR`, on web-size
    (640x480) and 12 MP (4000x3000) photos made from skimage.data; plus clipkit's end-to-end
-   rate divided by its model-only rate measured in the same process.
+   rate divided by its model-only rate measured in the same process, with full decodes (the
+   default, transformers' pixels) and with `--jpeg-draft` (JPEGs decoded at reduced scale in
+   the DCT).
 4. Agreement: cosine of ORT f32 / ORT int8 to PyTorch f32 embeddings (identical
    pixel_values) and of clipkit bf16 / int8 to clipkit f32 (and clipkit f32 to PyTorch f32,
-   which also includes the JPEG decoder difference), on real photos.
+   which also includes transformers 5's torchvision resize), on real photos; and of clipkit
+   f32 with `--jpeg-draft` to clipkit f32 on the web-size and 12 MP photos.
 
 Timing protocol: every engine is warmed up first; then --reps repetitions, each timing
 --iters calls per engine and batch (the per-repetition sample is the median of those calls;
@@ -404,20 +407,23 @@ class Clipkit:
         return p.stdout
 
     def bench(self, model_dir: Path, batch: int, iters: int, precision: str = "f32",
-              images: Path | None = None) -> dict:
+              images: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
         cmd = [str(self.binary), "bench", "--model", str(model_dir), "--batch", str(batch), "--iters", str(iters),
                "--threads", str(self.threads), "--format", "json"]
         if precision != "f32":
             cmd += ["--precision", precision]
         if images is not None:
             cmd += ["--images", str(images), "--batch-size", str(batch)]
+        cmd += list(extra)
         r = json.loads(self._run(cmd, precision))
         if r.get("precision", "f32") != precision:
             raise Unsupported(f"asked for {precision}, clipkit reports precision {r.get('precision')!r}")
         return r
 
-    def embed(self, model_dir: Path, images: Path, precision: str = "f32") -> dict[str, np.ndarray]:
+    def embed(self, model_dir: Path, images: Path, precision: str = "f32",
+              extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
         cmd = [str(self.binary), "embed", "--model", str(model_dir), "--image", str(images), "--format", "json"]
+        cmd += list(extra)
         if precision != "f32":
             cmd += ["--precision", precision]
         r = json.loads(self._run(cmd, precision))
@@ -515,10 +521,24 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                 continue
             got = np.stack([emb[p.name] for p in cos_files])
             c = cosines(got, ref)
-            agree[label] = {"vs": "PyTorch f32 (own JPEG decoder)", "mean": float(c.mean()), "min": float(c.min()),
-                            "n": len(c)}
+            agree[label] = {"vs": "PyTorch f32 (transformers' processor)", "mean": float(c.mean()),
+                            "min": float(c.min()), "n": len(c)}
             if prec == "f32":
                 ck_f32 = got
+                # --jpeg-draft against full decodes, on the web-size (1/2 scale) and the
+                # 12 MP (1/8 scale) photos.
+                for folder, what in (("cos", "640×480"), ("12mp", "4000×3000")):
+                    try:
+                        full = emb if folder == "cos" else ck.embed(model_dir, photos[folder], prec)
+                        draft = ck.embed(model_dir, photos[folder], prec, ("--jpeg-draft",))
+                    except Exception as e:  # noqa: BLE001
+                        agree[f"clipkit f32 --jpeg-draft ({what})"] = {"error": str(e)[:300]}
+                        continue
+                    keys = sorted(full)
+                    c = cosines(np.stack([draft[k] for k in keys]), np.stack([full[k] for k in keys]))
+                    agree[f"clipkit f32 --jpeg-draft ({what})"] = {
+                        "vs": "clipkit f32 (full decode)", "mean": float(c.mean()), "min": float(c.min()),
+                        "n": len(c)}
             elif ck_f32 is not None:
                 c = cosines(got, ck_f32)
                 agree[label + " vs clipkit f32"] = {"vs": "clipkit f32", "mean": float(c.mean()),
@@ -606,7 +626,9 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
             eb = max(batches) if arch == "l14" else args.e2e_batch
             for folder in ("web", "12mp"):
                 files = sorted(photos[folder].glob("*.jpg"))
-                for e in rotate([x for x in ("torch", "clipkit") if x in engines], rep):
+                variants = [x for x in ("torch", "clipkit") if x in engines]
+                variants += ["clipkit-draft"] if "clipkit" in engines else []
+                for e in rotate(variants, rep):
                     settle()
                     if e == "torch":
                         def e2e_torch():
@@ -619,12 +641,13 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                             t = timed_calls(e2e_torch, 1)
                         record(f"e2e-{folder}", "torch", eb, rep, len(files) / t[0], t, m, {"files": len(files)})
                     else:
+                        extra = ("--jpeg-draft",) if e == "clipkit-draft" else ()
                         with CpuMeter() as m:
-                            r = ck.bench(model_dir, eb, 1, "f32", images=photos[folder])
+                            r = ck.bench(model_dir, eb, args.iters, "f32", images=photos[folder], extra=extra)
                         ee = r["end_to_end"]
                         if ee["failed"]:
                             log(f"clipkit: {ee['failed']} of {ee['files']} files failed")
-                        record(f"e2e-{folder}", "clipkit", eb, rep, ee["images_per_sec"], [], m,
+                        record(f"e2e-{folder}", e, eb, rep, ee["images_per_sec"], [], m,
                                {"files": ee["files"], "failed": ee["failed"],
                                 "model_only_images_per_sec": r["images_per_sec"],
                                 "clipkit": {k: v for k, v in r.items() if not k.startswith("_")}})
@@ -740,18 +763,22 @@ def render(results: dict, args) -> str:
     if e2e_keys:
         lines += ["", "### End to end from JPEG files (decode + preprocess + model, images/s)", ""]
         header = ["model", "files", "batch", "transformers CLIPProcessor + model", "clipkit", "clipkit model only",
-                  "clipkit e2e ÷ model only", "clipkit ÷ transformers"]
+                  "clipkit e2e ÷ model only", "clipkit --jpeg-draft", "draft ÷ model only", "clipkit ÷ transformers"]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for m, section, b in e2e_keys:
             ck = get(section, m, "clipkit", b)
             tr = get(section, m, "torch", b)
             n = (ck or tr)["extra"][0].get("files", "?")
             what = {"e2e-web": "640×480", "e2e-12mp": "4000×3000"}[section]
-            mo = None
-            if ck:
-                r = [x["model_only_images_per_sec"] for x in ck["extra"]]
-                mo = {"median": statistics.median(r), "min": min(r), "max": max(r), "n": len(r), "busy": ck["busy"]}
-            row = [m, f"{n} × {what}", str(b), fmt_rate(tr), fmt_rate(ck), fmt_rate(mo), ratio(ck, mo), ratio(ck, tr)]
+            def model_only(st):
+                if not st:
+                    return None
+                r = [x["model_only_images_per_sec"] for x in st["extra"]]
+                return {"median": statistics.median(r), "min": min(r), "max": max(r), "n": len(r), "busy": st["busy"]}
+            dr = get(section, m, "clipkit-draft", b)
+            mo = model_only(ck)
+            row = [m, f"{n} × {what}", str(b), fmt_rate(tr), fmt_rate(ck), fmt_rate(mo), ratio(ck, mo),
+                   fmt_rate(dr), ratio(dr, model_only(dr)), ratio(ck, tr)]
             lines.append("| " + " | ".join(row) + " |")
 
     if results["agreement"]:

@@ -214,6 +214,106 @@ mod tests {
         assert_eq!(denom(1784, 1784, 224), 4);
     }
 
+    fn photo() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/images/photo.jpg"
+        );
+        std::fs::read(path).expect("fixture photo.jpg")
+    }
+
+    fn full(bytes: &[u8]) -> DecodedImage {
+        decode(bytes, &DecodeOptions::default()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn truncated_files_are_refused_like_pil_does() {
+        let bytes = photo();
+        let cut = &bytes[..bytes.len() * 3 / 5];
+        match decode(cut, &DecodeOptions::default()) {
+            Err(ImageProblem::Corrupt(m)) => assert_eq!(m, "file is truncated"),
+            other => panic!("expected a truncation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_huge_frame_header_is_refused_before_decoding() {
+        let mut bytes = photo();
+        // Patch the frame header (SOF0/SOF2: FF C0/C2, len, precision, height, width).
+        let sof = (2..bytes.len() - 9)
+            .find(|&i| bytes[i] == 0xFF && matches!(bytes[i + 1], 0xC0 | 0xC2))
+            .expect("a frame header");
+        bytes[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]); // 60000 x 60000
+        match decode(&bytes, &DecodeOptions::default()) {
+            Err(ImageProblem::TooManyPixels { width, height, .. }) => {
+                assert_eq!((width, height), (60_000, 60_000))
+            }
+            other => panic!("expected TooManyPixels, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn draft_decodes_at_the_dct_scale_and_stays_close_to_a_full_decode() {
+        let bytes = photo();
+        let reference = full(&bytes);
+        let (w, h) = (reference.width(), reference.height());
+        let options = DecodeOptions {
+            draft_shortest_edge: Some(w.min(h) / 4),
+            ..DecodeOptions::default()
+        };
+        let small = decode(&bytes, &options).unwrap().unwrap();
+        assert_eq!(
+            (small.width(), small.height()),
+            (w.div_ceil(4), h.div_ceil(4))
+        );
+        // Each draft pixel is about the mean of its 4 x 4 block of the full decode.
+        let (Pixels::Rgb(small), Pixels::Rgb(reference)) = (&small.pixels, &reference.pixels)
+        else {
+            panic!("RGB expected");
+        };
+        let mut err = 0.0;
+        let blocks = (w / 4) * (h / 4);
+        for y in 0..h / 4 {
+            for x in 0..w / 4 {
+                for c in 0..3 {
+                    let mut sum = 0u32;
+                    for dy in 0..4 {
+                        for dx in 0..4 {
+                            sum += u32::from(reference.get_pixel(4 * x + dx, 4 * y + dy)[c]);
+                        }
+                    }
+                    let mean = f64::from(sum) / 16.0;
+                    err += (mean - f64::from(small.get_pixel(x, y)[c])).abs();
+                }
+            }
+        }
+        let mean_err = err / f64::from(3 * blocks);
+        assert!(
+            mean_err < 3.0,
+            "mean difference to 4x4 block means: {mean_err}"
+        );
+    }
+
+    #[test]
+    fn grey_jpegs_decode_to_equal_channels() {
+        let gray = Image {
+            pixels: (0..64 * 48).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+            width: 64,
+            pitch: 64,
+            height: 48,
+            format: PixelFormat::GRAY,
+        };
+        let mut compressor = turbojpeg::Compressor::new().unwrap();
+        compressor.set_subsamp(turbojpeg::Subsamp::Gray).unwrap();
+        let jpeg = compressor.compress_to_vec(gray.as_deref()).unwrap();
+        let decoded = full(&jpeg);
+        assert_eq!(decoded.mode, SourceMode::Gray);
+        let Pixels::Rgb(rgb) = decoded.pixels else {
+            panic!("RGB expected");
+        };
+        assert!(rgb.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+    }
+
     #[test]
     fn sniffs_jpeg_magic() {
         assert!(is_jpeg(&[0xFF, 0xD8, 0xFF, 0xE0]));
