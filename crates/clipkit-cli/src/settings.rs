@@ -30,6 +30,7 @@ pub fn load_model(args: &ModelArgs) -> Result<Clip> {
         precision: match args.precision {
             PrecisionArg::F32 => Precision::F32,
             PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::F16 => Precision::F16,
             PrecisionArg::Int8 => Precision::Int8,
         },
         cpu_kernels: match args.cpu_kernels {

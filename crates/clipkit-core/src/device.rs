@@ -15,6 +15,8 @@ pub enum Precision {
     /// bf16 weights and activations with f32 accumulation: AVX-512 BF16 on the CPU, candle's
     /// bf16 tensors on CUDA.
     Bf16,
+    /// f16 weights and activations: candle's f16 tensors, for CUDA (the CPU has bf16).
+    F16,
     /// int8 weights (per output channel) and activations (per token, at run time), exact
     /// integer accumulation: AVX-512 VNNI on the CPU.
     Int8,
@@ -58,14 +60,19 @@ pub fn matmul_path(
             }
             Ok((MatmulPath::Packed(WeightFormat::Int8), DType::F32))
         }
-        (Device::Cpu, CpuKernels::Candle, Precision::F32) => Ok((MatmulPath::Candle, DType::F32)),
-        (Device::Cpu, CpuKernels::Candle, _) => Err(ClipError::Unsupported(
-            "bf16 and int8 on the CPU run on the packed kernels only".into(),
+        (Device::Cpu, CpuKernels::Packed, Precision::F16) => Err(ClipError::Unsupported(
+            "--precision f16 is for CUDA; on the CPU use --precision bf16 (AVX-512 BF16)".into(),
         )),
+        (Device::Cpu, CpuKernels::Candle, Precision::Int8) => Err(ClipError::Unsupported(
+            "int8 on the CPU runs on the packed kernels only".into(),
+        )),
+        // Every other case is candle's ops on tensors of that dtype: CUDA's path, which on the
+        // CPU (`--cpu-kernels candle`) is slow but lets the tests check it without a GPU.
         (_, _, Precision::F32) => Ok((MatmulPath::Candle, DType::F32)),
         (_, _, Precision::Bf16) => Ok((MatmulPath::Candle, DType::BF16)),
+        (_, _, Precision::F16) => Ok((MatmulPath::Candle, DType::F16)),
         (_, _, Precision::Int8) => Err(ClipError::Unsupported(
-            "int8 runs on the CPU only; use bf16 on CUDA".into(),
+            "int8 runs on the CPU only; use bf16 or f16 on CUDA".into(),
         )),
     }
 }
@@ -74,12 +81,70 @@ pub fn matmul_path(
 pub fn device_from_name(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
+        "cuda" => cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => Ok(Device::new_cuda(ordinal)?),
+            Some(Ok(ordinal)) => cuda(ordinal),
             _ => Err(crate::ClipError::Candle(candle_core::Error::Msg(format!(
                 "unknown device `{other}` (expected cpu, cuda or cuda:N)"
             )))),
         },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(ordinal: usize) -> Result<Device> {
+    Ok(Device::new_cuda(ordinal)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_ordinal: usize) -> Result<Device> {
+    Err(ClipError::Unsupported(
+        "this clipkit was built without CUDA; rebuild with `--features cuda` \
+         (needs the CUDA toolkit)"
+            .into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_are_parsed_and_cuda_needs_the_feature() {
+        assert!(matches!(device_from_name("cpu"), Ok(Device::Cpu)));
+        assert!(device_from_name("tpu").is_err());
+        #[cfg(not(feature = "cuda"))]
+        for name in ["cuda", "cuda:1"] {
+            match device_from_name(name) {
+                Err(ClipError::Unsupported(why)) => assert!(why.contains("--features cuda")),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_precision_maps_to_a_path_or_a_reason() {
+        use Precision::*;
+        let cpu = Device::Cpu;
+        assert!(matches!(
+            matmul_path(&cpu, F32, CpuKernels::Packed),
+            Ok((MatmulPath::Packed(WeightFormat::F32), DType::F32))
+        ));
+        assert!(matches!(
+            matmul_path(&cpu, F16, CpuKernels::Candle),
+            Ok((MatmulPath::Candle, DType::F16))
+        ));
+        assert!(matches!(
+            matmul_path(&cpu, Bf16, CpuKernels::Candle),
+            Ok((MatmulPath::Candle, DType::BF16))
+        ));
+        assert!(matches!(
+            matmul_path(&cpu, F16, CpuKernels::Packed),
+            Err(ClipError::Unsupported(_))
+        ));
+        assert!(matches!(
+            matmul_path(&cpu, Int8, CpuKernels::Candle),
+            Err(ClipError::Unsupported(_))
+        ));
     }
 }

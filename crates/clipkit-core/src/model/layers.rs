@@ -292,6 +292,8 @@ pub fn gather_positions(xs: &Tensor, positions: &[usize]) -> Result<Tensor> {
 
 /// Squared L2 norm to 1 along the last dimension.
 pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
+    // In f32 whatever the model ran in: the scores computed from these compare small differences.
+    let xs = &xs.to_dtype(candle_core::DType::F32)?;
     let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     Ok(xs.broadcast_div(&norm)?)
 }
