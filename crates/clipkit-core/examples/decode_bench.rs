@@ -1,5 +1,5 @@
 //! Decode + preprocess cost per image on one thread, full decode against JPEG draft:
-//! `cargo run --release -p clipkit-core --example decode_bench -- DIR [REPS]`.
+//! `cargo run --release -p clipkit-core --example decode_bench -- DIR [REPS] [full|draft]`.
 //! The end-to-end rate can only reach model speed when this is small beside the model's
 //! CPU time per image, since both share the same cores.
 
@@ -13,11 +13,15 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: decode_bench DIR [REPS]"));
     let reps: usize = args.next().map_or(Ok(3), |r| r.parse())?;
+    let only = args.next();
     let files = find_images(&dir)?;
     anyhow::ensure!(!files.is_empty(), "{}: no images", dir.display());
     let bytes: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let config = PreprocessorConfig::openai(224);
     for (name, draft) in [("full decode", None), ("jpeg draft", Some(224))] {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let pre = Preprocessor::new(
             config.clone(),
             PreprocessMode::Transformers,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::config::{ClipConfig, EosRule};
@@ -228,12 +229,17 @@ impl Clip {
                 }
                 flat.extend_from_slice(p);
             }
-            let input =
-                Tensor::from_vec(flat, (chunk.len(), 3, h as usize, w as usize), &self.device)?;
-            let features = self.model.image_features(&input)?;
-            out.extend(to_rows(&l2_normalize(&features)?)?);
+            out.extend(self.embed_batch(flat, chunk.len())?);
         }
         Ok(out)
+    }
+
+    /// The image tower on `n` preprocessed inputs laid end to end.
+    fn embed_batch(&self, flat: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
+        let (h, w) = self.preprocessor.output_size();
+        let input = Tensor::from_vec(flat, (n, 3, h as usize, w as usize), &self.device)?;
+        let features = self.model.image_features(&input)?;
+        to_rows(&l2_normalize(&features)?)
     }
 
     /// Embeds image files; each file gets its own result so one broken file does not sink
@@ -243,14 +249,28 @@ impl Clip {
     /// (`rayon::join`), so decode tasks fill the gaps the model's threads leave and files →
     /// embeddings runs close to model speed when decoding is cheaper than the model.
     pub fn embed_image_files(&self, paths: &[PathBuf]) -> Vec<Result<Vec<f32>>> {
-        let decode = |chunk: &[PathBuf]| -> Vec<Result<Vec<f32>>> {
+        // 8-bit crops wait for the model, not floats: a quarter of the memory per image in
+        // flight, normalised straight into the batch's input tensor.
+        let decode = |chunk: &[PathBuf]| -> Vec<Result<RgbImage>> {
             chunk
                 .par_iter()
-                .map(|p| self.preprocessor.preprocess_file(p))
+                .map(|p| {
+                    let decoded = self.preprocessor.decode_file(p)?;
+                    let crop = self.preprocessor.resize_and_crop(&decoded);
+                    let (h, w) = self.preprocessor.output_size();
+                    if crop.dimensions() != (w, h) {
+                        // Only without a centre crop, where sizes follow the file.
+                        return Err(ClipError::WrongVectorDimension {
+                            expected: 3 * (w * h) as usize,
+                            got: 3 * (crop.width() * crop.height()) as usize,
+                        });
+                    }
+                    Ok(crop)
+                })
                 .collect()
         };
         let mut chunks = paths.chunks(self.batch_size);
-        let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(paths.len());
+        let mut results = Vec::with_capacity(paths.len());
         let mut pending = chunks.next().map(decode);
         while let Some(decoded) = pending.take() {
             let next = chunks.next();
@@ -263,9 +283,20 @@ impl Clip {
     }
 
     /// The model on one batch of decoded images, keeping decode errors in place.
-    fn embed_decoded(&self, decoded: Vec<Result<Vec<f32>>>) -> Vec<Result<Vec<f32>>> {
-        let ok: Vec<&Vec<f32>> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
-        match self.embed_pixels(&ok) {
+    fn embed_decoded(&self, decoded: Vec<Result<RgbImage>>) -> Vec<Result<Vec<f32>>> {
+        let (h, w) = self.preprocessor.output_size();
+        let mut flat = Vec::with_capacity(decoded.len() * 3 * (h * w) as usize);
+        let mut n = 0;
+        for crop in decoded.iter().filter_map(|r| r.as_ref().ok()) {
+            self.preprocessor.normalize_into(crop, &mut flat);
+            n += 1;
+        }
+        let embedded = if n == 0 {
+            Ok(Vec::new())
+        } else {
+            self.embed_batch(flat, n)
+        };
+        match embedded {
             Ok(embeddings) => {
                 let mut embeddings = embeddings.into_iter();
                 decoded

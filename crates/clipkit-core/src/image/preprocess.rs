@@ -140,9 +140,18 @@ impl Preprocessor {
 
     /// `[3, H, W]` floats: `(x * rescale_factor - mean) / std` per channel.
     pub fn normalize(&self, rgb: &RgbImage) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.normalize_into(rgb, &mut out);
+        out
+    }
+
+    /// [`Self::normalize`], appended to `out` (a batch's input, image after image).
+    pub fn normalize_into(&self, rgb: &RgbImage, out: &mut Vec<f32>) {
         let c = &self.config;
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let mut out = vec![0f32; 3 * w * h];
+        let start = out.len();
+        out.resize(start + 3 * w * h, 0.0);
+        let out = &mut out[start..];
         let scale = if c.do_rescale { c.rescale_factor } else { 1.0 };
         let (mean, std) = if c.do_normalize {
             (c.image_mean, c.image_std)
@@ -155,7 +164,6 @@ impl Preprocessor {
                 out[ch * plane + i] = (f32::from(p[ch]) * scale - mean[ch]) / std[ch];
             }
         }
-        out
     }
 }
 
