@@ -25,6 +25,7 @@ pub fn load_model(args: &ModelArgs) -> Result<Clip> {
             draft_shortest_edge: None,
         },
         jpeg_draft: args.jpeg_draft,
+        pack_cache: clipkit_core::pack_cache::default_dir(),
         device: clipkit_core::device::device_from_name(&args.device)?,
         batch_size: args.batch_size,
         precision: match args.precision {

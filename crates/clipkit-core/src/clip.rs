@@ -30,6 +30,9 @@ pub struct LoadOptions {
     /// Decode JPEGs at reduced scale in the DCT, down to the resize target (PIL's `draft`):
     /// faster on large photos, not bit-identical to transformers.
     pub jpeg_draft: bool,
+    /// Directory for packed CPU weights saved between loads ([`crate::pack_cache`]); `None`
+    /// packs on every load.
+    pub pack_cache: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -42,6 +45,7 @@ impl Default for LoadOptions {
             precision: Precision::F32,
             cpu_kernels: CpuKernels::Packed,
             jpeg_draft: false,
+            pack_cache: None,
         }
     }
 }
@@ -103,8 +107,18 @@ impl Clip {
         }
         let tokenizer = ClipTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
         let (path, dtype) = matmul_path(&options.device, options.precision, options.cpu_kernels)?;
-        let weights = Weights::open(dir, dtype, &options.device)?;
+        let mut weights = Weights::open(dir, dtype, &options.device)?;
+        if let (Some(cache), crate::model::MatmulPath::Packed(format)) = (&options.pack_cache, path)
+        {
+            weights.use_pack_cache(cache, format);
+        }
+        if !weights.pack_cache().is_some_and(|c| c.is_hit()) {
+            weights.read_ahead();
+        }
         let model = ClipModel::load(&weights, &config, path)?;
+        if let Some(cache) = weights.pack_cache() {
+            cache.finish();
+        }
         let mut decode = options.decode;
         if options.jpeg_draft {
             decode.draft_shortest_edge = pp_config.draft_shortest_edge();

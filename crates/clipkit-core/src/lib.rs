@@ -2,7 +2,8 @@
 //!
 //! The crate is laid out as the pipeline runs:
 //! - [`hub`] finds a checkpoint directory (a local path or a Hugging Face Hub id),
-//! - [`config`] and [`weights`] read `config.json` and the safetensors files,
+//! - [`config`] and [`weights`] read `config.json` and the safetensors files ([`pack_cache`]
+//!   keeps the packed CPU weights for the next load),
 //! - [`tokenizer`] turns prompts into CLIP BPE ids,
 //! - [`image`] decodes files and reproduces `CLIPImageProcessor` (or OpenAI's original transform),
 //! - [`model`] holds the two towers,
@@ -16,6 +17,7 @@ pub mod error;
 pub mod hub;
 pub mod image;
 pub mod model;
+pub mod pack_cache;
 pub mod scores;
 pub mod tokenizer;
 pub mod weights;

@@ -10,16 +10,21 @@ use std::path::{Path, PathBuf};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use clipkit_kernels::WeightFormat;
+
 use crate::error::{ClipError, Result};
+use crate::pack_cache::PackCache;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 pub struct Weights {
     dir: PathBuf,
+    files: Vec<PathBuf>,
     tensors: MmapedSafetensors,
     dtype: DType,
     device: Device,
+    pack_cache: Option<PackCache>,
 }
 
 impl Weights {
@@ -38,7 +43,6 @@ impl Weights {
                     ),
                 });
             }
-            read_ahead(file);
         }
         // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
         // not being truncated while the model is alive.
@@ -49,10 +53,28 @@ impl Weights {
             })?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            files,
             tensors,
             dtype,
             device: device.clone(),
+            pack_cache: None,
         })
+    }
+
+    /// Keeps packed layers in (or reads them from) a cache file in `dir`: see [`PackCache`].
+    pub fn use_pack_cache(&mut self, dir: &Path, format: WeightFormat) {
+        self.pack_cache = Some(PackCache::open(dir, &self.files, format));
+    }
+
+    /// Starts reading the checkpoint files into the page cache in the background.
+    pub fn read_ahead(&self) {
+        for file in &self.files {
+            read_ahead(file);
+        }
+    }
+
+    pub fn pack_cache(&self) -> Option<&PackCache> {
+        self.pack_cache.as_ref()
     }
 
     /// The safetensors files a checkpoint directory consists of.

@@ -56,14 +56,7 @@ impl EmbeddingCache {
     /// The default location: `$CLIPKIT_CACHE`, else `$XDG_CACHE_HOME/clipkit`, else
     /// `~/.cache/clipkit`, with `embeddings/` below it.
     pub fn default_root() -> PathBuf {
-        let base = std::env::var_os("CLIPKIT_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("clipkit"))
-            })
-            .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/clipkit")))
-            .unwrap_or_else(|| PathBuf::from(".clipkit-cache"));
-        base.join("embeddings")
+        clipkit_core::pack_cache::cache_root().join("embeddings")
     }
 
     pub fn content_hash(bytes: &[u8]) -> String {

@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 
 use crate::act::Activation;
+use crate::buf::{Backing, Buf};
 use crate::int8::{self, Int8Panels};
 
 /// Output columns per packed panel: four 16-float AVX-512 vectors.
@@ -37,10 +38,10 @@ pub enum WeightFormat {
 
 enum Panels {
     /// `[panel][k][NR]`.
-    F32(Vec<f32>),
+    F32(Buf<f32>),
     /// `[panel][k/2][NR]` pairs of bf16 (the even `k` in the low half), as `vdpbf16ps` reads
     /// them; `k` is padded to even with zeros.
-    Bf16(Vec<u32>),
+    Bf16(Buf<u32>),
     Int8(Int8Panels),
 }
 
@@ -70,6 +71,26 @@ impl Default for Epilogue<'_> {
     }
 }
 
+/// Alignment of every part of a saved layer (a cache line; also what the panels' loads like).
+const ALIGN: usize = 64;
+const LAYER_MAGIC: u32 = u32::from_le_bytes(*b"PKW1");
+
+fn padded(len: usize) -> usize {
+    len.div_ceil(ALIGN) * ALIGN
+}
+
+fn floats_as_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding; any f32 memory may be read as bytes.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn write_padded(out: &mut impl std::io::Write, part: &[u8]) -> std::io::Result<usize> {
+    out.write_all(part)?;
+    let pad = padded(part.len()) - part.len();
+    out.write_all(&[0u8; ALIGN][..pad])?;
+    Ok(part.len() + pad)
+}
+
 fn to_bf16_bits(x: f32) -> u32 {
     half::bf16::from_f32(x).to_bits() as u32
 }
@@ -95,7 +116,7 @@ impl PackedWeights {
                             }
                         }
                     });
-                Panels::F32(data)
+                Panels::F32(Buf::Owned(data))
             }
             WeightFormat::Bf16 => {
                 let k2 = k.div_ceil(2);
@@ -112,7 +133,7 @@ impl PackedWeights {
                             }
                         }
                     });
-                Panels::Bf16(data)
+                Panels::Bf16(Buf::Owned(data))
             }
             WeightFormat::Int8 => Panels::Int8(int8::pack(w, n, k)),
         };
@@ -126,6 +147,100 @@ impl PackedWeights {
 
     pub fn n(&self) -> usize {
         self.n
+    }
+
+    /// Writes the layer in a form [`Self::from_backing`] maps back without copying: a 64-byte
+    /// header, then the panels, the int8 scales and offsets and the bias, each padded to 64
+    /// bytes. Native byte order: the file is a cache for this machine, not an exchange format.
+    /// Returns the bytes written (a multiple of 64).
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<usize> {
+        let (format, data, scales, offsets): (u32, &[u8], &[f32], &[f32]) = match &self.panels {
+            Panels::F32(d) => (0, d.as_bytes(), &[], &[]),
+            Panels::Bf16(d) => (1, d.as_bytes(), &[], &[]),
+            Panels::Int8(p) => (2, p.data.as_bytes(), &p.scales, &p.offsets),
+        };
+        let bias = self.bias.as_deref().unwrap_or(&[]);
+        let mut header = Vec::with_capacity(ALIGN);
+        header.extend_from_slice(&LAYER_MAGIC.to_ne_bytes());
+        header.extend_from_slice(&format.to_ne_bytes());
+        let elements = data.len() / [4, 4, 1][format as usize];
+        for v in [self.n, self.k, NR, elements, scales.len(), bias.len()] {
+            header.extend_from_slice(&(v as u64).to_ne_bytes());
+        }
+        let mut written = 0;
+        for part in [
+            &header[..],
+            data,
+            floats_as_bytes(scales),
+            floats_as_bytes(offsets),
+        ] {
+            written += write_padded(out, part)?;
+        }
+        written += write_padded(out, floats_as_bytes(bias))?;
+        Ok(written)
+    }
+
+    /// A layer written by [`Self::write_to`] at byte `offset` of `backing` (which must be
+    /// 64-byte aligned in memory, as a memory map is), its panels used in place. Returns the
+    /// layer and the offset just past it.
+    pub fn from_backing(backing: Backing, offset: usize) -> Result<(Self, usize), String> {
+        let bytes = (*backing).as_ref();
+        let header = bytes
+            .get(offset..offset + ALIGN)
+            .ok_or("truncated layer header")?;
+        let word = |i: usize| u64::from_ne_bytes(header[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+        let magic = u32::from_ne_bytes(header[0..4].try_into().unwrap());
+        let format = u32::from_ne_bytes(header[4..8].try_into().unwrap());
+        if magic != LAYER_MAGIC {
+            return Err("not a packed layer".into());
+        }
+        let [n, k, nr, data_len, small_len, bias_len] =
+            [0, 1, 2, 3, 4, 5].map(|i| word(i) as usize);
+        if nr != NR {
+            return Err(format!("panels of {nr} columns, this build uses {NR}"));
+        }
+        let np = n.div_ceil(NR);
+        let (expected, expected_small) = match format {
+            0 => (np * k * NR, 0),
+            1 => (np * k.div_ceil(2) * NR, 0),
+            2 => (np * int8::k4(k) * NR * 4, np * NR),
+            f => return Err(format!("unknown panel format {f}")),
+        };
+        if data_len != expected || small_len != expected_small || !(bias_len == 0 || bias_len == n)
+        {
+            return Err(format!("inconsistent layer sizes for [{n}, {k}]"));
+        }
+        let mut at = offset + ALIGN;
+        let elem = [4, 4, 1][format as usize];
+        let data_at = at;
+        at += padded(data_len * elem);
+        let mut floats = |len: usize| -> Result<Vec<f32>, String> {
+            let part = bytes.get(at..at + 4 * len).ok_or("truncated layer")?;
+            at += padded(4 * len);
+            Ok(part
+                .chunks_exact(4)
+                .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
+                .collect())
+        };
+        let scales = floats(small_len)?;
+        let offsets = floats(small_len)?;
+        let bias = floats(bias_len)?;
+        let panels = match format {
+            0 => Panels::F32(Buf::mapped(backing, data_at, data_len)?),
+            1 => Panels::Bf16(Buf::mapped(backing, data_at, data_len)?),
+            _ => Panels::Int8(Int8Panels {
+                data: Buf::mapped(backing, data_at, data_len)?,
+                scales,
+                offsets,
+            }),
+        };
+        let layer = Self {
+            n,
+            k,
+            panels,
+            bias: (bias_len > 0).then_some(bias),
+        };
+        Ok((layer, at))
     }
 
     pub fn k(&self) -> usize {
@@ -857,5 +972,39 @@ mod tests {
         let packed = PackedWeights::new(&[1.0; 6], 2, 3, None, WeightFormat::F32);
         let mut out = [];
         packed.matmul(&[], 0, Epilogue::default(), &mut out);
+    }
+
+    #[test]
+    fn saved_layers_map_back_to_the_same_results() {
+        let (m, n, k) = (7, 130, 301);
+        let a = values(m * k, 11);
+        let w = values(n * k, 12);
+        let bias = values(n, 13);
+        for format in [WeightFormat::F32, WeightFormat::Bf16, WeightFormat::Int8] {
+            for with_bias in [true, false] {
+                let b = with_bias.then_some(&bias[..]);
+                let packed = PackedWeights::new(&w, n, k, b, format);
+                let mut file = vec![0u8; 64]; // something before the layer
+                let written = packed.write_to(&mut file).unwrap();
+                assert_eq!(file.len(), 64 + written);
+                assert_eq!(written % 64, 0);
+                let backing: Backing = std::sync::Arc::new(file.clone());
+                let (mapped, end) = PackedWeights::from_backing(backing, 64).unwrap();
+                assert_eq!(end, file.len());
+                assert_eq!(mapped.format(), format);
+                assert_eq!((mapped.n(), mapped.k()), (n, k));
+                let (mut x, mut y) = (vec![0f32; m * n], vec![0f32; m * n]);
+                packed.matmul(&a, m, Epilogue::default(), &mut x);
+                mapped.matmul(&a, m, Epilogue::default(), &mut y);
+                assert!(x == y, "{format:?} bias={with_bias}");
+
+                let mut bad = file.clone();
+                bad[64] ^= 1;
+                let err = PackedWeights::from_backing(std::sync::Arc::new(bad), 64);
+                assert!(err.is_err());
+                let cut: Backing = std::sync::Arc::new(file[..file.len() - 64].to_vec());
+                assert!(PackedWeights::from_backing(cut, 64).is_err() || !with_bias);
+            }
+        }
     }
 }

@@ -9,11 +9,12 @@
 
 use rayon::prelude::*;
 
+use crate::buf::Buf;
 use crate::gemm::NR;
 
 /// Quantised, packed weights: `[panel][k/4][NR][4]` bytes, with per-column scales and sums.
 pub(crate) struct Int8Panels {
-    pub data: Vec<i8>,
+    pub data: Buf<i8>,
     pub scales: Vec<f32>,
     /// `128 · Σ_k q[n][k]`, as f32 for the epilogue.
     pub offsets: Vec<f32>,
@@ -52,7 +53,7 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Int8Panels {
             }
         });
     Int8Panels {
-        data,
+        data: Buf::Owned(data),
         scales,
         offsets,
     }

@@ -14,11 +14,13 @@
 
 pub mod act;
 pub mod attention;
+pub mod buf;
 pub mod gemm;
 mod int8;
 mod simd;
 
 pub use act::Activation;
+pub use buf::Backing;
 pub use gemm::{Epilogue, PackedWeights, WeightFormat};
 
 /// Whether this CPU runs the AVX-512 paths (checked once; cheap to call).

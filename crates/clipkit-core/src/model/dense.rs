@@ -85,8 +85,15 @@ impl Dense {
             let bias = bias.then(|| get_all(&bias_name, &[out_dim])).transpose()?;
             return Self::new(weight, bias, path);
         };
-        // Packed: straight from the file into one buffer, then into panels.
         let n = out_dim * prefixes.len();
+        let key = prefixes.join("+");
+        let cache = w.pack_cache();
+        if let Some(packed) = cache.and_then(|c| c.get(&key, n, in_dim)) {
+            return Ok(Self {
+                kind: Kind::Packed(packed),
+            });
+        }
+        // Packed: straight from the file into one buffer, then into panels.
         let mut weight = Vec::with_capacity(n * in_dim);
         let mut biases = Vec::with_capacity(n);
         for p in prefixes {
@@ -97,6 +104,9 @@ impl Dense {
         }
         let b = bias.then_some(biases.as_slice());
         let packed = PackedWeights::new(&weight, n, in_dim, b, format);
+        if let Some(c) = cache {
+            c.put(&key, &packed);
+        }
         Ok(Self {
             kind: Kind::Packed(packed),
         })
