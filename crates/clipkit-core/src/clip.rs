@@ -299,12 +299,14 @@ impl Clip {
     /// The model on one batch of decoded images, keeping decode errors in place.
     fn embed_decoded(&self, decoded: Vec<Result<RgbImage>>) -> Vec<Result<Vec<f32>>> {
         let (h, w) = self.preprocessor.output_size();
-        let mut flat = Vec::with_capacity(decoded.len() * 3 * (h * w) as usize);
-        let mut n = 0;
-        for crop in decoded.iter().filter_map(|r| r.as_ref().ok()) {
-            self.preprocessor.normalize_into(crop, &mut flat);
-            n += 1;
-        }
+        let plane = 3 * (h * w) as usize;
+        let crops: Vec<&RgbImage> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let n = crops.len();
+        // In parallel: on the model's critical path, the other core would otherwise wait.
+        let mut flat = vec![0f32; n * plane];
+        flat.par_chunks_mut(plane)
+            .zip(crops)
+            .for_each(|(dst, crop)| self.preprocessor.normalize_to(crop, dst));
         let embedded = if n == 0 {
             Ok(Vec::new())
         } else {

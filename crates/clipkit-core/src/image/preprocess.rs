@@ -140,18 +140,17 @@ impl Preprocessor {
 
     /// `[3, H, W]` floats: `(x * rescale_factor - mean) / std` per channel.
     pub fn normalize(&self, rgb: &RgbImage) -> Vec<f32> {
-        let mut out = Vec::new();
-        self.normalize_into(rgb, &mut out);
+        let mut out = vec![0f32; 3 * rgb.width() as usize * rgb.height() as usize];
+        self.normalize_to(rgb, &mut out);
         out
     }
 
-    /// [`Self::normalize`], appended to `out` (a batch's input, image after image).
-    pub fn normalize_into(&self, rgb: &RgbImage, out: &mut Vec<f32>) {
+    /// [`Self::normalize`] into `out`, which holds exactly `3 × H × W` values (one image's
+    /// place in a batch's input).
+    pub fn normalize_to(&self, rgb: &RgbImage, out: &mut [f32]) {
         let c = &self.config;
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let start = out.len();
-        out.resize(start + 3 * w * h, 0.0);
-        let out = &mut out[start..];
+        assert_eq!(out.len(), 3 * w * h, "output is not [3, H, W]");
         let scale = if c.do_rescale { c.rescale_factor } else { 1.0 };
         let (mean, std) = if c.do_normalize {
             (c.image_mean, c.image_std)
