@@ -328,6 +328,51 @@ fn embed_writes_json_contract_and_npy() {
     assert!(stderr(&o).contains(".npy or .json"));
 }
 
+/// `--jpeg-draft` decodes a large JPEG at reduced scale: a slightly different embedding, and an
+/// image less than twice the model's input is left alone.
+#[test]
+fn jpeg_draft_moves_large_jpegs_a_little_and_leaves_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.jpg");
+    let photo = image::open(image("chelsea.png")).unwrap().to_rgb8();
+    image::imageops::resize(&photo, 1200, 900, image::imageops::FilterType::Triangle)
+        .save(&big)
+        .unwrap();
+    // The tiny model resizes to 32: a shortest edge under 64 leaves no 1/2-scale draft.
+    let small = dir.path().join("small.jpg");
+    image::imageops::resize(&photo, 60, 50, image::imageops::FilterType::Triangle)
+        .save(&small)
+        .unwrap();
+    let m = model();
+    let embed = |draft: bool| {
+        let mut args: Vec<&std::ffi::OsStr> = ["embed", "-f", "json", "-m"]
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .collect();
+        args.extend([m.as_os_str(), "-i".as_ref(), big.as_os_str()]);
+        args.extend(["-i".as_ref(), small.as_os_str()]);
+        if draft {
+            args.push("--jpeg-draft".as_ref());
+        }
+        let o = clipkit(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        json(&o)["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let e = i["embedding"].as_array().unwrap();
+                e.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (full, draft) = (embed(false), embed(true));
+    let cos: f64 = full[0].iter().zip(&draft[0]).map(|(a, b)| a * b).sum();
+    assert!(full[0] != draft[0], "the 1200x900 JPEG was decoded in full");
+    assert!(cos > 0.999, "cosine {cos}");
+    assert_eq!(full[1], draft[1], "too small to draft");
+}
+
 #[test]
 fn similarity_matrix_shape_and_softmax() {
     let m = model();
