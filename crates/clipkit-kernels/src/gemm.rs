@@ -75,6 +75,11 @@ impl Default for Epilogue<'_> {
 const ALIGN: usize = 64;
 const LAYER_MAGIC: u32 = u32::from_le_bytes(*b"PKW1");
 
+/// Bytes per panel element of a saved layer's format code (f32, bf16 pairs, int8).
+fn element_size(format: u32) -> usize {
+    [4, 4, 1][format as usize]
+}
+
 fn padded(len: usize) -> usize {
     len.div_ceil(ALIGN) * ALIGN
 }
@@ -163,7 +168,7 @@ impl PackedWeights {
         let mut header = Vec::with_capacity(ALIGN);
         header.extend_from_slice(&LAYER_MAGIC.to_ne_bytes());
         header.extend_from_slice(&format.to_ne_bytes());
-        let elements = data.len() / [4, 4, 1][format as usize];
+        let elements = data.len() / element_size(format);
         for v in [self.n, self.k, NR, elements, scales.len(), bias.len()] {
             header.extend_from_slice(&(v as u64).to_ne_bytes());
         }
@@ -211,7 +216,7 @@ impl PackedWeights {
             return Err(format!("inconsistent layer sizes for [{n}, {k}]"));
         }
         let mut at = offset + ALIGN;
-        let elem = [4, 4, 1][format as usize];
+        let elem = element_size(format);
         let data_at = at;
         at += padded(data_len * elem);
         let mut floats = |len: usize| -> Result<Vec<f32>, String> {

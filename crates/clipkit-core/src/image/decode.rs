@@ -90,7 +90,7 @@ pub fn decode_bytes(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImag
         return Err(ImageProblem::Empty);
     }
     if jpeg::is_jpeg(bytes) {
-        if let Ok(decoded) = jpeg::decode(bytes, options)? {
+        if let Some(decoded) = jpeg::decode(bytes, options)? {
             return Ok(decoded);
         }
     }

@@ -6,8 +6,7 @@
 //! 12-megapixel photo that costs more to decode than CLIP costs to run into a cheap one
 //! ([`DecodeOptions::draft_shortest_edge`], PIL's `Image.draft`).
 //!
-//! CMYK and YCCK files, lossless JPEG and anything else TurboJPEG does not map to RGB/grey go
-//! back to the `image` crate ([`Fallback`]).
+//! Lossless JPEG goes back to the `image` crate ([`decode`] answers `None` for it).
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
@@ -16,23 +15,13 @@ use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 use super::decode::{DecodeOptions, DecodedImage, Pixels, SourceMode};
 use crate::error::ImageProblem;
 
-/// Why the fast path handed a file back to the general decoder.
-#[derive(Debug)]
-pub enum Fallback {
-    /// A colour space or coding this module does not handle (CMYK, YCCK, lossless, ...).
-    NotHandled,
-}
-
 /// Does the buffer start like a JPEG (SOI followed by another marker)?
 pub fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.len() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF
 }
 
-/// Decodes a JPEG, or says it should go to the general decoder.
-pub fn decode(
-    bytes: &[u8],
-    options: &DecodeOptions,
-) -> Result<Result<DecodedImage, Fallback>, ImageProblem> {
+/// Decodes a JPEG; `None` where the general decoder should take it.
+pub fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Option<DecodedImage>, ImageProblem> {
     let mut decompressor = Decompressor::new().map_err(corrupt)?;
     let header = decompressor.read_header(bytes).map_err(corrupt)?;
     let (width, height) = (header.width, header.height);
@@ -54,7 +43,7 @@ pub fn decode(
         Colorspace::CMYK | Colorspace::YCCK => (PixelFormat::CMYK, SourceMode::Other),
     };
     if header.is_lossless {
-        return Ok(Err(Fallback::NotHandled));
+        return Ok(None);
     }
     // A progressive file can be built to need unbounded work per pixel; PIL caps nothing, but
     // an indexer fed untrusted files should (libjpeg-turbo's own tools suggest this limit).
@@ -101,7 +90,7 @@ pub fn decode(
         }
         _ => rgb,
     };
-    Ok(Ok(DecodedImage {
+    Ok(Some(DecodedImage {
         pixels: Pixels::Rgb(rgb),
         mode,
     }))
