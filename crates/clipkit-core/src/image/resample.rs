@@ -435,7 +435,6 @@ unsafe fn horizontal_rows_avx512<const CH: usize>(
     let round = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
     let zero = _mm512_setzero_si512();
     let (lo, hi) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
-    let store_mask: __mmask16 = (1 << CH) - 1;
     let data = src.data;
     assert!(out.len() >= src.height * out_stride);
     for y in 0..src.height {
@@ -479,13 +478,13 @@ unsafe fn horizontal_rows_avx512<const CH: usize>(
             };
             let v = _mm512_srai_epi32::<{ PRECISION_BITS }>(_mm512_add_epi32(sum, round));
             let v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-            let bytes = _mm512_cvtepi32_epi8(v);
-            // SAFETY: `CH` bytes at this pixel's place in the output row (asserted above).
-            _mm_mask_storeu_epi8(
-                out.as_mut_ptr().add(y * out_stride + xx * CH).cast(),
-                store_mask,
-                bytes,
-            );
+            // Through a local, not a masked store: `_mm_mask_storeu_epi8` here wrote past the
+            // end of `out` in release builds when CH = 1 (a constant one-byte mask; rustc
+            // 1.95). The canary test below holds this.
+            let mut bytes = [0u8; 16];
+            _mm_storeu_si128(bytes.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v));
+            let at = y * out_stride + xx * CH;
+            out[at..at + CH].copy_from_slice(&bytes[..CH]);
         }
     }
 }
@@ -711,6 +710,42 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The AVX-512 pass writes its rows and not a byte more (a masked store once wrote past
+    /// the end of the output and corrupted the heap).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_pass_writes_nothing_past_its_output() {
+        if !clipkit_kernels::has_avx512() {
+            return;
+        }
+        for channels in [1, 3, 4] {
+            let (w, h, ow) = (640, 9, 298);
+            let data = noise(w * h * channels, 3);
+            let src = Plane {
+                data: &data,
+                width: w,
+                height: h,
+                channels,
+            };
+            let k = Coefficients::new(w, ow, Resample::Bicubic);
+            let lw = LaneWeights::new(&k, channels);
+            let n = ow * h * channels;
+            let mut buf = vec![0xA5u8; n + 64];
+            // SAFETY: AVX-512 checked above.
+            unsafe {
+                match channels {
+                    1 => horizontal_rows_avx512::<1>(&src, &k, &lw, &mut buf[..n]),
+                    3 => horizontal_rows_avx512::<3>(&src, &k, &lw, &mut buf[..n]),
+                    _ => horizontal_rows_avx512::<4>(&src, &k, &lw, &mut buf[..n]),
+                }
+            }
+            assert!(
+                buf[n..].iter().all(|&b| b == 0xA5),
+                "c{channels}: wrote past the end"
+            );
         }
     }
 
