@@ -9,6 +9,7 @@ pub mod config;
 pub mod decode;
 pub mod files;
 pub mod jpeg;
+mod jpeg_eighth;
 pub mod pil;
 pub mod preprocess;
 pub mod resample;

@@ -1,0 +1,567 @@
+//! Baseline JPEGs at 1/8 scale, with libjpeg-turbo's pixels but not its entropy decoder.
+//!
+//! At 1/8 scale a luma block becomes one pixel, its DC coefficient over 8, yet libjpeg-turbo
+//! spends ~70% of a 12-megapixel decode in its general Huffman decoder, decoding every AC
+//! coefficient it then ignores. This decoder skips the AC coefficients of luma blocks,
+//! several symbols per table lookup ([`huffman::Skipper`]), and decodes in full only the
+//! chroma blocks of 4:2:0, whose 2 × 2 reduced IDCT needs them: 1.3–1.4× libjpeg-turbo's
+//! speed on 12 MP photos (`examples/decode_bench.rs`).
+//!
+//! What it produces is libjpeg-turbo's own 1/8-scale output, byte for byte: the same 1 × 1 and
+//! 2 × 2 reduced IDCTs (jidctred.c's integer arithmetic), the same choice of IDCT size per
+//! component (chroma scaled up by the IDCT rather than upsampled), the same YCbCr → RGB
+//! fixed-point constants; the tests hold it to libjpeg-turbo on many files. It takes only the
+//! common case (8-bit baseline or extended Huffman, one interleaved scan, greyscale, 4:2:0 or
+//! 4:4:4) and answers `None` for anything else, or anything unusual in the data (a bad code, a
+//! block that runs past 64 coefficients, a missing restart marker, a scan that ends early):
+//! the caller then decodes with libjpeg-turbo, which reports or mends it as PIL would.
+
+mod huffman;
+
+use huffman::{Bits, Skipper, Table, PADDING};
+
+/// A decoded image at 1/8 scale: `ceil(w / 8) × ceil(h / 8)`, RGB or grey.
+pub struct Eighth {
+    pub width: usize,
+    pub height: usize,
+    /// 3 (RGB) or 1 (grey).
+    pub channels: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Decodes `bytes` at 1/8 scale, or `None` where libjpeg-turbo should (see the module doc).
+/// The caller has already checked the frame size against its pixel limit.
+pub fn decode(bytes: &[u8]) -> Option<Eighth> {
+    let mut headers = Headers::default();
+    let mut i = 2;
+    loop {
+        if *bytes.get(i)? != 0xFF {
+            return None;
+        }
+        i += 1;
+        while *bytes.get(i)? == 0xFF {
+            i += 1;
+        }
+        let marker = bytes[i];
+        i += 1;
+        if matches!(marker, 0x01 | 0xD0..=0xD9) {
+            return None; // no length field, or out of place before the scan
+        }
+        let len = usize::from(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]));
+        let body = bytes.get(i + 2..(i + len).max(i + 2))?;
+        i += len.max(2);
+        match marker {
+            0xC0 | 0xC1 => {
+                if headers.frame.is_some() {
+                    return None;
+                }
+                headers.frame = Some(Frame::parse(body)?);
+            }
+            0xC4 => headers.parse_huffman(body)?,
+            0xDB => headers.parse_quant(body)?,
+            0xDD => headers.restart_interval = usize::from(read_u16(body, 0)?),
+            0xDA => return decode_scan(&headers, body, bytes.get(i..)?),
+            // Progressive, lossless, hierarchical or arithmetic-coded.
+            0xC2..=0xCF => return None,
+            _ => {} // APPn, COM and the like
+        }
+    }
+}
+
+/// Where a coefficient in zig-zag order sits in the 8 × 8 block (row-major).
+const NATURAL: [usize; 64] = natural_order();
+
+const fn natural_order() -> [usize; 64] {
+    let mut out = [0; 64];
+    let mut k = 0;
+    let mut diagonal: usize = 0;
+    while diagonal < 15 {
+        let low = diagonal.saturating_sub(7);
+        let high = if diagonal < 7 { diagonal } else { 7 };
+        let mut step = 0;
+        while step <= high - low {
+            // Even diagonals run bottom-left to top-right, odd ones the other way.
+            let row = if diagonal.is_multiple_of(2) {
+                high - step
+            } else {
+                low + step
+            };
+            out[k] = row * 8 + (diagonal - row);
+            k += 1;
+            step += 1;
+        }
+        diagonal += 1;
+    }
+    out
+}
+
+fn read_u16(body: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]))
+}
+
+struct Component {
+    id: u8,
+    h: u8,
+    v: u8,
+    quant: usize,
+}
+
+struct Frame {
+    width: usize,
+    height: usize,
+    components: Vec<Component>,
+}
+
+impl Frame {
+    fn parse(body: &[u8]) -> Option<Frame> {
+        if *body.first()? != 8 {
+            return None; // 12-bit samples
+        }
+        let height = usize::from(read_u16(body, 1)?);
+        let width = usize::from(read_u16(body, 3)?);
+        let n = usize::from(*body.get(5)?);
+        if width == 0 || height == 0 || !(n == 1 || n == 3) || body.len() != 6 + 3 * n {
+            return None;
+        }
+        let components = body[6..]
+            .chunks_exact(3)
+            .map(|c| Component {
+                id: c[0],
+                h: c[1] >> 4,
+                v: c[1] & 15,
+                quant: usize::from(c[2]),
+            })
+            .collect::<Vec<_>>();
+        components
+            .iter()
+            .all(|c| (1..=4).contains(&c.h) && (1..=4).contains(&c.v) && c.quant < 4)
+            .then_some(Frame {
+                width,
+                height,
+                components,
+            })
+    }
+
+    /// The component sampling this decoder takes.
+    fn layout(&self) -> Option<Layout> {
+        let sampling: Vec<(u8, u8)> = self.components.iter().map(|c| (c.h, c.v)).collect();
+        match sampling.as_slice() {
+            [_] => Some(Layout::Gray),
+            [(1, 1), (1, 1), (1, 1)] => Some(Layout::Ycc444),
+            [(2, 2), (1, 1), (1, 1)] => Some(Layout::Ycc420),
+            _ => None,
+        }
+    }
+}
+
+/// At 1/8 scale libjpeg gives luma a 1 × 1 IDCT; chroma subsampled 2 × 2 gets a 2 × 2 IDCT,
+/// which lands it at the luma size without an upsampler (jdmaster.c's choice of
+/// `DCT_scaled_size`); unsubsampled chroma gets 1 × 1 like luma.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Gray,
+    Ycc444,
+    Ycc420,
+}
+
+#[derive(Default)]
+struct Headers {
+    frame: Option<Frame>,
+    /// Quantisation tables in natural (row-major) order.
+    quant: [Option<[i32; 64]>; 4],
+    dc: [Option<Table>; 4],
+    ac: [Option<Table>; 4],
+    /// MCUs per restart interval; 0 for none.
+    restart_interval: usize,
+}
+
+impl Headers {
+    fn parse_huffman(&mut self, mut body: &[u8]) -> Option<()> {
+        while !body.is_empty() {
+            let (class, slot) = (body[0] >> 4, usize::from(body[0] & 15));
+            let counts: &[u8; 16] = body.get(1..17)?.try_into().ok()?;
+            let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+            let symbols = body.get(17..17 + total)?;
+            if slot > 3 || class > 1 || (class == 0 && symbols.iter().any(|&s| s > 11)) {
+                return None; // DC sizes over 11 cannot occur with 8-bit samples
+            }
+            let table = Some(Table::new(counts, symbols)?);
+            if class == 0 {
+                self.dc[slot] = table;
+            } else {
+                self.ac[slot] = table;
+            }
+            body = &body[17 + total..];
+        }
+        Some(())
+    }
+
+    fn parse_quant(&mut self, mut body: &[u8]) -> Option<()> {
+        while !body.is_empty() {
+            let (precision, slot) = (body[0] >> 4, usize::from(body[0] & 15));
+            let size = if precision == 0 { 1 } else { 2 };
+            let values = body.get(1..1 + 64 * size)?;
+            if slot > 3 || precision > 1 {
+                return None;
+            }
+            let mut table = [0i32; 64];
+            for (k, &n) in NATURAL.iter().enumerate() {
+                table[n] = if size == 1 {
+                    i32::from(values[k])
+                } else {
+                    i32::from(u16::from_be_bytes([values[2 * k], values[2 * k + 1]]))
+                };
+            }
+            if table.iter().any(|&q| q > i32::from(i16::MAX)) {
+                return None; // libjpeg keeps multipliers in 16 bits
+            }
+            self.quant[slot] = Some(table);
+            body = &body[1 + 64 * size..];
+        }
+        Some(())
+    }
+}
+
+/// One component of the scan, with its tables resolved.
+struct ScanComponent<'a> {
+    quant: &'a [i32; 64],
+    dc: &'a Table,
+    ac: &'a Table,
+    /// For components whose AC coefficients are skipped.
+    skip: Option<Skipper>,
+}
+
+/// The entropy-coded data with `FF 00` stuffing removed, and where each restart marker was.
+struct Unstuffed {
+    data: Vec<u8>,
+    len: usize,
+    /// `(offset in data, marker number 0..=7)` of each RSTn.
+    restarts: Vec<(usize, u8)>,
+}
+
+/// Copies the scan up to the marker that ends it; `None` unless that marker is EOI.
+fn unstuff(scan: &[u8]) -> Option<Unstuffed> {
+    let mut data = Vec::with_capacity(scan.len() + PADDING);
+    let mut restarts = Vec::new();
+    let mut i = 0;
+    loop {
+        let k = memchr::memchr(0xFF, &scan[i..])?;
+        data.extend_from_slice(&scan[i..i + k]);
+        i += k + 1;
+        while *scan.get(i)? == 0xFF {
+            i += 1; // fill bytes before a marker
+        }
+        match scan[i] {
+            0x00 => data.push(0xFF),
+            m @ 0xD0..=0xD7 => restarts.push((data.len(), m & 7)),
+            0xD9 => break,
+            _ => return None,
+        }
+        i += 1;
+    }
+    let len = data.len();
+    data.resize(len + PADDING, 0);
+    Some(Unstuffed {
+        data,
+        len,
+        restarts,
+    })
+}
+
+fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
+    let frame = headers.frame.as_ref()?;
+    let layout = frame.layout()?;
+    let n = usize::from(*sos.first()?);
+    if n != frame.components.len() || sos.len() != 1 + 2 * n + 3 {
+        return None; // not one scan holding every component
+    }
+    if sos[1 + 2 * n..] != [0, 63, 0] {
+        return None; // spectral selection or approximation of a progressive scan
+    }
+    let mut components = Vec::with_capacity(n);
+    for (i, (c, sel)) in frame
+        .components
+        .iter()
+        .zip(sos[1..1 + 2 * n].chunks_exact(2))
+        .enumerate()
+    {
+        if sel[0] != c.id {
+            return None; // components in another order than the frame's
+        }
+        let ac = headers.ac.get(usize::from(sel[1] & 15))?.as_ref()?;
+        let skipped = i == 0 || layout == Layout::Ycc444;
+        components.push(ScanComponent {
+            quant: headers.quant[c.quant].as_ref()?,
+            dc: headers.dc.get(usize::from(sel[1] >> 4))?.as_ref()?,
+            ac,
+            skip: skipped.then(|| Skipper::new(ac)),
+        });
+    }
+    let stream = unstuff(scan)?;
+
+    let (width, height) = (frame.width.div_ceil(8), frame.height.div_ceil(8));
+    // MCUs across and down, and the output pixels each covers.
+    let (mcu_px, channels) = match layout {
+        Layout::Gray => (1, 1),
+        Layout::Ycc444 => (1, 3),
+        Layout::Ycc420 => (2, 3),
+    };
+    let (mcus_x, mcus_y) = (width.div_ceil(mcu_px), height.div_ceil(mcu_px));
+    let stride = mcus_x * mcu_px;
+    let mut planes = vec![vec![0u8; stride * mcus_y * mcu_px]; channels];
+
+    let mut bits = Bits::new(&stream.data, 0);
+    let mut predictors = [0i32; 3];
+    let mut restarts = stream.restarts.iter();
+    let interval = headers.restart_interval;
+    for mcu in 0..mcus_x * mcus_y {
+        if interval > 0 && mcu > 0 && mcu.is_multiple_of(interval) {
+            let &(at, number) = restarts.next()?;
+            let expected = ((mcu / interval - 1) % 8) as u8;
+            if number != expected || bits.consumed() > at * 8 {
+                return None;
+            }
+            bits = Bits::new(&stream.data, at);
+            predictors = [0; 3];
+        }
+        let (mx, my) = (mcu % mcus_x, mcu / mcus_x);
+        match layout {
+            Layout::Gray | Layout::Ycc444 => {
+                for (c, comp) in components.iter().enumerate() {
+                    let dc = skip_block(&mut bits, comp, &mut predictors[c])?;
+                    planes[c][my * stride + mx] = dc_pixel(dc, comp.quant);
+                }
+            }
+            Layout::Ycc420 => {
+                let luma = &components[0];
+                for b in 0..4 {
+                    let dc = skip_block(&mut bits, luma, &mut predictors[0])?;
+                    let (x, y) = (2 * mx + (b & 1), 2 * my + (b >> 1));
+                    planes[0][y * stride + x] = dc_pixel(dc, luma.quant);
+                }
+                for c in 1..3 {
+                    let px = chroma_block(&mut bits, &components[c], &mut predictors[c])?;
+                    let at = 2 * my * stride + 2 * mx;
+                    planes[c][at..at + 2].copy_from_slice(&px[0]);
+                    planes[c][at + stride..at + stride + 2].copy_from_slice(&px[1]);
+                }
+            }
+        }
+    }
+    // Every restart marker used, and no bits read past the end of the data: otherwise
+    // libjpeg would have warned and filled in zeros.
+    if restarts.next().is_some() || bits.consumed() > stream.len * 8 {
+        return None;
+    }
+
+    let mut pixels = vec![0u8; width * height * channels];
+    for (y, out) in pixels.chunks_exact_mut(width * channels).enumerate() {
+        let row = y * stride..y * stride + width;
+        if channels == 1 {
+            out.copy_from_slice(&planes[0][row]);
+            continue;
+        }
+        let (ys, cbs, crs) = (
+            &planes[0][row.clone()],
+            &planes[1][row.clone()],
+            &planes[2][row],
+        );
+        for (((px, &y), &cb), &cr) in out.chunks_exact_mut(3).zip(ys).zip(cbs).zip(crs) {
+            px.copy_from_slice(&ycc_to_rgb(y, cb, cr));
+        }
+    }
+    Some(Eighth {
+        width,
+        height,
+        channels,
+        pixels,
+    })
+}
+
+/// The DC difference into the component's predictor, checked to fit libjpeg's 16-bit
+/// coefficients (it would wrap; a real encoder never gets there).
+#[inline(always)]
+fn add_dc(predictor: &mut i32, diff: i32) -> Option<i32> {
+    *predictor += diff;
+    i16::try_from(*predictor).ok().map(i32::from)
+}
+
+/// A block whose AC coefficients the 1 × 1 IDCT ignores: decode the DC, skip the rest.
+///
+/// The reader is copied into a local so its state stays in registers through the loop.
+#[inline(always)]
+fn skip_block(bits: &mut Bits, comp: &ScanComponent, predictor: &mut i32) -> Option<i32> {
+    let mut b = *bits;
+    let dc = add_dc(predictor, comp.dc.decode_dc(&mut b)?)?;
+    let skipper = comp.skip.as_ref()?;
+    let mut k = 1u32;
+    while k < 64 {
+        b.refill();
+        // Several symbols at a time, unless they could reach the end of the block (where
+        // the bits after it belong to the next block).
+        let run = skipper.entry(&b);
+        if run.usable() && k + run.step() < 64 {
+            b.consume(run.len());
+            k += run.step();
+            if run.ends() {
+                break;
+            }
+            continue;
+        }
+        let e = comp.ac.entry(&b);
+        let step = if e.complete() {
+            b.consume(e.len());
+            e.step()
+        } else {
+            u32::from(huffman::ac_step(comp.ac.finish(e, &mut b)?.0))
+        };
+        if step == 0 {
+            break;
+        }
+        k += step;
+    }
+    *bits = b;
+    (k <= 64).then_some(dc)
+}
+
+/// A chroma block of 4:2:0 through the 2 × 2 reduced IDCT, which needs its AC coefficients.
+#[inline(always)]
+fn chroma_block(
+    bits: &mut Bits,
+    comp: &ScanComponent,
+    predictor: &mut i32,
+) -> Option<[[u8; 2]; 2]> {
+    let mut b = *bits;
+    let mut block = [0i32; 64];
+    block[0] = add_dc(predictor, comp.dc.decode_dc(&mut b)?)?;
+    // Which coefficients are set (natural order), so the IDCT can skip zero columns.
+    let mut set = 0u64;
+    let mut k = 1u32;
+    while k < 64 {
+        b.refill();
+        let e = comp.ac.entry(&b);
+        let (step, value) = if e.complete() {
+            b.consume(e.len());
+            (e.step(), e.value())
+        } else {
+            let (symbol, value) = comp.ac.finish(e, &mut b)?;
+            (u32::from(huffman::ac_step(symbol)), value)
+        };
+        if step == 0 {
+            break;
+        }
+        k += step;
+        if k > 64 {
+            return None;
+        }
+        // The coefficient ends the run (a ZRL writes its zero there, harmlessly).
+        let at = NATURAL[k as usize - 1];
+        block[at] = value;
+        set |= u64::from(value != 0) << at;
+    }
+    *bits = b;
+    Some(if set & IDCT_2X2_INPUTS == 0 {
+        [[dc_pixel(block[0], comp.quant); 2]; 2] // DC only, as most chroma blocks are
+    } else {
+        idct_2x2(&block, comp.quant, set)
+    })
+}
+
+/// Rows and columns 0, 1, 3, 5, 7 but DC, as a mask over natural order: the coefficients
+/// the 2 × 2 IDCT reads besides DC.
+const IDCT_2X2_INPUTS: u64 = {
+    let lines = 0b1010_1011u64;
+    let mut mask = 0;
+    let mut row = 0;
+    while row < 8 {
+        if lines >> row & 1 == 1 {
+            mask |= lines << (8 * row);
+        }
+        row += 1;
+    }
+    mask & !1
+};
+
+/// libjpeg's range limit after an IDCT: `x + 128` clamped to a byte, with values far out of
+/// range wrapping the way its 1024-entry table (indexed by `x & 1023`) does.
+fn idct_limit(x: i32) -> u8 {
+    match x & 1023 {
+        t @ 0..=127 => (t + 128) as u8,
+        128..=511 => 255,
+        512..=895 => 0,
+        t => (t - 896) as u8,
+    }
+}
+
+/// `(x + 2^(n-1)) >> n`, libjpeg's DESCALE.
+fn descale(x: i64, n: u32) -> i64 {
+    (x + (1 << (n - 1))) >> n
+}
+
+/// The 1 × 1 reduced IDCT: the block's mean, its dequantised DC over 8.
+fn dc_pixel(dc: i32, quant: &[i32; 64]) -> u8 {
+    idct_limit(descale(i64::from(dc * quant[0]), 3) as i32)
+}
+
+/// The 2 × 2 reduced IDCT (jidctred.c's `jpeg_idct_2x2`): each output is the mean of a 4 × 4
+/// quarter of the block. Along each axis the even frequencies cancel over a half-block, so
+/// only DC and the odd rows/columns 1, 3, 5, 7 enter, weighted by
+/// √2 · Σ cos((2x + 1)kπ/16) over x = 0..3, in 13-bit fixed point with 2 extra bits
+/// carried between the passes.
+#[inline(always)]
+fn idct_2x2(block: &[i32; 64], quant: &[i32; 64], set: u64) -> [[u8; 2]; 2] {
+    let (a0, b0) = idct_2x2_column(block, quant, set, 0);
+    let (a1, b1) = idct_2x2_column(block, quant, set, 1);
+    let (a3, b3) = idct_2x2_column(block, quant, set, 3);
+    let (a5, b5) = idct_2x2_column(block, quant, set, 5);
+    let (a7, b7) = idct_2x2_column(block, quant, set, 7);
+    [
+        idct_2x2_row(a0, a1, a3, a5, a7),
+        idct_2x2_row(b0, b1, b3, b5, b7),
+    ]
+}
+
+#[inline(always)]
+fn idct_2x2_odd(f1: i64, f3: i64, f5: i64, f7: i64) -> i64 {
+    f1 * 29692 - f3 * 10426 + f5 * 6967 - f7 * 5906
+}
+
+/// Pass 1 on one column: its two workspace values. A column with no odd rows set is its
+/// dequantised DC times 4, which is what the full formula gives too.
+#[inline(always)]
+fn idct_2x2_column(block: &[i32; 64], quant: &[i32; 64], set: u64, col: usize) -> (i64, i64) {
+    const ODD_ROWS_OF_COLUMN_0: u64 = 1 << 8 | 1 << 24 | 1 << 40 | 1 << 56;
+    // 16-bit coefficients times 15-bit multipliers: the products fit an i32.
+    let deq = |i: usize| i64::from(block[i] * quant[i]);
+    if set >> col & ODD_ROWS_OF_COLUMN_0 == 0 {
+        let v = deq(col) << 2;
+        return (v, v);
+    }
+    let even = deq(col) << 15;
+    let odd = idct_2x2_odd(deq(8 + col), deq(24 + col), deq(40 + col), deq(56 + col));
+    (descale(even + odd, 13), descale(even - odd, 13))
+}
+
+/// Pass 2 on one workspace row: two pixels.
+#[inline(always)]
+fn idct_2x2_row(w0: i64, w1: i64, w3: i64, w5: i64, w7: i64) -> [u8; 2] {
+    let even = w0 << 15;
+    let odd = idct_2x2_odd(w1, w3, w5, w7);
+    [
+        idct_limit(descale(even + odd, 20) as i32),
+        idct_limit(descale(even - odd, 20) as i32),
+    ]
+}
+
+/// libjpeg's YCbCr → RGB (jdcolor.c): 16-bit fixed-point factors, rounded once per term.
+fn ycc_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    const ONE_HALF: i32 = 1 << 15;
+    let (y, cb, cr) = (i32::from(y), i32::from(cb) - 128, i32::from(cr) - 128);
+    let r = y + ((91881 * cr + ONE_HALF) >> 16);
+    let g = y + ((-22554 * cb + ONE_HALF - 46802 * cr) >> 16);
+    let b = y + ((116130 * cb + ONE_HALF) >> 16);
+    [r, g, b].map(|v| v.clamp(0, 255) as u8)
+}
+
+#[cfg(test)]
+mod tests;
