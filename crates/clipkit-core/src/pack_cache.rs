@@ -10,6 +10,10 @@
 //! A cache file is only used when its recorded identity matches: format version, weight format,
 //! panel width, and each safetensors file's path, size and modification time. Anything else
 //! (another checkpoint, an edited file, a newer clipkit with another layout) packs afresh.
+//!
+//! Each new file prunes the directory ([`prune`]): files whose checkpoint is gone or has
+//! changed can never be used again and go; then the least recently used ones go until the rest
+//! fit in the size limit (`$CLIPKIT_PACK_CACHE_MAX_MB`, default [`DEFAULT_LIMIT_MB`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -43,6 +47,19 @@ pub fn default_dir() -> Option<PathBuf> {
     }
 }
 
+/// The cache's default size limit: the packs of a few checkpoints in a few precisions
+/// (ViT-B/32 is 0.6 GB in f32, ViT-L/14 1.7 GB).
+pub const DEFAULT_LIMIT_MB: u64 = 8192;
+
+/// `$CLIPKIT_PACK_CACHE_MAX_MB`, else [`DEFAULT_LIMIT_MB`], in bytes.
+pub fn size_limit() -> u64 {
+    std::env::var("CLIPKIT_PACK_CACHE_MAX_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_LIMIT_MB)
+        .saturating_mul(1 << 20)
+}
+
 pub struct PackCache {
     path: PathBuf,
     reader: Option<Reader>,
@@ -69,6 +86,13 @@ impl PackCache {
         let identity = identity(sources, format);
         let path = dir.join(format!("{:016x}.pack", fnv1a(identity.as_bytes())));
         let reader = Reader::open(&path, &identity);
+        if reader.is_some() {
+            // Recently used, for pruning (the identity, not the file's time, decides a hit).
+            let _ = File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        }
         let writer = if reader.is_none() {
             Writer::create(dir, &path, identity)
         } else {
@@ -141,8 +165,112 @@ impl PackCache {
         })();
         if done.is_err() {
             let _ = std::fs::remove_file(&w.tmp);
+        } else if let Some(dir) = self.path.parent() {
+            prune(dir, &self.path, size_limit());
         }
     }
+}
+
+/// Temporary files older than this belong to loads that were killed.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Cleans the cache directory `dir` after `keep` was written: removes pack files whose
+/// checkpoint is gone or changed (or that an older clipkit wrote), temporaries of killed loads,
+/// and then the least recently used packs until the rest fit in `limit` bytes. `keep` stays
+/// even if it alone is over the limit; files that are not clipkit's are never touched.
+pub fn prune(dir: &Path, keep: &Path, limit: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut packs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let modified = meta.modified().unwrap_or(now);
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.contains(".tmp.") {
+            if now
+                .duration_since(modified)
+                .is_ok_and(|age| age > STALE_TEMPORARY)
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        if !name.ends_with(".pack") || path == keep {
+            continue;
+        }
+        if read_identity(&path).is_some_and(|id| is_current(&id) == Some(false)) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        packs.push((modified, meta.len(), path));
+    }
+    let mut total = std::fs::metadata(keep).map_or(0, |m| m.len())
+        + packs.iter().map(|(_, len, _)| len).sum::<u64>();
+    packs.sort_by_key(|(modified, _, _)| *modified); // oldest first
+    for (_, len, path) in packs {
+        if total <= limit {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
+}
+
+/// The identity recorded in a pack file's index.
+fn read_identity(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut tail = [0u8; 16];
+    file.seek(SeekFrom::Start(size.checked_sub(16)?)).ok()?;
+    file.read_exact(&mut tail).ok()?;
+    if &tail[8..] != MAGIC {
+        return None;
+    }
+    let index_len = u64::from_le_bytes(tail[..8].try_into().ok()?);
+    if index_len > 64 << 20 {
+        return None;
+    }
+    file.seek(SeekFrom::Start(size.checked_sub(16 + index_len)?))
+        .ok()?;
+    let mut index = vec![0u8; index_len as usize];
+    file.read_exact(&mut index).ok()?;
+    let index: serde_json::Value = serde_json::from_slice(&index).ok()?;
+    Some(index["identity"].as_str()?.to_string())
+}
+
+/// Whether a recorded identity can still match a load: this version and panel width, and every
+/// source file as it was. `None` where it cannot be read (then the file is left alone).
+fn is_current(recorded: &str) -> Option<bool> {
+    let mut parts = recorded.split(" | ");
+    let header = parts.next()?;
+    let mut words = header.split(' ');
+    let (tag, version, format, nr) = (words.next()?, words.next()?, words.next()?, words.next()?);
+    if tag != "clipkit-pack" {
+        return None;
+    }
+    if version != format!("v{VERSION}") || nr != format!("nr={}", clipkit_kernels::gemm::NR) {
+        return Some(false);
+    }
+    let sources: Vec<PathBuf> = parts
+        .map(|source| {
+            // "<path> <len> <mtime>": the path may itself hold spaces.
+            let mut fields = source.rsplitn(3, ' ');
+            let (_, _, path) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(PathBuf::from(path))
+        })
+        .collect::<Option<_>>()?;
+    let format = [WeightFormat::F32, WeightFormat::Bf16, WeightFormat::Int8]
+        .into_iter()
+        .find(|f| format!("{f:?}") == format)?;
+    Some(identity(&sources, format) == recorded)
 }
 
 impl Drop for PackCache {
@@ -286,6 +414,94 @@ mod tests {
         std::fs::write(&source, b"weights v2, longer").unwrap();
         let third = PackCache::open(&cache_dir, std::slice::from_ref(&source), format);
         assert!(!third.is_hit());
+    }
+
+    /// A pack for `source` saved in `dir`, its path.
+    fn saved(dir: &Path, source: &Path, format: WeightFormat) -> PathBuf {
+        let cache = PackCache::open(dir, &[source.to_path_buf()], format);
+        cache.put("a", &layer(0.5, format));
+        cache.finish();
+        cache.path().to_path_buf()
+    }
+
+    fn set_age(path: &Path, seconds: u64) {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    #[test]
+    fn pruning_drops_packs_of_changed_or_deleted_checkpoints_and_dead_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("packed");
+        let (a, b, c) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b b.safetensors"), // a space in the path
+            dir.path().join("c.safetensors"),
+        );
+        for f in [&a, &b, &c] {
+            std::fs::write(f, b"weights").unwrap();
+        }
+        let pack_a = saved(&cache, &a, WeightFormat::F32);
+        let pack_b = saved(&cache, &b, WeightFormat::Int8);
+        let pack_c = saved(&cache, &c, WeightFormat::F32);
+        assert!(is_current(&read_identity(&pack_b).unwrap()).unwrap());
+        let dead_tmp = cache.join("0123.pack.tmp.999.0");
+        let live_tmp = cache.join("4567.pack.tmp.998.0");
+        std::fs::write(&dead_tmp, b"half").unwrap();
+        std::fs::write(&live_tmp, b"half").unwrap();
+        set_age(&dead_tmp, 2 * 3600);
+        let foreign = cache.join("notes.txt");
+        std::fs::write(&foreign, b"mine").unwrap();
+
+        std::fs::remove_file(&a).unwrap(); // checkpoint deleted
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&b, b"weights, retrained").unwrap(); // checkpoint changed
+        let pack_c2 = saved(&cache, &c, WeightFormat::Bf16); // prunes
+
+        for (path, kept) in [
+            (&pack_a, false),
+            (&pack_b, false),
+            (&pack_c, true),
+            (&pack_c2, true),
+            (&dead_tmp, false),
+            (&live_tmp, true),
+            (&foreign, true),
+        ] {
+            assert_eq!(path.exists(), kept, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_cache_under_its_limit_dropping_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("packed");
+        let sources: Vec<PathBuf> = (0..3)
+            .map(|i| dir.path().join(format!("m{i}.safetensors")))
+            .collect();
+        for s in &sources {
+            std::fs::write(s, b"weights").unwrap();
+        }
+        let first = saved(&cache, &sources[0], WeightFormat::F32);
+        let second = saved(&cache, &sources[1], WeightFormat::F32);
+        let size = std::fs::metadata(&first).unwrap().len();
+        set_age(&first, 300);
+        set_age(&second, 200);
+        // Loading the first again marks it recently used.
+        assert!(
+            PackCache::open(&cache, std::slice::from_ref(&sources[0]), WeightFormat::F32).is_hit()
+        );
+        let third = saved(&cache, &sources[2], WeightFormat::F32);
+        prune(&cache, &third, 2 * size);
+        assert!(first.exists() && third.exists());
+        assert!(!second.exists(), "the least recently used pack goes first");
+        // The file just written stays even when it alone is over the limit.
+        prune(&cache, &third, 1);
+        assert!(third.exists() && !first.exists());
     }
 
     #[test]
