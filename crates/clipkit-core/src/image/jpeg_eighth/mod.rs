@@ -11,8 +11,8 @@
 //! 2 × 2 reduced IDCTs (jidctred.c's integer arithmetic), the same choice of IDCT size per
 //! component (chroma scaled up by the IDCT rather than upsampled), the same YCbCr → RGB
 //! fixed-point constants; the tests hold it to libjpeg-turbo on many files. It takes only the
-//! common case (8-bit baseline or extended Huffman, one interleaved scan, greyscale, 4:2:0 or
-//! 4:4:4) and answers `None` for anything else, or anything unusual in the data (a bad code, a
+//! common case (8-bit baseline or extended Huffman, one interleaved scan, greyscale, 4:2:0,
+//! 4:2:2 or 4:4:4) and answers `None` for anything else, or anything unusual in the data (a bad code, a
 //! block that runs past 64 coefficients, a missing restart marker, a scan that ends early):
 //! the caller then decodes with libjpeg-turbo, which reports or mends it as PIL would.
 
@@ -149,6 +149,7 @@ impl Frame {
             [_] => Some(Layout::Gray),
             [(1, 1), (1, 1), (1, 1)] => Some(Layout::Ycc444),
             [(2, 2), (1, 1), (1, 1)] => Some(Layout::Ycc420),
+            [(2, 1), (1, 1), (1, 1)] => Some(Layout::Ycc422),
             _ => None,
         }
     }
@@ -156,12 +157,16 @@ impl Frame {
 
 /// At 1/8 scale libjpeg gives luma a 1 × 1 IDCT; chroma subsampled 2 × 2 gets a 2 × 2 IDCT,
 /// which lands it at the luma size without an upsampler (jdmaster.c's choice of
-/// `DCT_scaled_size`); unsubsampled chroma gets 1 × 1 like luma.
+/// `DCT_scaled_size` scales chroma up only by factors that fit both directions); chroma
+/// subsampled 2 × 1 gets 1 × 1 and is then widened by repeating each pixel (libjpeg's
+/// "fancy" upsampling is off when the smallest IDCT is 1 × 1); unsubsampled chroma gets 1 × 1
+/// like luma.
 #[derive(Clone, Copy, PartialEq)]
 enum Layout {
     Gray,
     Ycc444,
     Ycc420,
+    Ycc422,
 }
 
 #[derive(Default)]
@@ -289,7 +294,7 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
             return None; // components in another order than the frame's
         }
         let ac = headers.ac.get(usize::from(sel[1] & 15))?.as_ref()?;
-        let skipped = i == 0 || layout == Layout::Ycc444;
+        let skipped = i == 0 || layout != Layout::Ycc420;
         components.push(ScanComponent {
             quant: headers.quant[c.quant].as_ref()?,
             dc: headers.dc.get(usize::from(sel[1] >> 4))?.as_ref()?,
@@ -300,15 +305,16 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
     let stream = unstuff(scan)?;
 
     let (width, height) = (frame.width.div_ceil(8), frame.height.div_ceil(8));
-    // MCUs across and down, and the output pixels each covers.
-    let (mcu_px, channels) = match layout {
-        Layout::Gray => (1, 1),
-        Layout::Ycc444 => (1, 3),
-        Layout::Ycc420 => (2, 3),
+    // The output pixels an MCU covers across and down, and MCUs across and down.
+    let (mcu_w, mcu_h, channels) = match layout {
+        Layout::Gray => (1, 1, 1),
+        Layout::Ycc444 => (1, 1, 3),
+        Layout::Ycc420 => (2, 2, 3),
+        Layout::Ycc422 => (2, 1, 3),
     };
-    let (mcus_x, mcus_y) = (width.div_ceil(mcu_px), height.div_ceil(mcu_px));
-    let stride = mcus_x * mcu_px;
-    let mut planes = vec![vec![0u8; stride * mcus_y * mcu_px]; channels];
+    let (mcus_x, mcus_y) = (width.div_ceil(mcu_w), height.div_ceil(mcu_h));
+    let stride = mcus_x * mcu_w;
+    let mut planes = vec![vec![0u8; stride * mcus_y * mcu_h]; channels];
 
     let mut bits = Bits::new(&stream.data, 0);
     let mut predictors = [0i32; 3];
@@ -330,6 +336,19 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
                 for (c, comp) in components.iter().enumerate() {
                     let dc = skip_block(&mut bits, comp, &mut predictors[c])?;
                     planes[c][my * stride + mx] = dc_pixel(dc, comp.quant);
+                }
+            }
+            Layout::Ycc422 => {
+                let luma = &components[0];
+                for b in 0..2 {
+                    let dc = skip_block(&mut bits, luma, &mut predictors[0])?;
+                    planes[0][my * stride + 2 * mx + b] = dc_pixel(dc, luma.quant);
+                }
+                for c in 1..3 {
+                    let comp = &components[c];
+                    let px = dc_pixel(skip_block(&mut bits, comp, &mut predictors[c])?, comp.quant);
+                    let at = my * stride + 2 * mx;
+                    planes[c][at..at + 2].fill(px); // widened as libjpeg's h2v1_upsample does
                 }
             }
             Layout::Ycc420 => {

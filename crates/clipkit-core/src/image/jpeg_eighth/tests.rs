@@ -11,6 +11,8 @@ enum Sampling {
     S420,
     S444,
     S422,
+    /// 4:4:0 (chroma halved vertically), which the decoder leaves to libjpeg-turbo.
+    S440,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +42,7 @@ fn encode(pixels: &[u8], width: usize, height: usize, e: Encoding) -> Vec<u8> {
         Sampling::S420 => tj::TJSAMP_TJSAMP_420,
         Sampling::S444 => tj::TJSAMP_TJSAMP_444,
         Sampling::S422 => tj::TJSAMP_TJSAMP_422,
+        Sampling::S440 => tj::TJSAMP_TJSAMP_440,
     };
     let format = if gray {
         tj::TJPF_TJPF_GRAY
@@ -167,7 +170,7 @@ fn natural_order_is_the_zig_zag_permutation() {
 fn matches_libjpeg_turbo_on_photos_in_every_taken_layout() {
     for name in ["astronaut.png", "chelsea.png", "coffee.png", "rocket.png"] {
         let (w, h, rgb) = fixture_rgb(name);
-        for sampling in [Sampling::S420, Sampling::S444] {
+        for sampling in [Sampling::S420, Sampling::S422, Sampling::S444] {
             for quality in [50, 90, 100] {
                 let e = Encoding {
                     sampling,
@@ -199,7 +202,12 @@ fn matches_libjpeg_turbo_on_odd_sizes_optimised_tables_and_restarts() {
     for (i, &(w, h)) in sizes.iter().enumerate() {
         let rgb = synthetic(w, h, 3, i as u64 + 7);
         let gray = synthetic(w, h, 1, i as u64 + 99);
-        for sampling in [Sampling::S420, Sampling::S444, Sampling::Gray] {
+        for sampling in [
+            Sampling::S420,
+            Sampling::S422,
+            Sampling::S444,
+            Sampling::Gray,
+        ] {
             for (optimize, restart, quality) in
                 [(false, 0, 85), (true, 0, 97), (false, 3, 75), (true, 1, 95)]
             {
@@ -231,7 +239,7 @@ fn declines_what_it_does_not_take() {
             ..BASE
         },
         Encoding {
-            sampling: Sampling::S422,
+            sampling: Sampling::S440,
             ..BASE
         },
     ] {
