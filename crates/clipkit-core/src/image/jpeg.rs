@@ -64,13 +64,7 @@ pub fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Option<DecodedIma
     let pixels = match eighth {
         Some(e) => e.pixels,
         None => {
-            let mut image = Image {
-                pixels: vec![0u8; scaled.width * scaled.height * channels],
-                width: scaled.width,
-                pitch: scaled.width * channels,
-                height: scaled.height,
-                format,
-            };
+            let mut image = blank_image(scaled.width, scaled.height, format);
             match decompressor.decompress(bytes, image.as_deref_mut()) {
                 Ok(()) => {}
                 // libjpeg carried on past damage it can mend, and so does PIL: keep the pixels.
@@ -106,6 +100,31 @@ pub fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Option<DecodedIma
         pixels: Pixels::Rgb(rgb),
         mode,
     }))
+}
+
+/// A zeroed buffer for TurboJPEG to decode `width × height` pixels of `format` into.
+fn blank_image(width: usize, height: usize, format: PixelFormat) -> Image<Vec<u8>> {
+    Image {
+        pixels: vec![0u8; width * height * format.size()],
+        width,
+        pitch: width * format.size(),
+        height,
+        format,
+    }
+}
+
+/// libjpeg-turbo's own decode at 1/8 scale, as `(width, height, pixels)`: the reference the
+/// 1/8-scale decoder is held to.
+#[cfg(test)]
+pub(super) fn libjpeg_eighth(bytes: &[u8], format: PixelFormat) -> (usize, usize, Vec<u8>) {
+    let mut d = Decompressor::new().unwrap();
+    let header = d.read_header(bytes).unwrap();
+    let factor = ScalingFactor::new(1, 8);
+    d.set_scaling_factor(factor).unwrap();
+    let scaled = header.scaled(factor);
+    let mut image = blank_image(scaled.width, scaled.height, format);
+    d.decompress(bytes, image.as_deref_mut()).unwrap();
+    (scaled.width, scaled.height, image.pixels)
 }
 
 /// `CLIPKIT_JPEG_EIGHTH=off` sends 1/8-scale decodes to libjpeg-turbo too (to compare the
@@ -312,28 +331,15 @@ mod tests {
                 env!("CARGO_MANIFEST_DIR")
             );
             let bytes = std::fs::read(&path).unwrap();
-            let mut d = Decompressor::new().unwrap();
-            let header = d.read_header(&bytes).unwrap();
-            let factor = ScalingFactor::new(1, 8);
-            d.set_scaling_factor(factor).unwrap();
-            let scaled = header.scaled(factor);
-            let mut image = Image {
-                pixels: vec![0u8; scaled.width * scaled.height * 3],
-                width: scaled.width,
-                pitch: scaled.width * 3,
-                height: scaled.height,
-                format: PixelFormat::RGB,
-            };
-            d.decompress(&bytes, image.as_deref_mut()).unwrap();
-            let mut reference = DynamicImage::ImageRgb8(
-                RgbImage::from_raw(scaled.width as u32, scaled.height as u32, image.pixels)
-                    .unwrap(),
-            );
+            let (w, h, pixels) = libjpeg_eighth(&bytes, PixelFormat::RGB);
+            let mut reference =
+                DynamicImage::ImageRgb8(RgbImage::from_raw(w as u32, h as u32, pixels).unwrap());
             if let Some(o) = exif_orientation(&bytes) {
                 reference.apply_orientation(o);
             }
+            // The shortest edge before any rotation, over 8: exactly a 1/8-scale draft.
             let options = DecodeOptions {
-                draft_shortest_edge: Some(header.width.min(header.height) as u32 / 8),
+                draft_shortest_edge: Some(w.min(h) as u32),
                 ..DecodeOptions::default()
             };
             let decoded = decode(&bytes, &options).unwrap().unwrap();

@@ -121,7 +121,7 @@ impl Table {
     }
 
     #[inline(always)]
-    pub fn entry(&self, bits: &Bits) -> Entry {
+    fn entry(&self, bits: &Bits) -> Entry {
         Entry(self.lookup[bits.peek(LOOKUP_BITS) as usize])
     }
 
@@ -142,7 +142,7 @@ impl Table {
     /// A symbol's entry when the lookup did not complete it: consumes the code and its extra
     /// bits and answers the symbol and coefficient.
     #[inline(always)]
-    pub fn finish(&self, e: Entry, bits: &mut Bits) -> Option<(u8, i32)> {
+    fn finish(&self, e: Entry, bits: &mut Bits) -> Option<(u8, i32)> {
         let symbol = if e.len() > 0 {
             bits.consume(e.len());
             e.symbol()

@@ -427,13 +427,7 @@ fn skip_block(bits: &mut Bits, comp: &ScanComponent, predictor: &mut i32) -> Opt
             }
             continue;
         }
-        let e = comp.ac.entry(&b);
-        let step = if e.complete() {
-            b.consume(e.len());
-            e.step()
-        } else {
-            u32::from(huffman::ac_step(comp.ac.finish(e, &mut b)?.0))
-        };
+        let (step, _) = comp.ac.decode_ac(&mut b)?;
         if step == 0 {
             break;
         }
@@ -457,15 +451,7 @@ fn chroma_block(
     let mut set = 0u64;
     let mut k = 1u32;
     while k < 64 {
-        b.refill();
-        let e = comp.ac.entry(&b);
-        let (step, value) = if e.complete() {
-            b.consume(e.len());
-            (e.step(), e.value())
-        } else {
-            let (symbol, value) = comp.ac.finish(e, &mut b)?;
-            (u32::from(huffman::ac_step(symbol)), value)
-        };
+        let (step, value) = comp.ac.decode_ac(&mut b)?;
         if step == 0 {
             break;
         }

@@ -2,7 +2,8 @@
 //! layouts, qualities, optimised Huffman tables, restart intervals and odd sizes.
 
 use super::*;
-use turbojpeg::{Decompressor, Image, PixelFormat, ScalingFactor};
+use crate::image::jpeg::libjpeg_eighth;
+use turbojpeg::PixelFormat;
 use turbojpeg_sys as tj;
 
 #[derive(Clone, Copy, Debug)]
@@ -83,29 +84,6 @@ fn encode(pixels: &[u8], width: usize, height: usize, e: Encoding) -> Vec<u8> {
     }
 }
 
-/// libjpeg-turbo's 1/8-scale decode, the reference.
-fn libjpeg_eighth(jpeg: &[u8], channels: usize) -> (usize, usize, Vec<u8>) {
-    let mut d = Decompressor::new().unwrap();
-    let header = d.read_header(jpeg).unwrap();
-    let factor = ScalingFactor::new(1, 8);
-    d.set_scaling_factor(factor).unwrap();
-    let scaled = header.scaled(factor);
-    let format = if channels == 1 {
-        PixelFormat::GRAY
-    } else {
-        PixelFormat::RGB
-    };
-    let mut image = Image {
-        pixels: vec![0u8; scaled.width * scaled.height * channels],
-        width: scaled.width,
-        pitch: scaled.width * channels,
-        height: scaled.height,
-        format,
-    };
-    d.decompress(jpeg, image.as_deref_mut()).unwrap();
-    (scaled.width, scaled.height, image.pixels)
-}
-
 /// Photo-like test content: smooth gradients, hard edges and noise, so blocks range from
 /// DC-only to dense.
 fn synthetic(width: usize, height: usize, channels: usize, seed: u64) -> Vec<u8> {
@@ -140,7 +118,12 @@ fn fixture_rgb(name: &str) -> (usize, usize, Vec<u8>) {
 
 fn assert_matches_libjpeg(jpeg: &[u8], what: &str) {
     let ours = decode(jpeg).unwrap_or_else(|| panic!("{what}: fast path declined"));
-    let (w, h, reference) = libjpeg_eighth(jpeg, ours.channels);
+    let format = if ours.channels == 1 {
+        PixelFormat::GRAY
+    } else {
+        PixelFormat::RGB
+    };
+    let (w, h, reference) = libjpeg_eighth(jpeg, format);
     assert_eq!((ours.width, ours.height), (w, h), "{what}: size");
     if ours.pixels != reference {
         let diffs = ours
