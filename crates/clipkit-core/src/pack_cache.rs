@@ -77,13 +77,15 @@ struct Writer {
     offset: usize,
     layers: Vec<(String, usize)>,
     identity: String,
+    sources: Vec<Stamp>,
 }
 
 impl PackCache {
     /// The cache for `sources` packed as `format`, in `dir`. Never fails: without a usable
     /// directory or file, layers are simply packed (and not saved).
     pub fn open(dir: &Path, sources: &[PathBuf], format: WeightFormat) -> Self {
-        let identity = identity(sources, format);
+        let sources: Vec<Stamp> = sources.iter().map(|s| Stamp::of(s)).collect();
+        let identity = identity(&sources, format);
         let path = dir.join(format!("{:016x}.pack", fnv1a(identity.as_bytes())));
         let reader = Reader::open(&path, &identity);
         if reader.is_some() {
@@ -94,7 +96,7 @@ impl PackCache {
                 .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         }
         let writer = if reader.is_none() {
-            Writer::create(dir, &path, identity)
+            Writer::create(dir, &path, identity, sources)
         } else {
             None
         };
@@ -148,8 +150,12 @@ impl PackCache {
         let Some(mut w) = guard.take() else {
             return;
         };
+        // The version, panel width and sources again as fields, for `prune` to judge the file.
         let index = serde_json::json!({
             "identity": w.identity,
+            "version": VERSION,
+            "nr": clipkit_kernels::gemm::NR,
+            "sources": w.sources,
             "layers": w.layers.iter().map(|(n, o)| (n.clone(), *o)).collect::<HashMap<_, _>>(),
         })
         .to_string();
@@ -204,7 +210,7 @@ pub fn prune(dir: &Path, keep: &Path, limit: u64) {
         if !name.ends_with(".pack") || path == keep {
             continue;
         }
-        if read_identity(&path).is_some_and(|id| is_current(&id) == Some(false)) {
+        if read_index(&path).is_some_and(|index| is_stale(&index) == Some(true)) {
             let _ = std::fs::remove_file(&path);
             continue;
         }
@@ -223,18 +229,15 @@ pub fn prune(dir: &Path, keep: &Path, limit: u64) {
     }
 }
 
-/// The identity recorded in a pack file's index.
-fn read_identity(path: &Path) -> Option<String> {
+/// The index of a pack file, read from its end (not the whole file, as a mapping would).
+fn read_index(path: &Path) -> Option<serde_json::Value> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(path).ok()?;
     let size = file.metadata().ok()?.len();
     let mut tail = [0u8; 16];
     file.seek(SeekFrom::Start(size.checked_sub(16)?)).ok()?;
     file.read_exact(&mut tail).ok()?;
-    if &tail[8..] != MAGIC {
-        return None;
-    }
-    let index_len = u64::from_le_bytes(tail[..8].try_into().ok()?);
+    let index_len = index_len(&tail)?;
     if index_len > 64 << 20 {
         return None;
     }
@@ -242,35 +245,27 @@ fn read_identity(path: &Path) -> Option<String> {
         .ok()?;
     let mut index = vec![0u8; index_len as usize];
     file.read_exact(&mut index).ok()?;
-    let index: serde_json::Value = serde_json::from_slice(&index).ok()?;
-    Some(index["identity"].as_str()?.to_string())
+    serde_json::from_slice(&index).ok()
 }
 
-/// Whether a recorded identity can still match a load: this version and panel width, and every
-/// source file as it was. `None` where it cannot be read (then the file is left alone).
-fn is_current(recorded: &str) -> Option<bool> {
-    let mut parts = recorded.split(" | ");
-    let header = parts.next()?;
-    let mut words = header.split(' ');
-    let (tag, version, format, nr) = (words.next()?, words.next()?, words.next()?, words.next()?);
-    if tag != "clipkit-pack" {
-        return None;
-    }
-    if version != format!("v{VERSION}") || nr != format!("nr={}", clipkit_kernels::gemm::NR) {
-        return Some(false);
-    }
-    let sources: Vec<PathBuf> = parts
-        .map(|source| {
-            // "<path> <len> <mtime>": the path may itself hold spaces.
-            let mut fields = source.rsplitn(3, ' ');
-            let (_, _, path) = (fields.next()?, fields.next()?, fields.next()?);
-            Some(PathBuf::from(path))
-        })
-        .collect::<Option<_>>()?;
-    let format = [WeightFormat::F32, WeightFormat::Bf16, WeightFormat::Int8]
-        .into_iter()
-        .find(|f| format!("{f:?}") == format)?;
-    Some(identity(&sources, format) == recorded)
+/// The index length from a pack file's last 16 bytes (length, then the magic).
+fn index_len(tail: &[u8]) -> Option<u64> {
+    let (len, magic) = tail.split_at_checked(8)?;
+    (magic == MAGIC).then(|| u64::from_le_bytes(len.try_into().expect("8 bytes")))
+}
+
+/// Whether a pack file can never match a load again: another version or panel width, or a
+/// source file changed or gone. `None` for an index without these fields (then the file is
+/// left alone).
+fn is_stale(index: &serde_json::Value) -> Option<bool> {
+    let version = index["version"].as_u64()?;
+    let nr = index["nr"].as_u64()?;
+    let sources: Vec<Stamp> = serde_json::from_value(index["sources"].clone()).ok()?;
+    Some(
+        version != u64::from(VERSION)
+            || nr != clipkit_kernels::gemm::NR as u64
+            || sources.iter().any(|s| Stamp::of(Path::new(&s.path)) != *s),
+    )
 }
 
 impl Drop for PackCache {
@@ -291,10 +286,7 @@ impl Reader {
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()?;
         let bytes: &[u8] = &map;
         let tail = bytes.len().checked_sub(16)?;
-        if &bytes[tail + 8..] != MAGIC {
-            return None;
-        }
-        let index_len = u64::from_le_bytes(bytes[tail..tail + 8].try_into().ok()?) as usize;
+        let index_len = index_len(&bytes[tail..])? as usize;
         let index_at = tail.checked_sub(index_len)?;
         let index: serde_json::Value = serde_json::from_slice(&bytes[index_at..tail]).ok()?;
         if index["identity"].as_str()? != identity {
@@ -313,7 +305,7 @@ impl Reader {
 }
 
 impl Writer {
-    fn create(dir: &Path, path: &Path, identity: String) -> Option<Self> {
+    fn create(dir: &Path, path: &Path, identity: String, sources: Vec<Stamp>) -> Option<Self> {
         std::fs::create_dir_all(dir).ok()?;
         // Unique per process and per load, so concurrent loads never write the same file.
         static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -326,24 +318,44 @@ impl Writer {
             offset: 0,
             layers: Vec::new(),
             identity,
+            sources,
         })
     }
 }
 
-fn identity(sources: &[PathBuf], format: WeightFormat) -> String {
+/// A source file as the cache knows it: canonical path, size and modification time.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    path: String,
+    len: u64,
+    mtime_ns: u64,
+}
+
+impl Stamp {
+    /// The file as it is now (size and time 0 when it cannot be read).
+    fn of(source: &Path) -> Stamp {
+        let path = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+        let meta = std::fs::metadata(source).ok();
+        let mtime_ns = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        Stamp {
+            path: path.display().to_string(),
+            len: meta.map_or(0, |m| m.len()),
+            mtime_ns,
+        }
+    }
+}
+
+fn identity(sources: &[Stamp], format: WeightFormat) -> String {
     let mut id = format!(
         "clipkit-pack v{VERSION} {format:?} nr={}",
         clipkit_kernels::gemm::NR
     );
-    for source in sources {
-        let path = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
-        let meta = std::fs::metadata(source).ok();
-        let len = meta.as_ref().map_or(0, |m| m.len());
-        let mtime = meta
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        id.push_str(&format!(" | {} {len} {mtime}", path.display()));
+    for s in sources {
+        id.push_str(&format!(" | {} {} {}", s.path, s.len, s.mtime_ns));
     }
     id
 }
@@ -449,7 +461,7 @@ mod tests {
         let pack_a = saved(&cache, &a, WeightFormat::F32);
         let pack_b = saved(&cache, &b, WeightFormat::Int8);
         let pack_c = saved(&cache, &c, WeightFormat::F32);
-        assert!(is_current(&read_identity(&pack_b).unwrap()).unwrap());
+        assert_eq!(is_stale(&read_index(&pack_b).unwrap()), Some(false));
         let dead_tmp = cache.join("0123.pack.tmp.999.0");
         let live_tmp = cache.join("4567.pack.tmp.998.0");
         std::fs::write(&dead_tmp, b"half").unwrap();
