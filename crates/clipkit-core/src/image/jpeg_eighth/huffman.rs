@@ -185,53 +185,27 @@ pub const SKIP_BITS: u32 = 12;
 /// loads that bounds a Huffman decoder. (Wider lookups measured no faster: they leave L1.)
 ///
 /// Entry: bits 0..5 the bits the symbols take, bits 5..11 their total step, bit 11 set when
-/// the block ends with them (an end of block among them), bit 12 set when the entry is
-/// usable (the first symbol is complete within the lookup).
+/// the block ends with them (an end of block among them); [`Skipper::UNUSABLE`] where the
+/// first symbol is not complete within the lookup.
 pub struct Skipper {
     lookup: Box<[u16; 1 << SKIP_BITS]>,
 }
 
 impl Skipper {
     const ENDS: u16 = 1 << 11;
-    const USABLE: u16 = 1 << 12;
+    /// Step 63, more than any block has left after its DC: the caller's test for a run
+    /// that stays inside the block turns these entries away with no test of its own.
+    const UNUSABLE: u16 = 63 << 5;
 
     pub fn new(table: &Table) -> Skipper {
         let mut lookup = Box::new([0u16; 1 << SKIP_BITS]);
-        // A symbol complete within the `avail` bits at the top of `bits` (a SKIP_BITS-wide
-        // window), as (len, step).
-        let symbol_at = |bits: u32, avail: u32| -> Option<(u32, u32)> {
-            let index = if avail >= LOOKUP_BITS {
-                bits >> (avail - LOOKUP_BITS)
-            } else {
-                bits << (LOOKUP_BITS - avail)
-            } & ((1 << LOOKUP_BITS) - 1);
-            let e = Entry(table.lookup[index as usize]);
-            (e.complete() && e.len() <= avail).then(|| (e.len(), e.step()))
-        };
         for (window, slot) in lookup.iter_mut().enumerate() {
-            // As many whole symbols as the window holds, up to an end of block.
-            let (mut used, mut step, mut ends) = (0u32, 0u32, false);
-            while used < SKIP_BITS {
-                let avail = SKIP_BITS - used;
-                let Some((len, s)) = symbol_at(window as u32 & ((1 << avail) - 1), avail) else {
-                    break;
-                };
-                if step + s > 63 {
-                    break; // keeps the field in its 6 bits; no block goes that far anyway
-                }
-                used += len;
-                step += s;
-                if s == 0 {
-                    ends = true;
-                    break;
-                }
-            }
-            if used > 0 {
-                *slot = used as u16
-                    | (step as u16) << 5
-                    | if ends { Self::ENDS } else { 0 }
-                    | Self::USABLE;
-            }
+            let run = ac_run(table, window as u32, SKIP_BITS, 63);
+            *slot = if run.used > 0 {
+                run.used as u16 | (run.step as u16) << 5 | if run.ends { Self::ENDS } else { 0 }
+            } else {
+                Self::UNUSABLE
+            };
         }
         Skipper { lookup }
     }
@@ -242,17 +216,131 @@ impl Skipper {
     }
 }
 
+/// Whole AC symbols at the top of the `avail` low bits of `window`, up to an end of block and
+/// no further along the zig-zag than `max_step`.
+struct AcRun {
+    used: u32,
+    step: u32,
+    ends: bool,
+}
+
+fn ac_run(table: &Table, window: u32, avail: u32, max_step: u32) -> AcRun {
+    // A symbol complete within the `avail` bits at the top of `bits`, as (len, step).
+    let symbol_at = |bits: u32, avail: u32| -> Option<(u32, u32)> {
+        let index = if avail >= LOOKUP_BITS {
+            bits >> (avail - LOOKUP_BITS)
+        } else {
+            bits << (LOOKUP_BITS - avail)
+        } & ((1 << LOOKUP_BITS) - 1);
+        let e = Entry(table.lookup[index as usize]);
+        (e.complete() && e.len() <= avail).then(|| (e.len(), e.step()))
+    };
+    let mut run = AcRun {
+        used: 0,
+        step: 0,
+        ends: false,
+    };
+    while run.used < avail {
+        let left = avail - run.used;
+        let Some((len, s)) = symbol_at(window & ((1 << left) - 1), left) else {
+            break;
+        };
+        if run.step + s > max_step {
+            break;
+        }
+        run.used += len;
+        run.step += s;
+        if s == 0 {
+            run.ends = true;
+            break;
+        }
+    }
+    run
+}
+
+/// Bits looked at by a [`BlockStart`].
+pub const START_BITS: u32 = 12;
+
+/// The start of a block in one lookup: its DC difference with its extra bits and, behind it,
+/// either the AC symbols a [`Skipper`] would skip (for blocks whose AC coefficients are not
+/// needed) or only an immediate end of block (for blocks that are decoded in full). Smooth
+/// blocks, the most common kind in photos, are then one lookup in all.
+///
+/// Entry: bits 0..5 the bits taken, bits 5..11 the AC step, bit 11 set when the block ends
+/// with them, bit 12 set when usable (the DC code and its extra bits are within the window),
+/// bits 16..32 the DC difference.
+pub struct BlockStart {
+    lookup: Box<[u32; 1 << START_BITS]>,
+}
+
+impl BlockStart {
+    const ENDS: u32 = 1 << 11;
+    const USABLE: u32 = 1 << 12;
+
+    /// `skip_ac`: whether AC symbols may be taken past (else only an end of block is).
+    pub fn new(dc: &Table, ac: &Table, skip_ac: bool) -> BlockStart {
+        let mut lookup = Box::new([0u32; 1 << START_BITS]);
+        for (window, slot) in lookup.iter_mut().enumerate() {
+            let window = window as u32;
+            let e = Entry(dc.lookup[(window >> (START_BITS - LOOKUP_BITS)) as usize]);
+            if !e.complete() {
+                continue;
+            }
+            let avail = START_BITS - e.len();
+            // Keep k = 1 + step below 64, so the caller's loop goes on from there.
+            // (With a limit of 0 only an end of block can be taken.)
+            let run = ac_run(ac, window, avail, if skip_ac { 62 } else { 0 });
+            *slot = (e.len() + run.used)
+                | run.step << 5
+                | if run.ends { Self::ENDS } else { 0 }
+                | Self::USABLE
+                | u32::from(e.value() as i16 as u16) << 16;
+        }
+        BlockStart { lookup }
+    }
+
+    #[inline(always)]
+    pub fn entry(&self, bits: &Bits) -> Start {
+        Start(self.lookup[bits.peek(START_BITS) as usize])
+    }
+}
+
+/// A [`BlockStart`] entry.
+#[derive(Clone, Copy)]
+pub struct Start(u32);
+
+impl Start {
+    #[inline(always)]
+    pub fn usable(self) -> bool {
+        self.0 & BlockStart::USABLE != 0
+    }
+
+    #[inline(always)]
+    pub fn len(self) -> u32 {
+        self.0 & 31
+    }
+
+    #[inline(always)]
+    pub fn step(self) -> u32 {
+        (self.0 >> 5) & 63
+    }
+
+    #[inline(always)]
+    pub fn ends(self) -> bool {
+        self.0 & BlockStart::ENDS != 0
+    }
+
+    #[inline(always)]
+    pub fn dc(self) -> i32 {
+        i32::from((self.0 >> 16) as u16 as i16)
+    }
+}
+
 /// A [`Skipper`] entry.
 #[derive(Clone, Copy)]
 pub struct Run(u16);
 
 impl Run {
-    /// False where the single-symbol path must take over.
-    #[inline(always)]
-    pub fn usable(self) -> bool {
-        self.0 & Skipper::USABLE != 0
-    }
-
     /// Bits the symbols take.
     #[inline(always)]
     pub fn len(self) -> u32 {
@@ -333,6 +421,18 @@ impl<'a> Bits<'a> {
             Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
             None => 0, // far past the scan: the caller refuses the result
         };
+        self.buf |= word >> self.count;
+        self.next += ((63 - self.count) >> 3) as usize;
+        self.count |= 56;
+    }
+
+    /// [`Bits::refill`] without the test: no branch to mispredict where the bits left
+    /// vary from call to call.
+    #[inline(always)]
+    pub fn refill_always(&mut self) {
+        // Past the end the bits are wrong rather than zero; `consumed` tells the caller.
+        let at = self.next.min(self.data.len() - 8);
+        let word = u64::from_be_bytes(self.data[at..at + 8].try_into().expect("8 bytes"));
         self.buf |= word >> self.count;
         self.next += ((63 - self.count) >> 3) as usize;
         self.count |= 56;

@@ -3,9 +3,13 @@
 //! At 1/8 scale a luma block becomes one pixel, its DC coefficient over 8, yet libjpeg-turbo
 //! spends ~70% of a 12-megapixel decode in its general Huffman decoder, decoding every AC
 //! coefficient it then ignores. This decoder skips the AC coefficients of luma blocks,
-//! several symbols per table lookup ([`huffman::Skipper`]), and decodes in full only the
-//! chroma blocks of 4:2:0, whose 2 × 2 reduced IDCT needs them: 1.3–1.4× libjpeg-turbo's
-//! speed on 12 MP photos (`examples/decode_bench.rs`).
+//! several symbols per table lookup ([`huffman::Skipper`]), starts each block with one lookup
+//! for its DC and what follows ([`huffman::BlockStart`]), and decodes in full only the chroma
+//! blocks of 4:2:0, whose 2 × 2 reduced IDCT needs them (and only the 25 coefficients it
+//! reads are kept): 1.6–1.8× libjpeg-turbo's speed on 12 MP photos
+//! (`examples/decode_bench.rs`). Where the time goes is branches more than lookups: a
+//! mispredicted one costs as much as a dozen table loads, so the bit reader refills without a
+//! test in the loops and libjpeg's range limit is its table, not a `match`.
 //!
 //! What it produces is libjpeg-turbo's own 1/8-scale output, byte for byte: the same 1 × 1 and
 //! 2 × 2 reduced IDCTs (jidctred.c's integer arithmetic), the same choice of IDCT size per
@@ -18,7 +22,7 @@
 
 mod huffman;
 
-use huffman::{Bits, Skipper, Table, PADDING};
+use huffman::{Bits, BlockStart, Skipper, Table, PADDING};
 
 /// A decoded image at 1/8 scale: `ceil(w / 8) × ceil(h / 8)`, RGB or grey.
 pub struct Eighth {
@@ -230,10 +234,13 @@ impl Headers {
 /// One component of the scan, with its tables resolved.
 struct ScanComponent<'a> {
     quant: &'a [i32; 64],
+    /// `quant` for the 2 × 2 IDCT ([`quant_2x2`]).
+    quant_2x2: [i32; 25],
     dc: &'a Table,
     ac: &'a Table,
     /// For components whose AC coefficients are skipped.
     skip: Option<Skipper>,
+    start: BlockStart,
 }
 
 /// The entropy-coded data with `FF 00` stuffing removed, and where each restart marker was.
@@ -295,11 +302,15 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
         }
         let ac = headers.ac.get(usize::from(sel[1] & 15))?.as_ref()?;
         let skipped = i == 0 || layout != Layout::Ycc420;
+        let dc = headers.dc.get(usize::from(sel[1] >> 4))?.as_ref()?;
+        let quant = headers.quant[c.quant].as_ref()?;
         components.push(ScanComponent {
-            quant: headers.quant[c.quant].as_ref()?,
-            dc: headers.dc.get(usize::from(sel[1] >> 4))?.as_ref()?,
+            quant,
+            quant_2x2: quant_2x2(quant),
+            dc,
             ac,
             skip: skipped.then(|| Skipper::new(ac)),
+            start: BlockStart::new(dc, ac, skipped),
         });
     }
     let stream = unstuff(scan)?;
@@ -411,27 +422,48 @@ fn add_dc(predictor: &mut i32, diff: i32) -> Option<i32> {
 #[inline(always)]
 fn skip_block(bits: &mut Bits, comp: &ScanComponent, predictor: &mut i32) -> Option<i32> {
     let mut b = *bits;
-    let dc = add_dc(predictor, comp.dc.decode_dc(&mut b)?)?;
+    b.refill_always();
+    let start = comp.start.entry(&b);
+    let (dc, mut k) = if start.usable() {
+        b.consume(start.len());
+        let dc = add_dc(predictor, start.dc())?;
+        if start.ends() {
+            *bits = b;
+            return Some(dc);
+        }
+        (dc, 1 + start.step())
+    } else {
+        (add_dc(predictor, comp.dc.decode_dc(&mut b)?)?, 1)
+    };
     let skipper = comp.skip.as_ref()?;
-    let mut k = 1u32;
-    while k < 64 {
-        b.refill();
-        // Several symbols at a time, unless they could reach the end of the block (where
-        // the bits after it belong to the next block).
-        let run = skipper.entry(&b);
-        if run.usable() && k + run.step() < 64 {
+    loop {
+        // A refill leaves at least 56 bits and a run takes at most SKIP_BITS (12) of them:
+        // four runs fit before the next refill.
+        b.refill_always();
+        let mut runs = 0;
+        while runs < 4 {
+            let run = skipper.entry(&b);
+            // Several symbols at a time, unless they could reach the end of the block (where
+            // the bits after it belong to the next block); an unusable entry's step is 63.
+            if k + run.step() >= 64 {
+                break;
+            }
             b.consume(run.len());
             k += run.step();
             if run.ends() {
-                break;
+                *bits = b;
+                return Some(dc);
             }
+            runs += 1;
+        }
+        if runs == 4 {
             continue;
         }
         let (step, _) = comp.ac.decode_ac(&mut b)?;
-        if step == 0 {
+        k += step;
+        if step == 0 || k >= 64 {
             break;
         }
-        k += step;
     }
     *bits = b;
     (k <= 64).then_some(dc)
@@ -445,10 +477,24 @@ fn chroma_block(
     predictor: &mut i32,
 ) -> Option<[[u8; 2]; 2]> {
     let mut b = *bits;
-    let mut block = [0i32; 64];
-    block[0] = add_dc(predictor, comp.dc.decode_dc(&mut b)?)?;
-    // Which coefficients are set (natural order), so the IDCT can skip zero columns.
-    let mut set = 0u64;
+    b.refill_always();
+    let start = comp.start.entry(&b);
+    let dc = if start.usable() {
+        b.consume(start.len());
+        let dc = add_dc(predictor, start.dc())?;
+        if start.ends() {
+            *bits = b;
+            return Some([[dc_pixel(dc, comp.quant); 2]; 2]);
+        }
+        dc
+    } else {
+        add_dc(predictor, comp.dc.decode_dc(&mut b)?)?
+    };
+    // Only the coefficients the 2 × 2 IDCT reads are kept, in a small array with no need
+    // of clearing 64 entries per block; the rest go to a sink slot.
+    let mut coef = [0i32; 32];
+    coef[0] = dc;
+    let mut set = 0u32;
     let mut k = 1u32;
     while k < 64 {
         let (step, value) = comp.ac.decode_ac(&mut b)?;
@@ -460,43 +506,78 @@ fn chroma_block(
             return None;
         }
         // The coefficient ends the run (a ZRL writes its zero there, harmlessly).
-        let at = NATURAL[k as usize - 1];
-        block[at] = value;
-        set |= u64::from(value != 0) << at;
+        let slot = usize::from(SLOT_2X2[k as usize - 1]) & 31;
+        coef[slot] = value;
+        set |= 1 << slot;
     }
     *bits = b;
-    Some(if set & IDCT_2X2_INPUTS == 0 {
-        [[dc_pixel(block[0], comp.quant); 2]; 2] // DC only, as most chroma blocks are
+    let set = set & !(1 << SINK_2X2);
+    Some(if set == 0 {
+        [[dc_pixel(dc, comp.quant); 2]; 2] // DC only, as most chroma blocks are
     } else {
-        idct_2x2(&block, comp.quant, set)
+        idct_2x2(&coef, &comp.quant_2x2, set)
     })
 }
 
-/// Rows and columns 0, 1, 3, 5, 7 but DC, as a mask over natural order: the coefficients
-/// the 2 × 2 IDCT reads besides DC.
-const IDCT_2X2_INPUTS: u64 = {
-    let lines = 0b1010_1011u64;
-    let mut mask = 0;
-    let mut row = 0;
-    while row < 8 {
-        if lines >> row & 1 == 1 {
-            mask |= lines << (8 * row);
+/// The rows (and the columns) of a block that the 2 × 2 IDCT reads: along each axis the even
+/// frequencies but DC cancel over a half-block.
+const LINES_2X2: [usize; 5] = [0, 1, 3, 5, 7];
+
+/// The slot of the coefficients the IDCT ignores.
+const SINK_2X2: usize = 25;
+
+/// Per zig-zag index, the coefficient's slot among the 25 the 2 × 2 IDCT reads (row line × 5
+/// + column line, lines as in [`LINES_2X2`]), or [`SINK_2X2`].
+const SLOT_2X2: [u8; 64] = {
+    let mut out = [SINK_2X2 as u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        let (row, col) = (NATURAL[k] / 8, NATURAL[k] % 8);
+        let (mut r, mut c) = (5, 5);
+        let mut i = 0;
+        while i < 5 {
+            if LINES_2X2[i] == row {
+                r = i;
+            }
+            if LINES_2X2[i] == col {
+                c = i;
+            }
+            i += 1;
         }
-        row += 1;
+        if r < 5 && c < 5 {
+            out[k] = (r * 5 + c) as u8;
+        }
+        k += 1;
     }
-    mask & !1
+    out
 };
+
+/// A quantisation table's multipliers for the 25 slots of [`SLOT_2X2`].
+fn quant_2x2(quant: &[i32; 64]) -> [i32; 25] {
+    std::array::from_fn(|slot| quant[LINES_2X2[slot / 5] * 8 + LINES_2X2[slot % 5]])
+}
 
 /// libjpeg's range limit after an IDCT: `x + 128` clamped to a byte, with values far out of
 /// range wrapping the way its 1024-entry table (indexed by `x & 1023`) does.
 fn idct_limit(x: i32) -> u8 {
-    match x & 1023 {
-        t @ 0..=127 => (t + 128) as u8,
-        128..=511 => 255,
-        512..=895 => 0,
-        t => (t - 896) as u8,
-    }
+    RANGE_LIMIT[(x & 1023) as usize]
 }
+
+/// [`idct_limit`] as libjpeg has it, a table: no branches to mispredict.
+static RANGE_LIMIT: [u8; 1024] = {
+    let mut t = [0u8; 1024];
+    let mut i = 0;
+    while i < 1024 {
+        t[i] = match i {
+            0..=127 => (i + 128) as u8,
+            128..=511 => 255,
+            512..=895 => 0,
+            _ => (i - 896) as u8,
+        };
+        i += 1;
+    }
+    t
+};
 
 /// `(x + 2^(n-1)) >> n`, libjpeg's DESCALE.
 fn descale(x: i64, n: u32) -> i64 {
@@ -508,18 +589,43 @@ fn dc_pixel(dc: i32, quant: &[i32; 64]) -> u8 {
     idct_limit(descale(i64::from(dc * quant[0]), 3) as i32)
 }
 
-/// The 2 × 2 reduced IDCT (jidctred.c's `jpeg_idct_2x2`): each output is the mean of a 4 × 4
-/// quarter of the block. Along each axis the even frequencies cancel over a half-block, so
-/// only DC and the odd rows/columns 1, 3, 5, 7 enter, weighted by
+/// The 2 × 2 reduced IDCT (jidctred.c's `jpeg_idct_2x2`) on the coefficients of
+/// [`SLOT_2X2`], `set` marking those present: each output is the mean of a 4 × 4 quarter of
+/// the block. Only DC and the odd rows/columns 1, 3, 5, 7 enter, weighted by
 /// √2 · Σ cos((2x + 1)kπ/16) over x = 0..3, in 13-bit fixed point with 2 extra bits
 /// carried between the passes.
 #[inline(always)]
-fn idct_2x2(block: &[i32; 64], quant: &[i32; 64], set: u64) -> [[u8; 2]; 2] {
-    let (a0, b0) = idct_2x2_column(block, quant, set, 0);
-    let (a1, b1) = idct_2x2_column(block, quant, set, 1);
-    let (a3, b3) = idct_2x2_column(block, quant, set, 3);
-    let (a5, b5) = idct_2x2_column(block, quant, set, 5);
-    let (a7, b7) = idct_2x2_column(block, quant, set, 7);
+fn idct_2x2(coef: &[i32; 32], quant: &[i32; 25], set: u32) -> [[u8; 2]; 2] {
+    // 16-bit coefficients times 15-bit multipliers: the products fit an i32.
+    let deq = |slot: usize| i64::from(coef[slot] * quant[slot]);
+    // Most chroma blocks that have any AC only have the lowest ones: rows and columns 0 and
+    // 1. The same arithmetic with the zero terms left out (and no test per column).
+    const LOWEST: u32 = 1 | 1 << 1 | 1 << 5 | 1 << 6;
+    if set & !LOWEST == 0 {
+        let column = |c: usize| {
+            let (even, odd) = (deq(c) << 15, deq(5 + c) * 29692);
+            (descale(even + odd, 13), descale(even - odd, 13))
+        };
+        let ((a0, b0), (a1, b1)) = (column(0), column(1));
+        return [idct_2x2_row(a0, a1, 0, 0, 0), idct_2x2_row(b0, b1, 0, 0, 0)];
+    }
+    let column = |c: usize| {
+        const ODD_ROWS_OF_COLUMN_0: u32 = 1 << 5 | 1 << 10 | 1 << 15 | 1 << 20;
+        // A column with no odd rows set is its dequantised DC times 4, which is what the
+        // full formula gives too.
+        if set >> c & ODD_ROWS_OF_COLUMN_0 == 0 {
+            let v = deq(c) << 2;
+            return (v, v);
+        }
+        let even = deq(c) << 15;
+        let odd = idct_2x2_odd(deq(5 + c), deq(10 + c), deq(15 + c), deq(20 + c));
+        (descale(even + odd, 13), descale(even - odd, 13))
+    };
+    let (a0, b0) = column(0);
+    let (a1, b1) = column(1);
+    let (a3, b3) = column(2);
+    let (a5, b5) = column(3);
+    let (a7, b7) = column(4);
     [
         idct_2x2_row(a0, a1, a3, a5, a7),
         idct_2x2_row(b0, b1, b3, b5, b7),
@@ -529,22 +635,6 @@ fn idct_2x2(block: &[i32; 64], quant: &[i32; 64], set: u64) -> [[u8; 2]; 2] {
 #[inline(always)]
 fn idct_2x2_odd(f1: i64, f3: i64, f5: i64, f7: i64) -> i64 {
     f1 * 29692 - f3 * 10426 + f5 * 6967 - f7 * 5906
-}
-
-/// Pass 1 on one column: its two workspace values. A column with no odd rows set is its
-/// dequantised DC times 4, which is what the full formula gives too.
-#[inline(always)]
-fn idct_2x2_column(block: &[i32; 64], quant: &[i32; 64], set: u64, col: usize) -> (i64, i64) {
-    const ODD_ROWS_OF_COLUMN_0: u64 = 1 << 8 | 1 << 24 | 1 << 40 | 1 << 56;
-    // 16-bit coefficients times 15-bit multipliers: the products fit an i32.
-    let deq = |i: usize| i64::from(block[i] * quant[i]);
-    if set >> col & ODD_ROWS_OF_COLUMN_0 == 0 {
-        let v = deq(col) << 2;
-        return (v, v);
-    }
-    let even = deq(col) << 15;
-    let odd = idct_2x2_odd(deq(8 + col), deq(24 + col), deq(40 + col), deq(56 + col));
-    (descale(even + odd, 13), descale(even - odd, 13))
 }
 
 /// Pass 2 on one workspace row: two pixels.

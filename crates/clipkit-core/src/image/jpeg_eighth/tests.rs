@@ -265,22 +265,50 @@ fn declines_a_restart_marker_out_of_sequence() {
 #[test]
 fn reduced_idcts_agree_with_the_mean_of_the_full_block() {
     // A DC-only block: every output is DC/8 + 128.
-    let mut block = [0i32; 64];
-    block[0] = -80;
+    let mut coef = [0i32; 32];
+    coef[0] = -80;
     let quant = [2i32; 64];
-    assert_eq!(dc_pixel(block[0], &quant), (128 - 20) as u8);
-    assert_eq!(idct_2x2(&block, &quant, 1), [[108, 108], [108, 108]]);
-    // A horizontal first harmonic brightens the left half and darkens the right one.
-    block[1] = 40;
-    let px = idct_2x2(&block, &quant, 0b11);
+    assert_eq!(dc_pixel(coef[0], &quant), (128 - 20) as u8);
+    assert_eq!(
+        idct_2x2(&coef, &quant_2x2(&quant), 1),
+        [[108, 108], [108, 108]]
+    );
+    // A horizontal first harmonic (slot 1: row 0, column 1) brightens the left half and
+    // darkens the right one.
+    coef[1] = 40;
+    let px = idct_2x2(&coef, &quant_2x2(&quant), 0b11);
     assert!(px[0][0] > 108 && px[0][1] < 108 && px[0] == px[1], "{px:?}");
     assert_eq!(idct_limit(200), 255);
     assert_eq!(idct_limit(-200), 0);
     assert_eq!(idct_limit(-1), 127);
 }
 
+/// jidctred.c's `jpeg_idct_2x2` written out over a whole natural-order block: every
+/// coefficient, no shortcut, no compact slots.
+fn idct_2x2_reference(block: &[i32; 64], quant: &[i32; 64]) -> [[u8; 2]; 2] {
+    let deq = |i: usize| i64::from(block[i] * quant[i]);
+    let odd = |f: [i64; 4]| f[0] * 29692 - f[1] * 10426 + f[2] * 6967 - f[3] * 5906;
+    let mut workspace = [[0i64; 8]; 2];
+    for col in [0, 1, 3, 5, 7] {
+        let even = deq(col) << 15;
+        let o = odd([8, 24, 40, 56].map(|row| deq(row + col)));
+        workspace[0][col] = descale(even + o, 13);
+        workspace[1][col] = descale(even - o, 13);
+    }
+    workspace.map(|w| {
+        let even = w[0] << 15;
+        let o = odd([w[1], w[3], w[5], w[7]]);
+        [
+            idct_limit(descale(even + o, 20) as i32),
+            idct_limit(descale(even - o, 20) as i32),
+        ]
+    })
+}
+
+/// The decoder's IDCT (compact slots, shortcuts for zero columns and for the lowest
+/// coefficients only) against the plain one, on random sparse blocks like chroma's.
 #[test]
-fn the_idct_shortcuts_for_zero_columns_change_nothing() {
+fn the_compact_idct_with_its_shortcuts_matches_the_plain_one() {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         state ^= state << 13;
@@ -289,19 +317,39 @@ fn the_idct_shortcuts_for_zero_columns_change_nothing() {
         state
     };
     let quant: [i32; 64] = std::array::from_fn(|i| 1 + (i as i32 * 7) % 50);
-    for _ in 0..2000 {
+    let (mut lowest_only, mut general) = (0, 0);
+    for round in 0..4000 {
         let mut block = [0i32; 64];
-        let mut set = 0u64;
+        // Half the blocks with coefficients anywhere, half only in the lowest four.
+        let reach = if round % 2 == 0 { 64 } else { 10 };
         for _ in 0..(next() % 6) {
-            let at = (next() % 64) as usize;
+            let at = (next() % reach) as usize;
             block[at] = (next() % 400) as i32 - 200;
-            set |= u64::from(block[at] != 0) << at;
         }
         block[0] = (next() % 2000) as i32 - 1000;
+        // As the decoder stores them: per zig-zag index into its slot.
+        let (mut coef, mut set) = ([0i32; 32], 0u32);
+        for (k, &slot) in SLOT_2X2.iter().enumerate() {
+            let value = block[NATURAL[k]];
+            if value != 0 {
+                coef[usize::from(slot)] = value;
+                set |= 1 << slot;
+            }
+        }
+        let set = set & !(1 << SINK_2X2);
+        if set & !(1 | 1 << 1 | 1 << 5 | 1 << 6) == 0 {
+            lowest_only += 1;
+        } else {
+            general += 1;
+        }
         assert_eq!(
-            idct_2x2(&block, &quant, set),
-            idct_2x2(&block, &quant, u64::MAX),
+            idct_2x2(&coef, &quant_2x2(&quant), set | 1),
+            idct_2x2_reference(&block, &quant),
             "{block:?}"
         );
     }
+    assert!(
+        lowest_only > 500 && general > 500,
+        "{lowest_only} {general}"
+    );
 }
