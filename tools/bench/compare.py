@@ -149,10 +149,22 @@ def machine_info(clipkit: Path) -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    cpu = ""
+    cpu, family, model = "", None, None
     for line in sh(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            cpu = line.split(":", 1)[1].strip()
+        key, _, value = line.partition(":")
+        if key == "Model name":
+            cpu = value.strip()
+        elif key == "CPU family" and value.strip().isdigit():
+            family = int(value)
+        elif key == "Model" and value.strip().isdigit():
+            model = int(value)
+    # VMs often name the CPU only "AMD EPYC"; the generation decides the FMA width (Zen 4
+    # splits AVX-512 into two 256-bit halves, Zen 5 does not) and so every ratio.
+    if family is not None and model is not None:
+        uarch = {26: "Zen 5"}.get(family) if "AMD" in cpu else None
+        if "AMD" in cpu and family == 25:
+            uarch = "Zen 4" if model >> 4 in (1, 6, 7, 0xA) else "Zen 3"
+        cpu += f" ({uarch + ', ' if uarch else ''}family {family} model {model})"
     flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
            if re.search(rf"\b{f}\b", flags)]
