@@ -331,6 +331,7 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
     let mut predictors = [0i32; 3];
     let mut restarts = stream.restarts.iter();
     let interval = headers.restart_interval;
+    let (mut mx, mut my) = (0, 0);
     for mcu in 0..mcus_x * mcus_y {
         if interval > 0 && mcu > 0 && mcu.is_multiple_of(interval) {
             let &(at, number) = restarts.next()?;
@@ -341,7 +342,6 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
             bits = Bits::new(&stream.data, at);
             predictors = [0; 3];
         }
-        let (mx, my) = (mcu % mcus_x, mcu / mcus_x);
         match layout {
             Layout::Gray | Layout::Ycc444 => {
                 for (c, comp) in components.iter().enumerate() {
@@ -363,19 +363,27 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
                 }
             }
             Layout::Ycc420 => {
-                let luma = &components[0];
-                for b in 0..4 {
-                    let dc = skip_block(&mut bits, luma, &mut predictors[0])?;
-                    let (x, y) = (2 * mx + (b & 1), 2 * my + (b >> 1));
-                    planes[0][y * stride + x] = dc_pixel(dc, luma.quant);
+                let (luma, cb, cr) = (&components[0], &components[1], &components[2]);
+                let mut y = [0u8; 4];
+                for px in &mut y {
+                    *px = dc_pixel(skip_block(&mut bits, luma, &mut predictors[0])?, luma.quant);
                 }
-                for c in 1..3 {
-                    let px = chroma_block(&mut bits, &components[c], &mut predictors[c])?;
-                    let at = 2 * my * stride + 2 * mx;
-                    planes[c][at..at + 2].copy_from_slice(&px[0]);
-                    planes[c][at + stride..at + stride + 2].copy_from_slice(&px[1]);
+                let cb = chroma_block(&mut bits, cb, &mut predictors[1])?;
+                let cr = chroma_block(&mut bits, cr, &mut predictors[2])?;
+                let at = 2 * my * stride + 2 * mx;
+                for (plane, rows) in planes
+                    .iter_mut()
+                    .zip([[[y[0], y[1]], [y[2], y[3]]], cb, cr])
+                {
+                    let (top, bottom) = plane[at..].split_at_mut(stride);
+                    top[..2].copy_from_slice(&rows[0]);
+                    bottom[..2].copy_from_slice(&rows[1]);
                 }
             }
+        }
+        mx += 1;
+        if mx == mcus_x {
+            (mx, my) = (0, my + 1);
         }
     }
     // Every restart marker used, and no bits read past the end of the data: otherwise
