@@ -161,8 +161,10 @@ def machine_info(clipkit: Path) -> dict:
     # VMs often name the CPU only "AMD EPYC"; the generation decides the FMA width (Zen 4
     # splits AVX-512 into two 256-bit halves, Zen 5 does not) and so every ratio.
     if family is not None and model is not None:
-        uarch = {26: "Zen 5"}.get(family) if "AMD" in cpu else None
-        if "AMD" in cpu and family == 25:
+        uarch = None
+        if "AMD" in cpu and family == 26:
+            uarch = "Zen 5"
+        elif "AMD" in cpu and family == 25:
             uarch = "Zen 4" if model >> 4 in (1, 6, 7, 0xA) else "Zen 3"
         cpu += f" ({uarch + ', ' if uarch else ''}family {family} model {model})"
     flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""

@@ -192,7 +192,6 @@ pub struct Skipper {
 }
 
 impl Skipper {
-    const ENDS: u16 = 1 << 11;
     /// Step 63, more than any block has left after its DC: the caller's test for a run
     /// that stays inside the block turns these entries away with no test of its own.
     const UNUSABLE: u16 = 63 << 5;
@@ -202,7 +201,7 @@ impl Skipper {
         for (window, slot) in lookup.iter_mut().enumerate() {
             let run = ac_run(table, window as u32, SKIP_BITS, 63);
             *slot = if run.used > 0 {
-                run.used as u16 | (run.step as u16) << 5 | if run.ends { Self::ENDS } else { 0 }
+                run.packed()
             } else {
                 Self::UNUSABLE
             };
@@ -222,6 +221,13 @@ struct AcRun {
     used: u32,
     step: u32,
     ends: bool,
+}
+
+impl AcRun {
+    /// As a [`Run`]: bits 0..5 `used`, bits 5..11 `step`, bit 11 `ends`.
+    fn packed(&self) -> u16 {
+        self.used as u16 | (self.step as u16) << 5 | if self.ends { Run::ENDS } else { 0 }
+    }
 }
 
 fn ac_run(table: &Table, window: u32, avail: u32, max_step: u32) -> AcRun {
@@ -266,15 +272,14 @@ pub const START_BITS: u32 = 12;
 /// needed) or only an immediate end of block (for blocks that are decoded in full). Smooth
 /// blocks, the most common kind in photos, are then one lookup in all.
 ///
-/// Entry: bits 0..5 the bits taken, bits 5..11 the AC step, bit 11 set when the block ends
-/// with them, bit 12 set when usable (the DC code and its extra bits are within the window),
-/// bits 16..32 the DC difference.
+/// Entry: bits 0..12 a [`Run`] of the bits taken (DC included) and the AC step, bit 12 set
+/// when usable (the DC code and its extra bits are within the window), bits 16..32 the DC
+/// difference.
 pub struct BlockStart {
     lookup: Box<[u32; 1 << START_BITS]>,
 }
 
 impl BlockStart {
-    const ENDS: u32 = 1 << 11;
     const USABLE: u32 = 1 << 12;
 
     /// `skip_ac`: whether AC symbols may be taken past (else only an end of block is).
@@ -289,12 +294,10 @@ impl BlockStart {
             let avail = START_BITS - e.len();
             // Keep k = 1 + step below 64, so the caller's loop goes on from there.
             // (With a limit of 0 only an end of block can be taken.)
-            let run = ac_run(ac, window, avail, if skip_ac { 62 } else { 0 });
-            *slot = (e.len() + run.used)
-                | run.step << 5
-                | if run.ends { Self::ENDS } else { 0 }
-                | Self::USABLE
-                | u32::from(e.value() as i16 as u16) << 16;
+            let mut run = ac_run(ac, window, avail, if skip_ac { 62 } else { 0 });
+            run.used += e.len();
+            *slot =
+                u32::from(run.packed()) | Self::USABLE | u32::from(e.value() as i16 as u16) << 16;
         }
         BlockStart { lookup }
     }
@@ -315,19 +318,10 @@ impl Start {
         self.0 & BlockStart::USABLE != 0
     }
 
+    /// The bits taken, the AC step and whether the block ended with them.
     #[inline(always)]
-    pub fn len(self) -> u32 {
-        self.0 & 31
-    }
-
-    #[inline(always)]
-    pub fn step(self) -> u32 {
-        (self.0 >> 5) & 63
-    }
-
-    #[inline(always)]
-    pub fn ends(self) -> bool {
-        self.0 & BlockStart::ENDS != 0
+    pub fn run(self) -> Run {
+        Run(self.0 as u16 & 0xFFF)
     }
 
     #[inline(always)]
@@ -341,6 +335,8 @@ impl Start {
 pub struct Run(u16);
 
 impl Run {
+    const ENDS: u16 = 1 << 11;
+
     /// Bits the symbols take.
     #[inline(always)]
     pub fn len(self) -> u32 {
@@ -356,7 +352,7 @@ impl Run {
     /// They end the block.
     #[inline(always)]
     pub fn ends(self) -> bool {
-        self.0 & Skipper::ENDS != 0
+        self.0 & Run::ENDS != 0
     }
 }
 

@@ -16,9 +16,10 @@
 //! component (chroma scaled up by the IDCT rather than upsampled), the same YCbCr → RGB
 //! fixed-point constants; the tests hold it to libjpeg-turbo on many files. It takes only the
 //! common case (8-bit baseline or extended Huffman, one interleaved scan, greyscale, 4:2:0,
-//! 4:2:2 or 4:4:4) and answers `None` for anything else, or anything unusual in the data (a bad code, a
-//! block that runs past 64 coefficients, a missing restart marker, a scan that ends early):
-//! the caller then decodes with libjpeg-turbo, which reports or mends it as PIL would.
+//! 4:2:2 or 4:4:4) and answers `None` for anything else, or anything unusual in the data (a
+//! bad code, a block that runs past 64 coefficients, a missing restart marker, a scan that
+//! ends early): the caller then decodes with libjpeg-turbo, which reports or mends it as PIL
+//! would.
 
 mod huffman;
 
@@ -364,17 +365,14 @@ fn decode_scan(headers: &Headers, sos: &[u8], scan: &[u8]) -> Option<Eighth> {
             }
             Layout::Ycc420 => {
                 let (luma, cb, cr) = (&components[0], &components[1], &components[2]);
-                let mut y = [0u8; 4];
-                for px in &mut y {
+                let mut y = [[0u8; 2]; 2];
+                for px in y.as_flattened_mut() {
                     *px = dc_pixel(skip_block(&mut bits, luma, &mut predictors[0])?, luma.quant);
                 }
                 let cb = chroma_block(&mut bits, cb, &mut predictors[1])?;
                 let cr = chroma_block(&mut bits, cr, &mut predictors[2])?;
                 let at = 2 * my * stride + 2 * mx;
-                for (plane, rows) in planes
-                    .iter_mut()
-                    .zip([[[y[0], y[1]], [y[2], y[3]]], cb, cr])
-                {
+                for (plane, rows) in planes.iter_mut().zip([y, cb, cr]) {
                     let (top, bottom) = plane[at..].split_at_mut(stride);
                     top[..2].copy_from_slice(&rows[0]);
                     bottom[..2].copy_from_slice(&rows[1]);
@@ -424,24 +422,35 @@ fn add_dc(predictor: &mut i32, diff: i32) -> Option<i32> {
     i16::try_from(*predictor).ok().map(i32::from)
 }
 
+/// A block's DC, from its [`BlockStart`] entry where the window holds it: the DC, and the
+/// zig-zag index the block goes on from, or `None` when it ended there.
+#[inline(always)]
+fn start_block(
+    b: &mut Bits,
+    comp: &ScanComponent,
+    predictor: &mut i32,
+) -> Option<(i32, Option<u32>)> {
+    b.refill_always();
+    let start = comp.start.entry(b);
+    if !start.usable() {
+        return Some((add_dc(predictor, comp.dc.decode_dc(b)?)?, Some(1)));
+    }
+    let run = start.run();
+    b.consume(run.len());
+    let dc = add_dc(predictor, start.dc())?;
+    Some((dc, (!run.ends()).then(|| 1 + run.step())))
+}
+
 /// A block whose AC coefficients the 1 × 1 IDCT ignores: decode the DC, skip the rest.
 ///
 /// The reader is copied into a local so its state stays in registers through the loop.
 #[inline(always)]
 fn skip_block(bits: &mut Bits, comp: &ScanComponent, predictor: &mut i32) -> Option<i32> {
     let mut b = *bits;
-    b.refill_always();
-    let start = comp.start.entry(&b);
-    let (dc, mut k) = if start.usable() {
-        b.consume(start.len());
-        let dc = add_dc(predictor, start.dc())?;
-        if start.ends() {
-            *bits = b;
-            return Some(dc);
-        }
-        (dc, 1 + start.step())
-    } else {
-        (add_dc(predictor, comp.dc.decode_dc(&mut b)?)?, 1)
+    let (dc, k) = start_block(&mut b, comp, predictor)?;
+    let Some(mut k) = k else {
+        *bits = b;
+        return Some(dc);
     };
     let skipper = comp.skip.as_ref()?;
     loop {
@@ -485,25 +494,16 @@ fn chroma_block(
     predictor: &mut i32,
 ) -> Option<[[u8; 2]; 2]> {
     let mut b = *bits;
-    b.refill_always();
-    let start = comp.start.entry(&b);
-    let dc = if start.usable() {
-        b.consume(start.len());
-        let dc = add_dc(predictor, start.dc())?;
-        if start.ends() {
-            *bits = b;
-            return Some([[dc_pixel(dc, comp.quant); 2]; 2]);
-        }
-        dc
-    } else {
-        add_dc(predictor, comp.dc.decode_dc(&mut b)?)?
+    let (dc, k) = start_block(&mut b, comp, predictor)?;
+    let Some(mut k) = k else {
+        *bits = b;
+        return Some([[dc_pixel(dc, comp.quant); 2]; 2]);
     };
     // Only the coefficients the 2 × 2 IDCT reads are kept, in a small array with no need
     // of clearing 64 entries per block; the rest go to a sink slot.
     let mut coef = [0i32; 32];
     coef[0] = dc;
     let mut set = 0u32;
-    let mut k = 1u32;
     while k < 64 {
         let (step, value) = comp.ac.decode_ac(&mut b)?;
         if step == 0 {
@@ -560,6 +560,9 @@ const SLOT_2X2: [u8; 64] = {
     out
 };
 
+/// The slots of rows and columns 0 and 1 (DC and the three lowest AC coefficients).
+const LOWEST_2X2: u32 = 1 | 1 << 1 | 1 << 5 | 1 << 6;
+
 /// A quantisation table's multipliers for the 25 slots of [`SLOT_2X2`].
 fn quant_2x2(quant: &[i32; 64]) -> [i32; 25] {
     std::array::from_fn(|slot| quant[LINES_2X2[slot / 5] * 8 + LINES_2X2[slot % 5]])
@@ -606,10 +609,9 @@ fn dc_pixel(dc: i32, quant: &[i32; 64]) -> u8 {
 fn idct_2x2(coef: &[i32; 32], quant: &[i32; 25], set: u32) -> [[u8; 2]; 2] {
     // 16-bit coefficients times 15-bit multipliers: the products fit an i32.
     let deq = |slot: usize| i64::from(coef[slot] * quant[slot]);
-    // Most chroma blocks that have any AC only have the lowest ones: rows and columns 0 and
-    // 1. The same arithmetic with the zero terms left out (and no test per column).
-    const LOWEST: u32 = 1 | 1 << 1 | 1 << 5 | 1 << 6;
-    if set & !LOWEST == 0 {
+    // Most chroma blocks that have any AC only have the lowest ones: the same arithmetic
+    // with the zero terms left out (and no test per column).
+    if set & !LOWEST_2X2 == 0 {
         let column = |c: usize| {
             let (even, odd) = (deq(c) << 15, deq(5 + c) * 29692);
             (descale(even + odd, 13), descale(even - odd, 13))

@@ -337,7 +337,7 @@ fn the_compact_idct_with_its_shortcuts_matches_the_plain_one() {
             }
         }
         let set = set & !(1 << SINK_2X2);
-        if set & !(1 | 1 << 1 | 1 << 5 | 1 << 6) == 0 {
+        if set & !LOWEST_2X2 == 0 {
             lowest_only += 1;
         } else {
             general += 1;
