@@ -20,7 +20,7 @@ What it measures (all on CPU, --threads for every engine)
      ORT int8 onnxruntime.quantization.quantize_dynamic of that model (QInt8 weights,
               dynamically quantised uint8 activations)
      clipkit  `clipkit bench --format json` (subprocess) images_per_sec, f32, plus
-              `--precision bf16|int8` rows where the binary accepts the flag
+              `--precision bf16|int8|f16` rows where the binary accepts the flag
 2. Text tower, texts/s: the prompts of `clipkit bench` (about ten tokens), padded to the
    longest prompt of the batch (not to 77) for PyTorch and ORT, as clipkit does.
 3. End to end from JPEG files (decode + preprocess + model): transformers' CLIPProcessor
@@ -30,7 +30,7 @@ What it measures (all on CPU, --threads for every engine)
    default, transformers' pixels) and with `--jpeg-draft` (JPEGs decoded at reduced scale in
    the DCT).
 4. Agreement: cosine of ORT f32 / ORT int8 to PyTorch f32 embeddings (identical
-   pixel_values) and of clipkit bf16 / int8 to clipkit f32 (and clipkit f32 to PyTorch f32,
+   pixel_values) and of clipkit bf16 / int8 / f16 to clipkit f32 (and clipkit f32 to PyTorch f32,
    which also includes transformers 5's torchvision resize), on real photos; and of clipkit
    f32 with `--jpeg-draft` to clipkit f32 on the web-size and 12 MP photos.
 
@@ -81,6 +81,7 @@ ENGINE_LABELS = {
     "clipkit": "clipkit f32",
     "clipkit-bf16": "clipkit bf16",
     "clipkit-int8": "clipkit int8",
+    "clipkit-f16": "clipkit f16",
 }
 # Fallback copy of the prompts `clipkit bench` times (crates/clipkit-cli/src/commands/bench.rs);
 # the source file is read instead when present, so both sides embed the same token counts.
@@ -158,17 +159,21 @@ def machine_info(clipkit: Path) -> dict:
             family = int(value)
         elif key == "Model" and value.strip().isdigit():
             model = int(value)
-    # VMs often name the CPU only "AMD EPYC"; the generation decides the FMA width (Zen 4
-    # splits AVX-512 into two 256-bit halves, Zen 5 does not) and so every ratio.
+    # VMs often name the CPU only "AMD EPYC" or "Intel(R) Xeon(R) Processor"; the generation
+    # decides the FMA width (Zen 4 splits AVX-512 into two 256-bit halves, Zen 5 and the Xeons
+    # do not) and so every ratio.
     if family is not None and model is not None:
         uarch = None
         if "AMD" in cpu and family == 26:
             uarch = "Zen 5"
         elif "AMD" in cpu and family == 25:
             uarch = "Zen 4" if model >> 4 in (1, 6, 7, 0xA) else "Zen 3"
+        elif "Intel" in cpu and family == 6:
+            uarch = {143: "Sapphire Rapids", 207: "Emerald Rapids", 173: "Granite Rapids",
+                     106: "Ice Lake", 85: "Skylake/Cascade Lake"}.get(model)
         cpu += f" ({uarch + ', ' if uarch else ''}family {family} model {model})"
     flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
            if re.search(rf"\b{f}\b", flags)]
     import onnxruntime as ort
 
@@ -746,8 +751,10 @@ def render(results: dict, args) -> str:
                       f"text {o['text_export_sec']:.0f} s, int8 quantisation {o['quantize_sec']:.0f} s")
         lines.append(setup + " (once; cached in --work).")
     lines += ["", "### Image tower, model only (images/s)", ""]
+    half = [e for e in ("clipkit-bf16", "clipkit-f16") if e in eng_order]
     header = ["model", "batch"] + [ENGINE_LABELS[e] for e in eng_order] + \
-             ["clipkit ÷ ORT f32", "clipkit ÷ PyTorch", "clipkit int8 ÷ ORT int8"]
+             ["clipkit ÷ ORT f32", "clipkit ÷ PyTorch", "clipkit int8 ÷ ORT int8"] + \
+             [f"{ENGINE_LABELS[e]} ÷ ORT f32" for e in half]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for m in img_models:
         for b in sorted({k[3] for k in summ if k[0] == "image" and k[1] == m}):
@@ -755,6 +762,7 @@ def render(results: dict, args) -> str:
             ck = get("image", m, "clipkit", b)
             row += [ratio(ck, get("image", m, "ort", b)), ratio(ck, get("image", m, "torch", b)),
                     ratio(get("image", m, "clipkit-int8", b), get("image", m, "ort-int8", b))]
+            row += [ratio(get("image", m, e, b), get("image", m, "ort", b)) for e in half]
             lines.append("| " + " | ".join(row) + " |")
     for prec, why in unsupported.items():
         lines.append(f"\nclipkit {prec}: {why}")
@@ -822,8 +830,9 @@ def parse_args():
     ap.add_argument("--models", type=strs, help="b32,l14 (default both; --quick: b32)")
     ap.add_argument("--engines", type=strs, default=["torch", "ort", "clipkit"],
                     help="torch, ort (f32 and dynamic int8), clipkit")
-    ap.add_argument("--clipkit-precisions", type=strs, default=["f32", "bf16", "int8"],
-                    help="clipkit rows; bf16/int8 pass --precision and are skipped if the binary rejects it")
+    ap.add_argument("--clipkit-precisions", type=strs, default=["f32", "bf16", "int8", "f16"],
+                    help="clipkit rows; bf16/int8/f16 pass --precision and are skipped if the binary "
+                         "(or the CPU: f16 needs AVX-512 FP16) rejects it")
     ap.add_argument("--batches", type=ints, help="image batches for ViT-B/32 (default 1,8,32; --quick: 1,8)")
     ap.add_argument("--large-batches", type=ints, help="image batches for ViT-L/14 (default 8)")
     ap.add_argument("--text-batch", type=int, help="texts per batch (default: the model's largest image batch)")

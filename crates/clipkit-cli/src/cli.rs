@@ -310,7 +310,8 @@ pub enum PrecisionArg {
     /// bf16 weights and activations, f32 accumulation (AVX-512 BF16 on the CPU, or CUDA):
     /// about twice the speed, embeddings within cosine 0.999 of f32 (see the README).
     Bf16,
-    /// f16 weights and activations (CUDA; on the CPU use bf16).
+    /// f16 weights and activations (AVX-512 FP16 on the CPU: Sapphire Rapids+ Xeons, where it
+    /// is the fast one; or CUDA).
     F16,
     /// int8 weights and activations, exact integer sums (AVX-512 VNNI): the fastest on a CPU,
     /// embeddings within cosine 0.999 of f32 (see the README).

@@ -18,7 +18,21 @@ use crate::commands::Outcome;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its `mimalloc.h` enum; the Rust bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// By default mimalloc hands freed memory back to the OS after 10 ms, and a forward pass frees
+/// and reallocates its layer outputs more slowly than that: every batch then faulted fresh
+/// (zeroed) huge pages in again, 8–14% of an int8 pass in perf on a Xeon. Never purging keeps
+/// the pages of the previous batch for the next; peak RSS is the same, since the high-water
+/// mark is reached in the first batch anyway.
+fn keep_freed_memory() {
+    // SAFETY: mimalloc reads its options at any time; -1 means "never purge".
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Classify(args) => commands::classify::run(args),

@@ -15,7 +15,8 @@ pub enum Precision {
     /// bf16 weights and activations with f32 accumulation: AVX-512 BF16 on the CPU, candle's
     /// bf16 tensors on CUDA.
     Bf16,
-    /// f16 weights and activations: candle's f16 tensors, for CUDA (the CPU has bf16).
+    /// f16 weights and activations: AVX-512 FP16 on the CPU (f16 sums over short runs of
+    /// the dot product, added up in f32), candle's f16 tensors on CUDA.
     F16,
     /// int8 weights (per output channel) and activations (per token, at run time), exact
     /// integer accumulation: AVX-512 VNNI on the CPU.
@@ -60,9 +61,16 @@ pub fn matmul_path(
             }
             Ok((MatmulPath::Packed(WeightFormat::Int8), DType::F32))
         }
-        (Device::Cpu, CpuKernels::Packed, Precision::F16) => Err(ClipError::Unsupported(
-            "--precision f16 is for CUDA; on the CPU use --precision bf16 (AVX-512 BF16)".into(),
-        )),
+        (Device::Cpu, CpuKernels::Packed, Precision::F16) => {
+            if !clipkit_kernels::has_avx512_fp16() {
+                return Err(ClipError::Unsupported(
+                    "--precision f16 on the CPU needs AVX-512 FP16 (Sapphire Rapids+ Xeons); \
+                     use --precision bf16 (AVX-512 BF16) here"
+                        .into(),
+                ));
+            }
+            Ok((MatmulPath::Packed(WeightFormat::F16), DType::F32))
+        }
         (Device::Cpu, CpuKernels::Candle, Precision::Int8) => Err(ClipError::Unsupported(
             "int8 on the CPU runs on the packed kernels only".into(),
         )),
@@ -138,10 +146,18 @@ mod tests {
             matmul_path(&cpu, Bf16, CpuKernels::Candle),
             Ok((MatmulPath::Candle, DType::BF16))
         ));
-        assert!(matches!(
-            matmul_path(&cpu, F16, CpuKernels::Packed),
-            Err(ClipError::Unsupported(_))
-        ));
+        match matmul_path(&cpu, F16, CpuKernels::Packed) {
+            Ok((MatmulPath::Packed(WeightFormat::F16), DType::F32)) => {
+                assert!(clipkit_kernels::has_avx512_fp16())
+            }
+            Err(ClipError::Unsupported(why)) => {
+                assert!(
+                    !clipkit_kernels::has_avx512_fp16() && why.contains("bf16"),
+                    "{why}"
+                )
+            }
+            other => panic!("f16 on the packed kernels: {other:?}"),
+        }
         assert!(matches!(
             matmul_path(&cpu, Int8, CpuKernels::Candle),
             Err(ClipError::Unsupported(_))

@@ -26,6 +26,8 @@ fn main() {
         WeightFormat::Bf16
     } else if args.iter().any(|a| a == "int8") {
         WeightFormat::Int8
+    } else if args.iter().any(|a| a == "f16") {
+        WeightFormat::F16
     } else {
         WeightFormat::F32
     };

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::act::exp_slice;
-use crate::gemm::{tile_f32, MR, NR};
+use crate::gemm::{tile_f32, Prefetch, MR, NR};
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +169,7 @@ unsafe fn head(
                 NR,
                 true,
                 None,
+                Prefetch::NONE,
             );
         }
         for i in i0..i0 + rows {
@@ -194,6 +195,7 @@ unsafe fn head(
                 cols,
                 true,
                 None,
+                Prefetch::NONE,
             );
             c0 += cols;
         }

@@ -11,6 +11,7 @@ pub type Backing = Arc<dyn AsRef<[u8]> + Send + Sync>;
 pub trait Plain: Copy + Send + Sync + 'static {}
 impl Plain for f32 {}
 impl Plain for u32 {}
+impl Plain for u16 {}
 impl Plain for i8 {}
 
 pub(crate) enum Buf<T: Plain> {

@@ -37,3 +37,8 @@ pub fn has_avx512_vnni() -> bool {
 pub fn has_avx512_bf16() -> bool {
     simd::avx512_bf16()
 }
+
+/// Whether this CPU runs the f16 path (AVX-512 FP16: Sapphire Rapids and later Xeons).
+pub fn has_avx512_fp16() -> bool {
+    simd::avx512_fp16()
+}

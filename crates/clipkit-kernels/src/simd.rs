@@ -2,38 +2,56 @@
 
 use std::sync::OnceLock;
 
+/// The instruction sets the kernels pick between.
+#[derive(Clone, Copy, Default)]
+struct Features {
+    avx512: bool,
+    bf16: bool,
+    vnni: bool,
+    fp16: bool,
+}
+
 #[cfg(target_arch = "x86_64")]
-fn detect() -> (bool, bool, bool) {
+fn detect() -> Features {
+    // Lets tests and benchmarks force the portable paths on an AVX-512 machine.
+    if std::env::var_os("CLIPKIT_NO_AVX512").is_some() {
+        return Features::default();
+    }
     let f = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512dq")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("fma");
-    let bf16 = f && is_x86_feature_detected!("avx512bf16");
-    let vnni = f && is_x86_feature_detected!("avx512vnni");
-    // Lets tests and benchmarks force the portable paths on an AVX-512 machine.
-    let on = std::env::var_os("CLIPKIT_NO_AVX512").is_none();
-    (f && on, bf16 && on, vnni && on)
+    Features {
+        avx512: f,
+        bf16: f && is_x86_feature_detected!("avx512bf16"),
+        vnni: f && is_x86_feature_detected!("avx512vnni"),
+        fp16: f && is_x86_feature_detected!("avx512fp16"),
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn detect() -> (bool, bool, bool) {
-    (false, false, false)
+fn detect() -> Features {
+    Features::default()
 }
 
-fn features() -> (bool, bool, bool) {
-    static F: OnceLock<(bool, bool, bool)> = OnceLock::new();
+fn features() -> Features {
+    static F: OnceLock<Features> = OnceLock::new();
     *F.get_or_init(detect)
 }
 
 pub fn avx512_vnni() -> bool {
-    features().2
+    features().vnni
 }
 
 pub fn avx512() -> bool {
-    features().0
+    features().avx512
 }
 
 pub fn avx512_bf16() -> bool {
-    features().1
+    features().bf16
+}
+
+pub fn avx512_fp16() -> bool {
+    features().fp16
 }

@@ -196,12 +196,15 @@ impl PackedLinear<'_> {
             _ => candle_core::bail!("packed linear: input {shape:?} does not end in {k}"),
         }
         let m = x.len() / k;
-        let mut out = vec![0f32; m * n];
+        let mut out = Vec::with_capacity(m * n);
         let epilogue = Epilogue {
             act: self.act.unwrap_or(clipkit_kernels::Activation::Identity),
             residual,
         };
-        self.w.matmul(x, m, epilogue, &mut out);
+        self.w
+            .matmul_uninit(x, m, epilogue, &mut out.spare_capacity_mut()[..m * n]);
+        // SAFETY: `matmul_uninit` wrote all `m * n` elements.
+        unsafe { out.set_len(m * n) };
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
