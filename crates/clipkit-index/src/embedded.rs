@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::exact::ExactIndex;
 use crate::paths::{path_bytes, path_from_bytes, path_id};
@@ -468,7 +468,13 @@ impl Store for EmbeddedStore {
         let mut conn = self.conn();
         let dir = self.dir.clone();
         let sql = |e: rusqlite::Error| sqlite_error(&dir, e);
-        let tx = conn.transaction().map_err(sql)?;
+        // IMMEDIATE: take the write lock up front. A deferred transaction reads first and
+        // upgrades later, and in WAL mode that upgrade fails at once ("database is locked",
+        // no busy wait) if another connection (`index status` opening the store) wrote in
+        // between.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
         let generation = generation(&tx).map_err(sql)? + 1;
         {
             let mut upsert = tx
@@ -585,7 +591,9 @@ impl Store for EmbeddedStore {
         let mut conn = self.conn();
         let dir = self.dir.clone();
         let sql = |e: rusqlite::Error| sqlite_error(&dir, e);
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
         tx.execute("DELETE FROM labels WHERE set_name = ?1", [set])
             .map_err(sql)?;
         tx.execute(
