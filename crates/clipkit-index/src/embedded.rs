@@ -85,9 +85,14 @@ impl EmbeddedStore {
             })?;
         }
         let sql = |e: rusqlite::Error| sqlite_error(dir, e);
-        let conn = Connection::open(&db_path).map_err(sql)?;
+        let mut conn = Connection::open(&db_path).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
+        // Every transaction here writes, so each takes the write lock up front (IMMEDIATE,
+        // which waits out the busy timeout). A deferred one reads first and upgrades later,
+        // and in WAL mode that upgrade fails at once ("database is locked") if another
+        // connection (`index status` opening the store) wrote in between.
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
         // 16 KiB pages (set before anything is written; an existing store keeps its own):
         // a 512-d f32 vector is a 2 KiB row, and with SQLite's default 4 KiB pages only one
         // such row fits in a page, doubling the file. 16 KiB pages hold seven.
@@ -468,13 +473,7 @@ impl Store for EmbeddedStore {
         let mut conn = self.conn();
         let dir = self.dir.clone();
         let sql = |e: rusqlite::Error| sqlite_error(&dir, e);
-        // IMMEDIATE: take the write lock up front. A deferred transaction reads first and
-        // upgrades later, and in WAL mode that upgrade fails at once ("database is locked",
-        // no busy wait) if another connection (`index status` opening the store) wrote in
-        // between.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let tx = conn.transaction().map_err(sql)?;
         let generation = generation(&tx).map_err(sql)? + 1;
         {
             let mut upsert = tx
@@ -591,9 +590,7 @@ impl Store for EmbeddedStore {
         let mut conn = self.conn();
         let dir = self.dir.clone();
         let sql = |e: rusqlite::Error| sqlite_error(&dir, e);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let tx = conn.transaction().map_err(sql)?;
         tx.execute("DELETE FROM labels WHERE set_name = ?1", [set])
             .map_err(sql)?;
         tx.execute(

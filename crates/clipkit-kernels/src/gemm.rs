@@ -347,15 +347,13 @@ impl PackedWeights {
             out: SharedOut(out.as_mut_ptr() as *mut f32),
         };
         match &self.panels {
-            Panels::F32(panels) => job.run(m, MR, |rows, p| {
-                job.block(a, k, panels, rows, p, (MR, KC), tile_f32_packed)
+            Panels::F32(panels) => job.run(m, |rows, p| {
+                job.block(a, k, panels, rows, p, tile_f32_packed)
             }),
             Panels::Bf16(panels) => {
                 let k2 = k.div_ceil(2);
                 let a16 = bf16_pairs(a, m, k);
-                job.run(m, MR, |rows, p| {
-                    job.block(&a16, k2, panels, rows, p, (MR, KC), tile_bf16)
-                })
+                job.run(m, |rows, p| job.block(&a16, k2, panels, rows, p, tile_bf16))
             }
             Panels::F16(panels) => {
                 let a16 = f16_broadcasts(a);
@@ -363,7 +361,7 @@ impl PackedWeights {
             }
             Panels::Int8(panels) => {
                 let (aq, sa) = int8::quantize_rows(a, m, k);
-                job.run(m, MR, |rows, p| job.block_int8(&aq, &sa, panels, rows, p))
+                job.run(m, |rows, p| job.block_int8(&aq, &sa, panels, rows, p))
             }
         }
     }
@@ -439,11 +437,11 @@ pub(crate) struct TileEpilogue {
 
 impl Job<'_> {
     /// Splits `[0, m) × panels` into tasks of whole panels × row ranges (whole multiples of
-    /// the tile height `mr` where possible) and runs them on rayon's pool.
-    fn run(&self, m: usize, mr: usize, block: impl Fn(std::ops::Range<usize>, usize) + Sync) {
+    /// `MR` where possible) and runs them on rayon's pool.
+    fn run(&self, m: usize, block: impl Fn(std::ops::Range<usize>, usize) + Sync) {
         let panels = self.n.div_ceil(NR);
         let want = 4 * rayon::current_num_threads();
-        let row_tiles = m.div_ceil(mr);
+        let row_tiles = m.div_ceil(MR);
         let row_chunks = if panels >= want {
             1
         } else {
@@ -452,8 +450,8 @@ impl Job<'_> {
         let tiles_per_chunk = row_tiles.div_ceil(row_chunks);
         (0..panels * row_chunks).into_par_iter().for_each(|t| {
             let (p, c) = (t / row_chunks, t % row_chunks);
-            let start = (c * tiles_per_chunk * mr).min(m);
-            let end = ((c + 1) * tiles_per_chunk * mr).min(m);
+            let start = (c * tiles_per_chunk * MR).min(m);
+            let end = ((c + 1) * tiles_per_chunk * MR).min(m);
             if start < end {
                 block(start..end, p);
             }
@@ -471,68 +469,82 @@ impl Job<'_> {
         })
     }
 
-    /// One panel × row range in tiles of `mr` rows, depth in passes of `pass` steps: the f32,
-    /// bf16 and f16 kernels differ only in their element types (`depth` is `k`, or `k/2` bf16
-    /// pairs), tile shape and `tile` function.
-    #[allow(clippy::too_many_arguments)]
-    fn block<A, B>(
+    /// One panel × row range, depth in passes of `KC`: the f32 and bf16 kernels differ only
+    /// in their element type (`depth` is `k`, or `k/2` bf16 pairs) and `tile` function.
+    fn block<T>(
         &self,
-        a: &[A],
+        a: &[T],
         depth: usize,
-        panels: &[B],
+        panels: &[T],
         rows: std::ops::Range<usize>,
         p: usize,
-        (mr, pass): (usize, usize),
-        tile: TileFn<A, B>,
+        tile: TileFn<T, T>,
     ) {
-        let n = self.n;
-        let col = p * NR;
-        let cols = NR.min(n - col);
         let panel = &panels[p * depth * NR..][..depth * NR];
         let mut k0 = 0;
         while k0 < depth {
-            let kc = pass.min(depth - k0);
-            let last = k0 + kc == depth;
-            let b = &panel[k0 * NR..][..kc * NR];
+            let kc = KC.min(depth - k0);
             // What this task reads after this pass: the panel's next pass, or the next panel.
             let next = if k0 + kc < depth {
                 Some(panel[(k0 + kc) * NR..].as_ptr() as *const u8)
             } else {
                 panels
                     .get((p + 1) * depth * NR)
-                    .map(|x| x as *const B as *const u8)
+                    .map(|x| x as *const T as *const u8)
             };
-            let row_bytes = NR * std::mem::size_of::<B>();
-            let mut r = rows.start;
-            let mut j = 0;
-            while r < rows.end {
-                let h = mr.min(rows.end - r);
-                let a_tile = &a[r * depth + k0..];
-                // SAFETY: `c` points at row `r`, column `col` of an `[m, n]` output; the tile
-                // writes `h` rows × `cols` columns of it, which no other task touches, and
-                // the epilogue pointers are offset to this tile.
-                unsafe {
-                    let c = self.out.0.add(r * n + col);
-                    let epi = self.tile_epilogue(r, col, last);
-                    let pf = prefetch_for(next, j, kc, row_bytes);
-                    tile(
-                        h,
-                        a_tile,
-                        depth,
-                        b,
-                        kc,
-                        c,
-                        n,
-                        cols,
-                        k0 == 0,
-                        epi.as_ref(),
-                        pf,
-                    );
-                }
-                r += h;
-                j += 1;
-            }
+            let b = &panel[k0 * NR..][..kc * NR];
+            self.pass_rows(a, depth, b, (k0, kc), rows.clone(), MR, p, next, tile);
             k0 += kc;
+        }
+    }
+
+    /// Steps `k0..k0 + kc` of the depth (of `depth`) for panel `p`, whose rows of that pass
+    /// are `b`, against every `mr`-row tile of `rows`; `next` is what the task reads after.
+    #[allow(clippy::too_many_arguments)]
+    fn pass_rows<A, B>(
+        &self,
+        a: &[A],
+        depth: usize,
+        b: &[B],
+        (k0, kc): (usize, usize),
+        rows: std::ops::Range<usize>,
+        mr: usize,
+        p: usize,
+        next: Option<*const u8>,
+        tile: TileFn<A, B>,
+    ) {
+        let n = self.n;
+        let col = p * NR;
+        let cols = NR.min(n - col);
+        let last = k0 + kc == depth;
+        let row_bytes = NR * std::mem::size_of::<B>();
+        let mut r = rows.start;
+        let mut j = 0;
+        while r < rows.end {
+            let h = mr.min(rows.end - r);
+            // SAFETY: `c` points at row `r`, column `col` of an `[m, n]` output; the tile
+            // writes `h` rows × `cols` columns of it, which no other task touches, and the
+            // epilogue pointers are offset to this tile.
+            unsafe {
+                let c = self.out.0.add(r * n + col);
+                let epi = self.tile_epilogue(r, col, last);
+                let pf = prefetch_for(next, j, kc, row_bytes);
+                tile(
+                    h,
+                    &a[r * depth + k0..],
+                    depth,
+                    b,
+                    kc,
+                    c,
+                    n,
+                    cols,
+                    k0 == 0,
+                    epi.as_ref(),
+                    pf,
+                );
+            }
+            r += h;
+            j += 1;
         }
     }
 }
@@ -576,51 +588,22 @@ impl Job<'_> {
         rows: std::ops::Range<usize>,
         group: std::ops::Range<usize>,
     ) {
-        let (n, k) = (self.n, self.k);
+        let k = self.k;
         let panel = |p: usize| &panels[p * k * NR..][..k * NR];
         let mut k0 = 0;
         while k0 < k {
             let kc = KC_F16.min(k - k0);
-            let last = k0 + kc == k;
             for p in group.clone() {
-                let col = p * NR;
-                let cols = NR.min(n - col);
-                let b = &panel(p)[k0 * NR..][..kc * NR];
                 // What this task reads next: the next panel's pass, or the first panel's next.
                 let next = if p + 1 < group.end {
                     Some(panel(p + 1)[k0 * NR..].as_ptr() as *const u8)
-                } else if !last {
+                } else if k0 + kc < k {
                     Some(panel(group.start)[(k0 + kc) * NR..].as_ptr() as *const u8)
                 } else {
                     None
                 };
-                let mut r = rows.start;
-                let mut j = 0;
-                while r < rows.end {
-                    let h = MR_F16.min(rows.end - r);
-                    // SAFETY: as in `block`: this task alone writes rows `rows` of the
-                    // group's columns.
-                    unsafe {
-                        let c = self.out.0.add(r * n + col);
-                        let epi = self.tile_epilogue(r, col, last);
-                        let pf = prefetch_for(next, j, kc, NR * 2);
-                        tile_f16(
-                            h,
-                            &a[r * k + k0..],
-                            k,
-                            b,
-                            kc,
-                            c,
-                            n,
-                            cols,
-                            k0 == 0,
-                            epi.as_ref(),
-                            pf,
-                        );
-                    }
-                    r += h;
-                    j += 1;
-                }
+                let b = &panel(p)[k0 * NR..][..kc * NR];
+                self.pass_rows(a, k, b, (k0, kc), rows.clone(), MR_F16, p, next, tile_f16);
             }
             k0 += kc;
         }
@@ -654,7 +637,7 @@ impl Job<'_> {
                 col_scales: &panels.scales[col..col + NR],
                 col_offsets: &panels.offsets[col..col + NR],
             };
-            // SAFETY: as in `block_f32`.
+            // SAFETY: as in `pass_rows`.
             unsafe {
                 let c = self.out.0.add(r * n + col);
                 let epi = self.tile_epilogue(r, col, true);
