@@ -57,6 +57,7 @@ pub struct Clip {
     eos_rule: EosRule,
     device: Device,
     batch_size: usize,
+    matmul_kernel: &'static str,
     resolved: ResolvedModel,
 }
 
@@ -130,6 +131,12 @@ impl Clip {
             eos_rule: config.eos_rule(),
             device: options.device.clone(),
             batch_size: options.batch_size.max(1),
+            matmul_kernel: match path {
+                crate::model::MatmulPath::Packed(format) => {
+                    clipkit_kernels::gemm::kernel_name(format)
+                }
+                crate::model::MatmulPath::Candle => "candle",
+            },
             resolved,
         })
     }
@@ -156,6 +163,11 @@ impl Clip {
 
     pub fn preprocessor(&self) -> &Preprocessor {
         &self.preprocessor
+    }
+
+    /// Which matmul kernel the linear layers run on (`amx-bf16`, `avx512-f32`, `candle`, …).
+    pub fn matmul_kernel(&self) -> &'static str {
+        self.matmul_kernel
     }
 
     pub fn device(&self) -> &Device {

@@ -351,8 +351,9 @@ impl Stamp {
 
 fn identity(sources: &[Stamp], format: WeightFormat) -> String {
     let mut id = format!(
-        "clipkit-pack v{VERSION} {format:?} nr={}",
-        clipkit_kernels::gemm::NR
+        "clipkit-pack v{VERSION} {format:?} nr={} kernel={}",
+        clipkit_kernels::gemm::NR,
+        clipkit_kernels::gemm::kernel_name(format)
     );
     for s in sources {
         id.push_str(&format!(" | {} {} {}", s.path, s.len, s.mtime_ns));

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::act::Activation;
+use crate::amx;
 use crate::buf::{Backing, Buf};
 use crate::int8::{self, Int8Panels};
 
@@ -38,7 +39,8 @@ const KC_F16: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
     F32,
-    /// bf16 weights and activations, f32 accumulation (AVX-512 BF16 `vdpbf16ps`).
+    /// bf16 weights and activations, f32 accumulation: on AMX tiles where the CPU has them
+    /// (see [`crate::amx`]), else AVX-512 BF16 `vdpbf16ps`.
     Bf16,
     /// int8 weights (per output column) and activations (per row, at run time), exact i32
     /// accumulation (AVX-512 VNNI `vpdpbusd`); see [`crate::int8`].
@@ -55,9 +57,32 @@ enum Panels {
     /// `[panel][k/2][NR]` pairs of bf16 (the even `k` in the low half), as `vdpbf16ps` reads
     /// them; `k` is padded to even with zeros.
     Bf16(Buf<u32>),
+    /// The bf16 pairs retiled for AMX: see [`amx::retile`].
+    Bf16Amx(Buf<u32>),
     Int8(Int8Panels),
+    /// The int8 quads retiled for AMX, with the same scales and offsets.
+    Int8Amx(Int8Panels),
     /// `[panel][k][NR]` f16 bits.
     F16(Buf<u16>),
+}
+
+/// The kernel that layers packed now in `format` run on, on this CPU: what benchmarks report,
+/// and part of the pack cache's identity (panels packed for one kernel are not reused by
+/// another, say after `CLIPKIT_NO_AMX` is set).
+pub fn kernel_name(format: WeightFormat) -> &'static str {
+    let avx512 = crate::simd::avx512();
+    match format {
+        WeightFormat::F32 if avx512 => "avx512-f32",
+        WeightFormat::Bf16 if amx::bf16_available() => "amx-bf16",
+        WeightFormat::Int8 if amx::int8_available() => "amx-int8",
+        WeightFormat::Bf16 if crate::simd::avx512_bf16() => "avx512-bf16",
+        WeightFormat::Int8 if crate::simd::avx512_vnni() => "avx512-vnni-int8",
+        WeightFormat::F16 if crate::simd::avx512_fp16() => "avx512-fp16",
+        WeightFormat::F32 => "portable-f32",
+        WeightFormat::Bf16 => "portable-bf16",
+        WeightFormat::Int8 => "portable-int8",
+        WeightFormat::F16 => "portable-f16",
+    }
 }
 
 /// A linear layer's weights and bias in the micro-kernel's layout.
@@ -90,9 +115,12 @@ impl Default for Epilogue<'_> {
 const ALIGN: usize = 64;
 const LAYER_MAGIC: u32 = u32::from_le_bytes(*b"PKW1");
 
-/// Bytes per panel element of a saved layer's format code (f32, bf16 pairs, int8, f16).
+const NO_AMX: &str = "packed for AMX tiles, which this CPU (or CLIPKIT_NO_AMX) rules out";
+
+/// Bytes per panel element of a saved layer's format code (f32, bf16 pairs, int8, f16, and
+/// bf16 pairs and int8 in AMX tiles).
 fn element_size(format: u32) -> usize {
-    [4, 4, 1, 2][format as usize]
+    [4, 4, 1, 2, 4, 1][format as usize]
 }
 
 fn padded(len: usize) -> usize {
@@ -162,9 +190,28 @@ impl PackedWeights {
                             }
                         }
                     });
-                Panels::Bf16(Buf::Owned(data))
+                if amx::bf16_available() {
+                    let bytes = Buf::Owned(data);
+                    Panels::Bf16Amx(Buf::Owned(amx::retile(bytes.as_bytes(), n, k2)))
+                } else {
+                    Panels::Bf16(Buf::Owned(data))
+                }
             }
-            WeightFormat::Int8 => Panels::Int8(int8::pack(w, n, k)),
+            WeightFormat::Int8 => {
+                let mut p = int8::pack(w, n, k);
+                if amx::int8_available() {
+                    let tiles = amx::retile(p.data.as_bytes(), n, int8::k4(k));
+                    p.data = Buf::Owned(
+                        tiles
+                            .iter()
+                            .flat_map(|q| q.to_ne_bytes().map(|b| b as i8))
+                            .collect(),
+                    );
+                    Panels::Int8Amx(p)
+                } else {
+                    Panels::Int8(p)
+                }
+            }
             WeightFormat::F16 => {
                 let mut data = vec![0u16; np * k * NR];
                 data.par_chunks_mut(k * NR)
@@ -202,6 +249,8 @@ impl PackedWeights {
             Panels::Bf16(d) => (1, d.as_bytes(), &[], &[]),
             Panels::Int8(p) => (2, p.data.as_bytes(), &p.scales, &p.offsets),
             Panels::F16(d) => (3, d.as_bytes(), &[], &[]),
+            Panels::Bf16Amx(d) => (4, d.as_bytes(), &[], &[]),
+            Panels::Int8Amx(p) => (5, p.data.as_bytes(), &p.scales, &p.offsets),
         };
         let bias = self.bias.as_deref().unwrap_or(&[]);
         let mut header = Vec::with_capacity(ALIGN);
@@ -249,6 +298,10 @@ impl PackedWeights {
             1 => (np * k.div_ceil(2) * NR, 0),
             2 => (np * int8::k4(k) * NR * 4, np * NR),
             3 => (np * k * NR, 0),
+            4 if !amx::bf16_available() => return Err(NO_AMX.into()),
+            5 if !amx::int8_available() => return Err(NO_AMX.into()),
+            4 => (amx::packed_len(n, k.div_ceil(2)), 0),
+            5 => (amx::packed_len(n, int8::k4(k)) * 4, np * NR),
             f => return Err(format!("unknown panel format {f}")),
         };
         if data_len != expected || small_len != expected_small || !(bias_len == 0 || bias_len == n)
@@ -274,7 +327,13 @@ impl PackedWeights {
             0 => Panels::F32(Buf::mapped(backing, data_at, data_len)?),
             1 => Panels::Bf16(Buf::mapped(backing, data_at, data_len)?),
             3 => Panels::F16(Buf::mapped(backing, data_at, data_len)?),
-            _ => Panels::Int8(Int8Panels {
+            4 => Panels::Bf16Amx(Buf::mapped(backing, data_at, data_len)?),
+            2 => Panels::Int8(Int8Panels {
+                data: Buf::mapped(backing, data_at, data_len)?,
+                scales,
+                offsets,
+            }),
+            _ => Panels::Int8Amx(Int8Panels {
                 data: Buf::mapped(backing, data_at, data_len)?,
                 scales,
                 offsets,
@@ -296,8 +355,8 @@ impl PackedWeights {
     pub fn format(&self) -> WeightFormat {
         match self.panels {
             Panels::F32(_) => WeightFormat::F32,
-            Panels::Bf16(_) => WeightFormat::Bf16,
-            Panels::Int8(_) => WeightFormat::Int8,
+            Panels::Bf16(_) | Panels::Bf16Amx(_) => WeightFormat::Bf16,
+            Panels::Int8(_) | Panels::Int8Amx(_) => WeightFormat::Int8,
             Panels::F16(_) => WeightFormat::F16,
         }
     }
@@ -306,8 +365,8 @@ impl PackedWeights {
     pub fn bytes(&self) -> usize {
         let panels = match &self.panels {
             Panels::F32(d) => d.len() * 4,
-            Panels::Bf16(d) => d.len() * 4,
-            Panels::Int8(p) => p.data.len() + p.scales.len() * 8,
+            Panels::Bf16(d) | Panels::Bf16Amx(d) => d.len() * 4,
+            Panels::Int8(p) | Panels::Int8Amx(p) => p.data.len() + p.scales.len() * 8,
             Panels::F16(d) => d.len() * 2,
         };
         panels + self.bias.as_ref().map_or(0, |b| b.len() * 4)
@@ -355,6 +414,24 @@ impl PackedWeights {
                 let a16 = bf16_pairs(a, m, k);
                 job.run(m, |rows, p| job.block(&a16, k2, panels, rows, p, tile_bf16))
             }
+            Panels::Bf16Amx(panels) => {
+                let depth = k.div_ceil(2);
+                let lda = amx::steps(depth) * amx::PER_STEP;
+                // Whole 16-row tiles: the last tile's extra rows read zeros.
+                let a16 = amx::a_tiles(m, lda / amx::PER_STEP, 0, |r, dst| {
+                    bf16_row(&a[r * k..][..k], &mut dst[..depth]);
+                });
+                job.run_amx(m, &a16, lda, AmxWeights::Bf16(panels))
+            }
+            Panels::Int8Amx(panels) => {
+                let depth = int8::k4(k);
+                let lda = amx::steps(depth) * amx::PER_STEP;
+                let sa = int8::row_scales(a, m, k);
+                let aq = amx::a_tiles(m, lda / amx::PER_STEP, 0x8080_8080, |r, dst| {
+                    int8::quantize_row(&a[r * k..][..k], sa[r], dst);
+                });
+                job.run_amx(m, &aq, lda, AmxWeights::Int8(panels, &sa))
+            }
             Panels::F16(panels) => {
                 let a16 = f16_broadcasts(a);
                 job.run_row_blocks(m, |rows, group| job.block_f16(&a16, panels, rows, group))
@@ -375,20 +452,23 @@ fn bf16_pairs(a: &[f32], m: usize, k: usize) -> Vec<u32> {
     out.par_chunks_mut(k2)
         .zip(a.par_chunks(k))
         .with_min_len(8)
-        .for_each(|(dst, src)| {
-            #[cfg(target_arch = "x86_64")]
-            if crate::simd::avx512_bf16() && k.is_multiple_of(2) {
-                // SAFETY: the CPU has AVX-512 BF16; `dst` holds `k / 2` pairs for `k` floats.
-                unsafe { x86::to_bf16_row(src, dst) };
-                return;
-            }
-            for (d, pair) in dst.iter_mut().zip(src.chunks(2)) {
-                let lo = to_bf16_bits(pair[0]);
-                let hi = pair.get(1).map_or(0, |&v| to_bf16_bits(v));
-                *d = lo | (hi << 16);
-            }
-        });
+        .for_each(|(dst, src)| bf16_row(src, dst));
     out
+}
+
+/// One row of `bf16_pairs`: `dst` holds `src.len() / 2` pairs (rounded up).
+fn bf16_row(src: &[f32], dst: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512_bf16() && src.len().is_multiple_of(2) {
+        // SAFETY: the CPU has AVX-512 BF16; `dst` holds `k / 2` pairs for `k` floats.
+        unsafe { x86::to_bf16_row(src, dst) };
+        return;
+    }
+    for (d, pair) in dst.iter_mut().zip(src.chunks(2)) {
+        let lo = to_bf16_bits(pair[0]);
+        let hi = pair.get(1).map_or(0, |&v| to_bf16_bits(v));
+        *d = lo | (hi << 16);
+    }
 }
 
 /// `a` rounded to f16 (to nearest even, clamped to f16's range), each value twice in a u32
@@ -647,6 +727,97 @@ impl Job<'_> {
             r += h;
             j += 1;
         }
+    }
+}
+
+/// Most weight bytes an AMX task keeps in L2 (of 2 MiB per core on these Xeons) while its rows
+/// stream past them: each 32-row tile of `a` is then read once from L3 for a whole group of
+/// panels, not once per panel.
+const AMX_GROUP_BYTES: usize = 1 << 20;
+
+/// An AMX layer's tiles, and for int8 what turns its i32 sums back into f32.
+#[derive(Clone, Copy)]
+enum AmxWeights<'a> {
+    Bf16(&'a Buf<u32>),
+    /// The panels and the activations' per-row scales.
+    Int8(&'a Int8Panels, &'a [f32]),
+}
+
+impl Job<'_> {
+    /// The AMX matmul: tasks of a group of panels × a range of 32-row tiles (see
+    /// [`AMX_GROUP_BYTES`]); `a` is the activations as [`amx::a_tiles`] (bf16 pairs or int8
+    /// quads, rows of `lda` elements, whole 16-row tiles).
+    #[cfg(target_arch = "x86_64")]
+    fn run_amx(&self, m: usize, a: &[u32], lda: usize, weights: AmxWeights) {
+        const ROWS: usize = 32;
+        let (op, tiles) = match weights {
+            AmxWeights::Bf16(t) => (amx::Op::Bf16, t.as_bytes()),
+            AmxWeights::Int8(p, _) => (amx::Op::Int8, p.data.as_bytes()),
+        };
+        let kt = lda / amx::PER_STEP;
+        let panel_len = kt * amx::PER_STEP * NR;
+        let panels_n = self.n.div_ceil(NR);
+        let want = 4 * rayon::current_num_threads();
+        let group_max = (AMX_GROUP_BYTES / (panel_len * 4)).max(1);
+        // Prefer splitting the columns (each task then reads only its share of the weights,
+        // which is what small batches wait on); split rows only when there are too few panels.
+        let groups = panels_n.min(want.max(panels_n.div_ceil(group_max)));
+        let row_tiles = m.div_ceil(ROWS);
+        let row_chunks = want.div_ceil(groups).min(row_tiles).max(1);
+        let n = self.n;
+        assert_eq!(
+            tiles.len(),
+            panels_n * panel_len * 4,
+            "tiles are not [panels][steps]"
+        );
+        (0..groups * row_chunks).into_par_iter().for_each(|t| {
+            let (g, rc) = (t / row_chunks, t % row_chunks);
+            // Balanced shares: sizes differ by at most one.
+            let share = |i: usize, parts: usize, of: usize| i * of / parts..(i + 1) * of / parts;
+            let group = share(g, groups, panels_n);
+            let my_rows = share(rc, row_chunks, row_tiles);
+            // SAFETY: AMX is available (these panels exist only then); one `Tiles` per task,
+            // and tasks do not nest.
+            let _tiles = unsafe { amx::Tiles::configure() };
+            let mut scratch = amx::Scratch::new();
+            for tile in my_rows {
+                let r = tile * ROWS;
+                let h = ROWS.min(m - r);
+                for p in group.clone() {
+                    let col = p * NR;
+                    let cols = NR.min(n - col);
+                    // SAFETY: `a` has whole 16-row tiles of `lda` elements (so rows `r..r + h`
+                    // rounded up to 16 exist), the tiles hold `panels_n` panels of
+                    // `panel_len`; the output block (`h` rows × `cols` at `r`, `col`) is this
+                    // task's alone.
+                    unsafe {
+                        let ap = a[r * lda..].as_ptr(); // row tile r / 16, `lda` per row
+                        let bp = tiles[p * panel_len * 4..].as_ptr() as *const u32;
+                        amx::panel_block(op, ap, bp, kt, h, cols, &mut scratch);
+                        for (i, sums) in scratch.0.iter().enumerate().take(h) {
+                            let epi = self.tile_epilogue(r + i, col, true);
+                            let c = self.out.0.add((r + i) * n + col);
+                            match weights {
+                                AmxWeights::Bf16(_) => x86::store_sums(sums, c, cols, epi.as_ref()),
+                                AmxWeights::Int8(w, sa) => {
+                                    let q = Quant {
+                                        row_scales: &sa[r + i..],
+                                        col_scales: &w.scales[col..col + NR],
+                                        col_offsets: &w.offsets[col..col + NR],
+                                    };
+                                    x86::store_int8_sums(sums, c, cols, &q, epi.as_ref())
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn run_amx(&self, _: usize, _: &[u32], _: usize, _: AmxWeights) {
+        unreachable!("AMX panels exist only on x86-64");
     }
 }
 
@@ -1015,6 +1186,47 @@ mod x86 {
         }
     }
 
+    /// One row of finished f32 sums (the AMX tiles' output) through the epilogue into `c`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn store_sums(
+        sums: &[f32; NR],
+        c: *mut f32,
+        cols: usize,
+        epi: Option<&TileEpilogue>,
+    ) {
+        let s = sums.as_ptr();
+        let mut row = [[
+            _mm512_loadu_ps(s),
+            _mm512_loadu_ps(s.add(16)),
+            _mm512_loadu_ps(s.add(32)),
+            _mm512_loadu_ps(s.add(48)),
+        ]];
+        finish::<1>(&mut row, c, 0, cols, true, epi);
+    }
+
+    /// One row of exact i32 sums (as f32 bits, the AMX int8 tiles' output), dequantised as
+    /// [`tile_int8`] does, through the epilogue into `c`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn store_int8_sums(
+        sums: &[f32; NR],
+        c: *mut f32,
+        cols: usize,
+        q: &Quant,
+        epi: Option<&TileEpilogue>,
+    ) {
+        let s = sums.as_ptr() as *const __m512i;
+        let rs = _mm512_set1_ps(q.row_scales[0]);
+        let mut row = [std::array::from_fn(|v| {
+            let x = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.add(v)));
+            let x = _mm512_sub_ps(x, _mm512_loadu_ps(q.col_offsets.as_ptr().add(16 * v)));
+            _mm512_mul_ps(
+                x,
+                _mm512_mul_ps(rs, _mm512_loadu_ps(q.col_scales.as_ptr().add(16 * v))),
+            )
+        })];
+        finish::<1>(&mut row, c, 0, cols, true, epi);
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512dq")]
     pub unsafe fn tile_f32<const R: usize>(
@@ -1348,6 +1560,24 @@ mod tests {
                 check(11, 200, 300, act, false, format);
             }
             check(11, 200, 300, Activation::Identity, true, format);
+        }
+    }
+
+    /// bf16 and int8 layers take the AMX tiles exactly where the CPU has them (the reference
+    /// checks above then cover those kernels), and say so in their saved form.
+    #[test]
+    fn bf16_and_int8_run_on_amx_tiles_where_the_cpu_has_them() {
+        for (format, amx, code, fallback) in [
+            (WeightFormat::Bf16, crate::has_amx_bf16(), 4, 1),
+            (WeightFormat::Int8, crate::has_amx_int8(), 5, 2),
+        ] {
+            let packed = PackedWeights::new(&values(64 * 40, 1), 64, 40, None, format);
+            let tiled = matches!(packed.panels, Panels::Bf16Amx(_) | Panels::Int8Amx(_));
+            assert_eq!(tiled, amx, "{format:?}");
+            assert_eq!(kernel_name(format).starts_with("amx-"), amx, "{format:?}");
+            let mut file = Vec::new();
+            packed.write_to(&mut file).unwrap();
+            assert_eq!(file[4], if amx { code } else { fallback }, "{format:?}");
         }
     }
 

@@ -72,28 +72,48 @@ fn quantize(x: f32, inv_scale: f32) -> i8 {
 /// Activations `[m, k]` → (`[m][k/4]` quads of `p + 128` bytes, per-row scales).
 pub(crate) fn quantize_rows(a: &[f32], m: usize, k: usize) -> (Vec<u32>, Vec<f32>) {
     let kq = k4(k);
+    let scales = row_scales(a, m, k);
     let mut out = vec![0x8080_8080u32; m * kq];
-    let mut scales = vec![1f32; m];
     out.par_chunks_mut(kq)
-        .zip(scales.par_iter_mut())
+        .zip(&scales)
         .zip(a.par_chunks(k))
         .with_min_len(8)
-        .for_each(|((dst, scale), src)| {
+        .for_each(|((dst, &s), src)| quantize_row(src, s, dst));
+    (out, scales)
+}
+
+/// Each row's scale: its largest magnitude over 127 (1 for a row of zeros).
+pub(crate) fn row_scales(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut scales = vec![1f32; m];
+    scales
+        .par_iter_mut()
+        .zip(a.par_chunks(k))
+        .with_min_len(8)
+        .for_each(|(scale, src)| {
             #[cfg(target_arch = "x86_64")]
             if crate::simd::avx512() {
-                // SAFETY: the CPU has AVX-512; `dst` has room for `k` bytes (rounded up to 4).
-                *scale = unsafe { x86::quantize_row(src, dst) };
+                // SAFETY: the CPU has AVX-512.
+                *scale = unsafe { x86::row_scale(src) };
                 return;
             }
             let max = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
-            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
-            *scale = s;
-            let bytes: &mut [u8] = bytemuck_u8(dst);
-            for (b, &x) in bytes.iter_mut().zip(src) {
-                *b = (quantize(x, 1.0 / s) as i32 + 128) as u8;
-            }
+            *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         });
-    (out, scales)
+    scales
+}
+
+/// One row to `p + 128` bytes at scale `s`; `dst` has room for `src.len()` bytes.
+pub(crate) fn quantize_row(src: &[f32], s: f32, dst: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: the CPU has AVX-512; `dst` has room for `k` bytes (rounded up to 4).
+        unsafe { x86::quantize_row(src, s, dst) };
+        return;
+    }
+    let bytes: &mut [u8] = bytemuck_u8(dst);
+    for (b, &x) in bytes.iter_mut().zip(src) {
+        *b = (quantize(x, 1.0 / s) as i32 + 128) as u8;
+    }
 }
 
 fn bytemuck_u8(v: &mut [u32]) -> &mut [u8] {
@@ -118,9 +138,9 @@ pub(crate) fn dot_panel(a: &[u32], b: &[i8], kq: usize, acc: &mut [i32; NR]) {
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// One row to `p + 128` bytes; returns its scale.
+    /// A row's scale: its largest magnitude over 127.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn quantize_row(src: &[f32], dst: &mut [u32]) -> f32 {
+    pub unsafe fn row_scale(src: &[f32]) -> f32 {
         let mut vmax = _mm512_setzero_ps();
         let mut chunks = src.chunks_exact(16);
         for c in &mut chunks {
@@ -130,7 +150,16 @@ pub(crate) mod x86 {
         for &x in chunks.remainder() {
             max = max.max(x.abs());
         }
-        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        if max > 0.0 {
+            max / 127.0
+        } else {
+            1.0
+        }
+    }
+
+    /// One row to `p + 128` bytes at scale `s`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn quantize_row(src: &[f32], s: f32, dst: &mut [u32]) {
         let inv = _mm512_set1_ps(1.0 / s);
         let bias = _mm512_set1_epi32(128);
         let out = dst.as_mut_ptr() as *mut u8;
@@ -146,7 +175,6 @@ pub(crate) mod x86 {
             let q = (x * (1.0 / s)).round_ties_even().clamp(-127.0, 127.0) as i32 + 128;
             *out.add(j) = q as u8;
         }
-        s
     }
 }
 

@@ -13,6 +13,7 @@
 //! arithmetic contract; the tests hold both to a plain reference.
 
 pub mod act;
+mod amx;
 pub mod attention;
 pub mod buf;
 pub mod gemm;
@@ -41,4 +42,14 @@ pub fn has_avx512_bf16() -> bool {
 /// Whether this CPU runs the f16 path (AVX-512 FP16: Sapphire Rapids and later Xeons).
 pub fn has_avx512_fp16() -> bool {
     simd::avx512_fp16()
+}
+
+/// Whether this CPU and OS run the bf16 path on AMX tiles (Sapphire Rapids and later Xeons).
+pub fn has_amx_bf16() -> bool {
+    amx::bf16_available()
+}
+
+/// Whether this CPU and OS run the int8 path on AMX tiles.
+pub fn has_amx_int8() -> bool {
+    amx::int8_available()
 }

@@ -139,6 +139,7 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
             "model": clip.name(),
             "precision": precision,
             "cpu_kernels": kernels,
+            "matmul_kernel": clip.matmul_kernel(),
             "device": args.model.device,
             "threads": threads,
             "batch": args.batch,
@@ -187,6 +188,7 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
             }
             rows.push(vec!["threads".into(), threads.to_string()]);
             rows.push(vec!["precision".into(), precision]);
+            rows.push(vec!["matmul kernel".into(), clip.matmul_kernel().into()]);
             print_table(&["measure", "value"], &rows);
         }
     }
