@@ -130,7 +130,7 @@ const TILE_LEN: usize = TILE * PER_STEP;
 /// contiguous KiB instead of 16 lines a row apart (32 strided streams per row tile defeat the
 /// L2 streamer): `row(r, buf)` writes row `r` of `m` (`kt · PER_STEP` elements, already
 /// padded) into `buf`, and it is scattered into its tiles from there, in L1. Rows past `m`,
-/// up to a whole tile, are `fill`.
+/// up to a whole 32-row block (what one kernel call reads), are `fill`.
 pub(crate) fn a_tiles(
     m: usize,
     kt: usize,
@@ -139,12 +139,12 @@ pub(crate) fn a_tiles(
 ) -> Vec<u32> {
     use rayon::prelude::*;
     let lda = kt * PER_STEP;
-    let mut out = vec![fill; m.next_multiple_of(TILE) * lda];
+    let mut out = vec![fill; m.next_multiple_of(2 * TILE) * lda];
     out.par_chunks_mut(TILE * lda)
         .enumerate()
         .for_each(|(t, dst)| {
             let mut buf = vec![fill; lda];
-            for r in 0..TILE.min(m - t * TILE) {
+            for r in 0..TILE.min(m.saturating_sub(t * TILE)) {
                 row(t * TILE + r, &mut buf);
                 for (step, chunk) in buf.chunks_exact(PER_STEP).enumerate() {
                     dst[step * TILE_LEN + r * PER_STEP..][..PER_STEP].copy_from_slice(chunk);
@@ -173,14 +173,14 @@ impl Scratch {
     }
 }
 
-/// Sums `rows` (≤ 32, of which 16 or 32 are computed) × one panel over the whole depth into
+/// Sums 32 rows × one panel over the whole depth into
 /// `out`: `a` points at the first of the row tiles' [`a_tiles`] (the next row tile follows
 /// `kt` tiles later), `panel` at the panel's tiles; `cols` (≤ 64) says whether the second
 /// half is needed.
 ///
 /// # Safety
 /// AMX for `op` is available and the caller holds the tile configuration ([`Tiles`]); `a` is
-/// valid for one or two row tiles (as `rows` needs) of `kt` steps, `panel` for the packed
+/// valid for two row tiles of `kt` steps, `panel` for the packed
 /// panel of `kt` steps.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
@@ -189,18 +189,15 @@ pub(crate) unsafe fn panel_block(
     a: *const u32,
     panel: *const u32,
     kt: usize,
-    rows: usize,
     cols: usize,
     out: &mut Scratch,
 ) {
     for half in 0..cols.div_ceil(2 * TILE) {
         let b = panel.add(half * kt * HALF_STEP);
         let o = out.0.as_mut_ptr().cast::<f32>().add(half * 2 * TILE);
-        match (op, rows > TILE) {
-            (Op::Bf16, true) => x86::bf16_32x32(a, b, kt, o),
-            (Op::Bf16, false) => x86::bf16_16x32(a, b, kt, o),
-            (Op::Int8, true) => x86::int8_32x32(a, b, kt, o),
-            (Op::Int8, false) => x86::int8_16x32(a, b, kt, o),
+        match op {
+            Op::Bf16 => x86::bf16_32x32(a, b, kt, o),
+            Op::Int8 => x86::int8_32x32(a, b, kt, o),
         }
     }
 }
@@ -267,9 +264,9 @@ mod x86 {
 
     /// `$name_32x32`: C (tmm0..3: rows 0–15 / 16–31 × columns 0–15 / 16–31) = Σ over `kt` steps
     /// of A (tmm4, tmm5: the two 16-row tiles) · B (tmm6, tmm7: the step's two column tiles),
-    /// with `$op` the tile multiply; `$name_16x32` the same for a last tile of ≤ 16 rows.
+    /// with `$op` the tile multiply.
     macro_rules! kernels {
-        ($op:literal, $big:ident, $small:ident) => {
+        ($op:literal, $big:ident) => {
             pub(super) unsafe fn $big(a: *const u32, b: *const u32, kt: usize, o: *mut f32) {
                 asm!(
                     "tilezero tmm0",
@@ -306,36 +303,9 @@ mod x86 {
                     options(nostack),
                 );
             }
-
-            pub(super) unsafe fn $small(a: *const u32, b: *const u32, kt: usize, o: *mut f32) {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "2:",
-                    "tileloadd tmm6, [{b} + {s64} * 1]",
-                    "tileloadd tmm7, [{b} + {s64} * 1 + 1024]",
-                    "tileloadd tmm4, [{a} + {s64} * 1]",
-                    concat!($op, " tmm0, tmm4, tmm6"),
-                    concat!($op, " tmm1, tmm4, tmm7"),
-                    "add {a}, 1024",
-                    "add {b}, {bstep}",
-                    "dec {n}",
-                    "jnz 2b",
-                    "tilestored [{o} + {ldo} * 1], tmm0",
-                    "tilestored [{o} + {ldo} * 1 + 64], tmm1",
-                    a = inout(reg) a => _,
-                    b = inout(reg) b => _,
-                    n = inout(reg) kt => _,
-                    s64 = in(reg) 64usize,
-                    bstep = const HALF_STEP * 4,
-                    o = in(reg) o,
-                    ldo = in(reg) LDO,
-                    options(nostack),
-                );
-            }
         };
     }
 
-    kernels!("tdpbf16ps", bf16_32x32, bf16_16x32);
-    kernels!("tdpbusd", int8_32x32, int8_16x32);
+    kernels!("tdpbf16ps", bf16_32x32);
+    kernels!("tdpbusd", int8_32x32);
 }

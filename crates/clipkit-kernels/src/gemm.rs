@@ -417,7 +417,7 @@ impl PackedWeights {
             Panels::Bf16Amx(panels) => {
                 let depth = k.div_ceil(2);
                 let lda = amx::steps(depth) * amx::PER_STEP;
-                // Whole 16-row tiles: the last tile's extra rows read zeros.
+                // Whole 32-row blocks: the last block's extra rows read zeros.
                 let a16 = amx::a_tiles(m, lda / amx::PER_STEP, 0, |r, dst| {
                     bf16_row(&a[r * k..][..k], &mut dst[..depth]);
                 });
@@ -746,7 +746,7 @@ enum AmxWeights<'a> {
 impl Job<'_> {
     /// The AMX matmul: tasks of a group of panels × a range of 32-row tiles (see
     /// [`AMX_GROUP_BYTES`]); `a` is the activations as [`amx::a_tiles`] (bf16 pairs or int8
-    /// quads, rows of `lda` elements, whole 16-row tiles).
+    /// quads, rows of `lda` elements, whole 32-row blocks).
     #[cfg(target_arch = "x86_64")]
     fn run_amx(&self, m: usize, a: &[u32], lda: usize, weights: AmxWeights) {
         const ROWS: usize = 32;
@@ -786,14 +786,14 @@ impl Job<'_> {
                 for p in group.clone() {
                     let col = p * NR;
                     let cols = NR.min(n - col);
-                    // SAFETY: `a` has whole 16-row tiles of `lda` elements (so rows `r..r + h`
-                    // rounded up to 16 exist), the tiles hold `panels_n` panels of
+                    // SAFETY: `a` has whole 32-row blocks of `lda` elements (so rows
+                    // `r..r + 32` exist), the tiles hold `panels_n` panels of
                     // `panel_len`; the output block (`h` rows × `cols` at `r`, `col`) is this
                     // task's alone.
                     unsafe {
                         let ap = a[r * lda..].as_ptr(); // row tile r / 16, `lda` per row
                         let bp = tiles[p * panel_len * 4..].as_ptr() as *const u32;
-                        amx::panel_block(op, ap, bp, kt, h, cols, &mut scratch);
+                        amx::panel_block(op, ap, bp, kt, cols, &mut scratch);
                         for (i, sums) in scratch.0.iter().enumerate().take(h) {
                             let epi = self.tile_epilogue(r + i, col, true);
                             let c = self.out.0.add((r + i) * n + col);
