@@ -313,8 +313,8 @@ pub enum PrecisionArg {
     /// f16 weights and activations (AVX-512 FP16 on the CPU: Sapphire Rapids+ Xeons, where it
     /// is the fast one; or CUDA).
     F16,
-    /// int8 weights and activations, exact integer sums (AVX-512 VNNI): the fastest on a CPU,
-    /// embeddings within cosine 0.999 of f32 (see the README).
+    /// int8 weights and activations, exact integer sums (AVX-512 VNNI, or AVX2 with 7-bit
+    /// weights): the fastest on a CPU, embeddings within cosine 0.999 of f32 (see the README).
     Int8,
 }
 

@@ -19,7 +19,7 @@ pub enum Precision {
     /// the dot product, added up in f32), candle's f16 tensors on CUDA.
     F16,
     /// int8 weights (per output channel) and activations (per token, at run time), exact
-    /// integer accumulation: AVX-512 VNNI on the CPU.
+    /// integer accumulation: AVX-512 VNNI on the CPU, or AVX2 with 7-bit weights.
     Int8,
 }
 
@@ -54,9 +54,10 @@ pub fn matmul_path(
             Ok((MatmulPath::Packed(WeightFormat::Bf16), DType::F32))
         }
         (Device::Cpu, CpuKernels::Packed, Precision::Int8) => {
-            if !clipkit_kernels::has_avx512_vnni() {
+            if !clipkit_kernels::has_avx512_vnni() && !clipkit_kernels::has_avx2() {
                 return Err(ClipError::Unsupported(
-                    "--precision int8 on the CPU needs AVX-512 VNNI (Zen 4+, Ice Lake+)".into(),
+                    "--precision int8 on the CPU needs AVX-512 VNNI (Zen 4+, Ice Lake+) or AVX2"
+                        .into(),
                 ));
             }
             Ok((MatmulPath::Packed(WeightFormat::Int8), DType::F32))

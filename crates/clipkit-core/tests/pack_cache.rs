@@ -14,7 +14,8 @@ fn second_load_reads_the_saved_panels_and_embeds_identically() {
         .map(|n| fixtures.join("images").join(n))
         .collect();
     for precision in [Precision::F32, Precision::Int8] {
-        if precision == Precision::Int8 && !clipkit_kernels::has_avx512_vnni() {
+        let int8 = clipkit_kernels::has_avx512_vnni() || clipkit_kernels::has_avx2();
+        if precision == Precision::Int8 && !int8 {
             continue;
         }
         let options = LoadOptions {
@@ -46,7 +47,7 @@ fn second_load_reads_the_saved_panels_and_embeds_identically() {
         assert_eq!(embed(&packed_now), embed(&from_cache), "{precision:?}");
     }
     // One file per weight format.
-    let expected = if clipkit_kernels::has_avx512_vnni() {
+    let expected = if clipkit_kernels::has_avx512_vnni() || clipkit_kernels::has_avx2() {
         2
     } else {
         1

@@ -58,7 +58,12 @@ fn bf16_stays_within_cosine_0_999_of_f32() {
 
 #[test]
 fn int8_stays_within_cosine_0_999_of_f32() {
-    stays_close(Precision::Int8, cpu_has("avx512vnni"), "AVX-512 VNNI");
+    // AVX-512 VNNI, or AVX2 (`vpmaddubsw`, 7-bit weights); refused only without either.
+    stays_close(
+        Precision::Int8,
+        cpu_has("avx512vnni") || cpu_has("avx2"),
+        "AVX2",
+    );
 }
 
 #[test]
@@ -150,6 +155,10 @@ fn cpu_has(feature: &str) -> bool {
         "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
         "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
         "avx512fp16" => std::arch::is_x86_feature_detected!("avx512fp16"),
+        "avx2" => {
+            return std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
         _ => unreachable!(),
     } && std::arch::is_x86_feature_detected!("avx512bw");
     #[cfg(not(target_arch = "x86_64"))]

@@ -1,4 +1,4 @@
-//! Activations and `exp`, scalar and AVX-512. The vector versions are what the GEMM epilogue
+//! Activations and `exp`, scalar and AVX-512 (the AVX2 versions are in [`crate::avx2`]). The vector versions are what the GEMM epilogue
 //! and the attention softmax call on registers; the scalar ones are the portable path and the
 //! reference the tests hold the vector ones to.
 
@@ -65,6 +65,12 @@ impl Activation {
             unsafe { avx512::apply_slice(self, xs) };
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::avx2() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { crate::avx2::apply_slice(self, xs) };
+            return;
+        }
         for x in xs {
             *x = self.apply(*x);
         }
@@ -77,6 +83,12 @@ pub fn exp_slice(xs: &mut [f32]) {
     if crate::simd::avx512() {
         // SAFETY: as above.
         unsafe { avx512::exp_slice(xs) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2() {
+        // SAFETY: as above.
+        unsafe { crate::avx2::exp_slice(xs) };
         return;
     }
     for x in xs {

@@ -54,12 +54,16 @@ pub enum WeightFormat {
 enum Panels {
     /// `[panel][k][NR]`.
     F32(Buf<f32>),
+    /// `[panel][NR / 16][k][16]`: AVX2's 16-column strips, each contiguous.
+    F32Strips(Buf<f32>),
     /// `[panel][k/2][NR]` pairs of bf16 (the even `k` in the low half), as `vdpbf16ps` reads
     /// them; `k` is padded to even with zeros.
     Bf16(Buf<u32>),
     /// The bf16 pairs retiled for AMX: see [`amx::retile`].
     Bf16Amx(Buf<u32>),
     Int8(Int8Panels),
+    /// `[panel][NR / 8][k/4][8][4]`: AVX2's 8-column strips, each contiguous.
+    Int8Strips(Int8Panels),
     /// The int8 quads retiled for AMX, with the same scales and offsets.
     Int8Amx(Int8Panels),
     /// `[panel][k][NR]` f16 bits.
@@ -78,6 +82,8 @@ pub fn kernel_name(format: WeightFormat) -> &'static str {
         WeightFormat::Bf16 if crate::simd::avx512_bf16() => "avx512-bf16",
         WeightFormat::Int8 if crate::simd::avx512_vnni() => "avx512-vnni-int8",
         WeightFormat::F16 if crate::simd::avx512_fp16() => "avx512-fp16",
+        WeightFormat::F32 if crate::simd::avx2() => "avx2-f32",
+        WeightFormat::Int8 if crate::simd::avx2() => "avx2-int8",
         WeightFormat::F32 => "portable-f32",
         WeightFormat::Bf16 => "portable-bf16",
         WeightFormat::Int8 => "portable-int8",
@@ -116,11 +122,18 @@ const ALIGN: usize = 64;
 const LAYER_MAGIC: u32 = u32::from_le_bytes(*b"PKW1");
 
 const NO_AMX: &str = "packed for AMX tiles, which this CPU (or CLIPKIT_NO_AMX) rules out";
+const NO_STRIPS: &str = "packed in AVX2 strips, for a CPU without AVX-512";
+const NO_VNNI: &str = "packed for AVX-512 VNNI, which this CPU lacks";
 
-/// Bytes per panel element of a saved layer's format code (f32, bf16 pairs, int8, f16, and
-/// bf16 pairs and int8 in AMX tiles).
+/// Whether f32 layers are packed in [`Panels::F32Strips`] for the AVX2 kernel.
+fn strips_kernel() -> bool {
+    crate::simd::avx2() && !crate::simd::avx512()
+}
+
+/// Bytes per panel element of a saved layer's format code (f32, bf16 pairs, int8, f16,
+/// bf16 pairs and int8 in AMX tiles, and f32 in AVX2 strips).
 fn element_size(format: u32) -> usize {
-    [4, 4, 1, 2, 4, 1][format as usize]
+    [4, 4, 1, 2, 4, 1, 4, 1][format as usize]
 }
 
 fn padded(len: usize) -> usize {
@@ -162,6 +175,7 @@ impl PackedWeights {
         let np = n.div_ceil(NR);
         let panels = match format {
             WeightFormat::F32 => {
+                let strips = strips_kernel();
                 let mut data = vec![0f32; np * k * NR];
                 data.par_chunks_mut(k * NR)
                     .enumerate()
@@ -169,11 +183,19 @@ impl PackedWeights {
                         for j in 0..NR.min(n - p * NR) {
                             let row = &w[(p * NR + j) * k..][..k];
                             for (kk, &v) in row.iter().enumerate() {
-                                panel[kk * NR + j] = v;
+                                if strips {
+                                    panel[(j / 16) * k * 16 + kk * 16 + j % 16] = v;
+                                } else {
+                                    panel[kk * NR + j] = v;
+                                }
                             }
                         }
                     });
-                Panels::F32(Buf::Owned(data))
+                if strips {
+                    Panels::F32Strips(Buf::Owned(data))
+                } else {
+                    Panels::F32(Buf::Owned(data))
+                }
             }
             WeightFormat::Bf16 => {
                 let k2 = k.div_ceil(2);
@@ -208,6 +230,9 @@ impl PackedWeights {
                             .collect(),
                     );
                     Panels::Int8Amx(p)
+                } else if int8::signed_activations() {
+                    p.data = Buf::Owned(int8::to_strips(p.data.as_bytes(), n, k));
+                    Panels::Int8Strips(p)
                 } else {
                     Panels::Int8(p)
                 }
@@ -246,8 +271,10 @@ impl PackedWeights {
     pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<usize> {
         let (format, data, scales, offsets): (u32, &[u8], &[f32], &[f32]) = match &self.panels {
             Panels::F32(d) => (0, d.as_bytes(), &[], &[]),
+            Panels::F32Strips(d) => (6, d.as_bytes(), &[], &[]),
             Panels::Bf16(d) => (1, d.as_bytes(), &[], &[]),
             Panels::Int8(p) => (2, p.data.as_bytes(), &p.scales, &p.offsets),
+            Panels::Int8Strips(p) => (7, p.data.as_bytes(), &p.scales, &p.offsets),
             Panels::F16(d) => (3, d.as_bytes(), &[], &[]),
             Panels::Bf16Amx(d) => (4, d.as_bytes(), &[], &[]),
             Panels::Int8Amx(p) => (5, p.data.as_bytes(), &p.scales, &p.offsets),
@@ -296,12 +323,17 @@ impl PackedWeights {
         let (expected, expected_small) = match format {
             0 => (np * k * NR, 0),
             1 => (np * k.div_ceil(2) * NR, 0),
+            2 if int8::signed_activations() => return Err(NO_VNNI.into()),
             2 => (np * int8::k4(k) * NR * 4, np * NR),
             3 => (np * k * NR, 0),
             4 if !amx::bf16_available() => return Err(NO_AMX.into()),
             5 if !amx::int8_available() => return Err(NO_AMX.into()),
             4 => (amx::packed_len(n, k.div_ceil(2)), 0),
             5 => (amx::packed_len(n, int8::k4(k)) * 4, np * NR),
+            6 if !strips_kernel() => return Err(NO_STRIPS.into()),
+            6 => (np * k * NR, 0),
+            7 if !int8::signed_activations() => return Err(NO_STRIPS.into()),
+            7 => (np * int8::k4(k) * NR * 4, np * NR),
             f => return Err(format!("unknown panel format {f}")),
         };
         if data_len != expected || small_len != expected_small || !(bias_len == 0 || bias_len == n)
@@ -325,10 +357,16 @@ impl PackedWeights {
         let bias = floats(bias_len)?;
         let panels = match format {
             0 => Panels::F32(Buf::mapped(backing, data_at, data_len)?),
+            6 => Panels::F32Strips(Buf::mapped(backing, data_at, data_len)?),
             1 => Panels::Bf16(Buf::mapped(backing, data_at, data_len)?),
             3 => Panels::F16(Buf::mapped(backing, data_at, data_len)?),
             4 => Panels::Bf16Amx(Buf::mapped(backing, data_at, data_len)?),
             2 => Panels::Int8(Int8Panels {
+                data: Buf::mapped(backing, data_at, data_len)?,
+                scales,
+                offsets,
+            }),
+            7 => Panels::Int8Strips(Int8Panels {
                 data: Buf::mapped(backing, data_at, data_len)?,
                 scales,
                 offsets,
@@ -354,9 +392,9 @@ impl PackedWeights {
 
     pub fn format(&self) -> WeightFormat {
         match self.panels {
-            Panels::F32(_) => WeightFormat::F32,
+            Panels::F32(_) | Panels::F32Strips(_) => WeightFormat::F32,
             Panels::Bf16(_) | Panels::Bf16Amx(_) => WeightFormat::Bf16,
-            Panels::Int8(_) | Panels::Int8Amx(_) => WeightFormat::Int8,
+            Panels::Int8(_) | Panels::Int8Amx(_) | Panels::Int8Strips(_) => WeightFormat::Int8,
             Panels::F16(_) => WeightFormat::F16,
         }
     }
@@ -364,9 +402,11 @@ impl PackedWeights {
     /// Bytes held (what replaces the f32 weight tensor in memory).
     pub fn bytes(&self) -> usize {
         let panels = match &self.panels {
-            Panels::F32(d) => d.len() * 4,
+            Panels::F32(d) | Panels::F32Strips(d) => d.len() * 4,
             Panels::Bf16(d) | Panels::Bf16Amx(d) => d.len() * 4,
-            Panels::Int8(p) | Panels::Int8Amx(p) => p.data.len() + p.scales.len() * 8,
+            Panels::Int8(p) | Panels::Int8Amx(p) | Panels::Int8Strips(p) => {
+                p.data.len() + p.scales.len() * 8
+            }
             Panels::F16(d) => d.len() * 2,
         };
         panels + self.bias.as_ref().map_or(0, |b| b.len() * 4)
@@ -409,6 +449,7 @@ impl PackedWeights {
             Panels::F32(panels) => job.run(m, |rows, p| {
                 job.block(a, k, panels, rows, p, tile_f32_packed)
             }),
+            Panels::F32Strips(panels) => job.run(m, |rows, p| job.block_strips(a, panels, rows, p)),
             Panels::Bf16(panels) => {
                 let k2 = k.div_ceil(2);
                 let a16 = bf16_pairs(a, m, k);
@@ -438,7 +479,14 @@ impl PackedWeights {
             }
             Panels::Int8(panels) => {
                 let (aq, sa) = int8::quantize_rows(a, m, k);
-                job.run(m, |rows, p| job.block_int8(&aq, &sa, panels, rows, p))
+                job.run(m, |rows, p| {
+                    job.block_int8(&aq, &sa, panels, rows, p, tile_int8)
+                })
+            }
+            Panels::Int8Strips(panels) => {
+                let (aq, sa) = int8::quantize_rows_signed(a, m, k);
+                let tile = tile_int8_strips;
+                job.run(m, |rows, p| job.block_int8(&aq, &sa, panels, rows, p, tile))
             }
         }
     }
@@ -510,9 +558,9 @@ struct Job<'a> {
 
 /// Per micro-tile view of the epilogue, with the pointers already offset to the tile.
 pub(crate) struct TileEpilogue {
-    act: Activation,
-    bias: *const f32,
-    residual: *const f32,
+    pub(crate) act: Activation,
+    pub(crate) bias: *const f32,
+    pub(crate) residual: *const f32,
 }
 
 impl Job<'_> {
@@ -629,6 +677,63 @@ impl Job<'_> {
     }
 }
 
+impl Job<'_> {
+    /// One panel × row range of [`Panels::F32Strips`], in passes of `KC`: every row tile
+    /// against the pass's four strips (each `kc × 16` floats, contiguous).
+    fn block_strips(&self, a: &[f32], panels: &[f32], rows: std::ops::Range<usize>, p: usize) {
+        let (n, k) = (self.n, self.k);
+        let panel = &panels[p * k * NR..][..k * NR];
+        let col = p * NR;
+        let cols = NR.min(n - col);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            let last = k0 + kc == k;
+            // What this task reads after this pass: each strip's next pass, or the next
+            // panel's strips; row tile `j` (1 to 4) pulls in strip `j - 1` of it.
+            let next = |s: usize| -> Prefetch {
+                let at = if !last {
+                    panel.get(s * k * 16 + (k0 + kc) * 16)
+                } else {
+                    panels.get((p + 1) * k * NR + s * k * 16)
+                };
+                at.map_or(Prefetch::NONE, |x| Prefetch(x as *const f32 as *const u8))
+            };
+            let mut r = rows.start;
+            let mut j = 0;
+            while r < rows.end {
+                let h = MR.min(rows.end - r);
+                let pf = if (1..=NR / AVX2_STRIP).contains(&j) {
+                    next(j - 1)
+                } else {
+                    Prefetch::NONE
+                };
+                // SAFETY: as in `pass_rows`; the strips of this pass lie within `panel`.
+                unsafe {
+                    let c = self.out.0.add(r * n + col);
+                    let epi = self.tile_epilogue(r, col, last);
+                    tile_f32_strips(
+                        h,
+                        &a[r * k + k0..],
+                        k,
+                        &panel[k0 * 16..],
+                        kc,
+                        c,
+                        n,
+                        cols,
+                        k0 == 0,
+                        epi.as_ref(),
+                        pf,
+                    );
+                }
+                r += h;
+                j += 1;
+            }
+            k0 += kc;
+        }
+    }
+}
+
 /// Rows per f16 task: their slice of `a` for one pass (`F16_ROW_BLOCK × KC_F16` words,
 /// 252 KiB) stays in L2 while the task's panels stream past it. With the f32 order (a task
 /// per panel, every row) the whole of `a` came from L3 once per panel, and at 1,600 rows
@@ -691,6 +796,7 @@ impl Job<'_> {
 
     /// int8 runs the whole depth in one pass: the i32 sums are exact, and a panel of
     /// `k × NR` bytes (192 KiB at k = 3072) still sits in L2.
+    #[allow(clippy::too_many_arguments)]
     fn block_int8(
         &self,
         aq: &[u32],
@@ -698,6 +804,7 @@ impl Job<'_> {
         panels: &Int8Panels,
         rows: std::ops::Range<usize>,
         p: usize,
+        tile: Int8TileFn,
     ) {
         let n = self.n;
         let kq = int8::k4(self.k);
@@ -722,7 +829,7 @@ impl Job<'_> {
                 let c = self.out.0.add(r * n + col);
                 let epi = self.tile_epilogue(r, col, true);
                 let pf = prefetch_for(next, j, kq, PANEL_ROW_BYTES);
-                tile_int8(h, &aq[r * kq..], kq, b, c, n, cols, &q, epi.as_ref(), pf);
+                tile(h, &aq[r * kq..], kq, b, c, n, cols, &q, epi.as_ref(), pf);
             }
             r += h;
             j += 1;
@@ -863,6 +970,51 @@ fn prefetch_for(next: Option<*const u8>, j: usize, depth: usize, row_bytes: usiz
     }
 }
 
+/// Columns of one AVX2 f32 strip.
+const AVX2_STRIP: usize = 16;
+
+/// The AVX2 f32 tile on one pass of a [`Panels::F32Strips`] panel: `b` starts at the pass in
+/// strip 0; strip `s` is `s · k · 16` floats on, rows 16 floats apart.
+///
+/// # Safety
+/// As [`tile_f32`]; the CPU has AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32_strips(
+    h: usize,
+    a: &[f32],
+    k: usize,
+    b: &[f32],
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    first: bool,
+    epi: Option<&TileEpilogue>,
+    pf: Prefetch,
+) {
+    assert!(h >= 1 && a.len() >= (h - 1) * k + kc);
+    assert!(b.len() >= (cols.div_ceil(AVX2_STRIP) - 1) * k * 16 + kc * 16);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::avx2::tile_f32 as t;
+        let (a, b, s) = (a.as_ptr(), b.as_ptr(), k * AVX2_STRIP);
+        match h {
+            6 => t::<6>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
+            5 => t::<5>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
+            4 => t::<4>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
+            3 => t::<3>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
+            2 => t::<2>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
+            _ => t::<1>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "AVX2 strips on a CPU without AVX2: {h} {k} {kc} {c:?} {ldc} {cols} {first} {} {:?}",
+        epi.is_some(),
+        pf.0
+    )
+}
+
 /// [`tile_f32`] on a packed panel (row stride `NR`).
 ///
 /// # Safety
@@ -886,9 +1038,9 @@ unsafe fn tile_f32_packed(
 
 /// What turns a tile's i32 sums back into f32: `(sum − offset[col])·row_scale·col_scale`.
 pub(crate) struct Quant<'a> {
-    row_scales: &'a [f32],
-    col_scales: &'a [f32],
-    col_offsets: &'a [f32],
+    pub(crate) row_scales: &'a [f32],
+    pub(crate) col_scales: &'a [f32],
+    pub(crate) col_offsets: &'a [f32],
 }
 
 /// One int8 tile over the whole depth `kq` (quads), then the epilogue.
@@ -933,6 +1085,59 @@ unsafe fn tile_int8(
     }
 }
 
+type Int8TileFn = unsafe fn(
+    usize,
+    &[u32],
+    usize,
+    &[i8],
+    *mut f32,
+    usize,
+    usize,
+    &Quant,
+    Option<&TileEpilogue>,
+    Prefetch,
+);
+
+/// [`tile_int8`] on an AVX2 strips panel ([`int8::to_strips`]), with signed activations.
+///
+/// # Safety
+/// As [`tile_f32`]; the CPU has AVX2.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_int8_strips(
+    h: usize,
+    a: &[u32],
+    kq: usize,
+    b: &[i8],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    q: &Quant,
+    epi: Option<&TileEpilogue>,
+    pf: Prefetch,
+) {
+    assert!(h >= 1 && a.len() >= (h - 1) * kq + kq && b.len() >= kq * NR * 4);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::avx2::tile_int8 as t;
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        match h {
+            6 => t::<6>(a, b, kq, c, ldc, cols, q, epi, pf),
+            5 => t::<5>(a, b, kq, c, ldc, cols, q, epi, pf),
+            4 => t::<4>(a, b, kq, c, ldc, cols, q, epi, pf),
+            3 => t::<3>(a, b, kq, c, ldc, cols, q, epi, pf),
+            2 => t::<2>(a, b, kq, c, ldc, cols, q, epi, pf),
+            _ => t::<1>(a, b, kq, c, ldc, cols, q, epi, pf),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "AVX2 strips on a CPU without AVX2: {ldc} {cols} {} {:?} {c:?} {}",
+        epi.is_some(),
+        pf.0,
+        q.row_scales.len()
+    )
+}
+
 /// One `h × cols` tile (`h ≤ MR`, `cols ≤ NR`): `c (+)= a[.., ..kc]·b[..kc, ..]`, then the
 /// epilogue when `epi` is given. `a` has row stride `lda`, `b` `ldb` (`NR` for a packed
 /// panel; attention passes V in place), `c` `ldc`.
@@ -971,6 +1176,23 @@ pub(crate) unsafe fn tile_f32(
                 3 => x86::tile_f32::<3>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
                 2 => x86::tile_f32::<2>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
                 _ => x86::tile_f32::<1>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2() {
+        // SAFETY: as above, with AVX2 and FMA (the loads past `cols` are masked too).
+        unsafe {
+            use crate::avx2::tile_f32 as t;
+            let (a, b) = (a.as_ptr(), b.as_ptr());
+            match h {
+                6 => t::<6>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
+                5 => t::<5>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
+                4 => t::<4>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
+                3 => t::<3>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
+                2 => t::<2>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
+                _ => t::<1>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
             }
         }
         return;
@@ -1563,21 +1785,69 @@ mod tests {
         }
     }
 
-    /// bf16 and int8 layers take the AMX tiles exactly where the CPU has them (the reference
-    /// checks above then cover those kernels), and say so in their saved form.
+    /// Layers are packed for the kernel this CPU runs (the reference checks above then cover
+    /// that kernel), and say so in their saved form: bf16 and int8 on AMX tiles exactly where
+    /// the CPU has them, f32 and int8 in AVX2 strips exactly where it has AVX2 but no AVX-512.
     #[test]
-    fn bf16_and_int8_run_on_amx_tiles_where_the_cpu_has_them() {
-        for (format, amx, code, fallback) in [
-            (WeightFormat::Bf16, crate::has_amx_bf16(), 4, 1),
-            (WeightFormat::Int8, crate::has_amx_int8(), 5, 2),
+    fn layers_pack_for_the_kernel_this_cpu_runs() {
+        let avx2_only = crate::has_avx2();
+        let vnni = crate::has_avx512_vnni();
+        for (format, code) in [
+            (
+                WeightFormat::Bf16,
+                if crate::has_amx_bf16() { 4 } else { 1 },
+            ),
+            (
+                WeightFormat::Int8,
+                match () {
+                    _ if crate::has_amx_int8() => 5,
+                    _ if avx2_only && !vnni => 7,
+                    _ => 2,
+                },
+            ),
+            (WeightFormat::F32, if avx2_only { 6 } else { 0 }),
         ] {
             let packed = PackedWeights::new(&values(64 * 40, 1), 64, 40, None, format);
-            let tiled = matches!(packed.panels, Panels::Bf16Amx(_) | Panels::Int8Amx(_));
-            assert_eq!(tiled, amx, "{format:?}");
+            let amx = matches!(packed.panels, Panels::Bf16Amx(_) | Panels::Int8Amx(_));
+            assert_eq!(amx, code == 4 || code == 5, "{format:?}");
             assert_eq!(kernel_name(format).starts_with("amx-"), amx, "{format:?}");
+            assert_eq!(
+                kernel_name(format).starts_with("avx2-"),
+                code >= 6,
+                "{format:?}"
+            );
             let mut file = Vec::new();
             packed.write_to(&mut file).unwrap();
-            assert_eq!(file[4], if amx { code } else { fallback }, "{format:?}");
+            assert_eq!(u32::from(file[4]), code, "{format:?}");
+        }
+    }
+
+    /// Activations and weights at their full quantised magnitude: every product pair is as
+    /// large as the int8 kernels ever see, where AVX2's `vpmaddubsw` saturates unless the
+    /// pairs are formed as its kernel does. Rows of ±1 against columns of ±1 give exactly ±k.
+    #[test]
+    fn int8_sums_are_exact_at_the_extremes() {
+        let (m, n, k) = (7, 70, 768);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| if (i / k) % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| if (i / k) % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let packed = PackedWeights::new(&w, n, k, None, WeightFormat::Int8);
+        let mut out = vec![f32::NAN; m * n];
+        packed.matmul(&a, m, Epilogue::default(), &mut out);
+        for i in 0..m {
+            for j in 0..n {
+                let sign = a[i * k] * w[j * k];
+                let got = out[i * n + j];
+                assert!(
+                    (got - sign * k as f32).abs() <= 1e-3 * k as f32,
+                    "{}: out[{i}][{j}] = {got}, want {}",
+                    kernel_name(WeightFormat::Int8),
+                    sign * k as f32
+                );
+            }
         }
     }
 

@@ -1,8 +1,9 @@
-//! int8 weights and activations for the packed GEMM (AVX-512 VNNI `vpdpbusd`).
+//! int8 weights and activations for the packed GEMM (AVX-512 VNNI `vpdpbusd`, or AVX2).
 //!
 //! Weights are quantised once, symmetrically per output column (`w ≈ sw[n]·q`, `q ∈ [-127,
 //! 127]`); activations per row at run time (`a ≈ sa[m]·p`), stored as `p + 128` because
-//! `vpdpbusd` multiplies unsigned by signed bytes. The `+128` is taken back out with the
+//! `vpdpbusd` multiplies unsigned by signed bytes (AVX2's kernel takes `p` itself; see
+//! [`crate::avx2::tile_int8`]). The `+128` is taken back out with the
 //! column sums of `q`, computed at packing time:
 //! `Σ a·w ≈ sa·sw·(Σ (p+128)·q − 128·Σ q)`. Accumulation is exact in i32, so the only error
 //! is the rounding of `a` and `w` to 8 bits.
@@ -22,6 +23,12 @@ pub(crate) struct Int8Panels {
 
 pub(crate) fn k4(k: usize) -> usize {
     k.div_ceil(4)
+}
+
+/// Whether this CPU's int8 kernel is AVX2's, which takes its activations as signed `p` (see
+/// [`crate::avx2::tile_int8`]) rather than as `p + 128`.
+pub(crate) fn signed_activations() -> bool {
+    crate::simd::avx2() && !crate::simd::avx512_vnni()
 }
 
 pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Int8Panels {
@@ -57,6 +64,38 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Int8Panels {
         scales,
         offsets,
     }
+}
+
+/// Panels of [`pack`] (`[panel][k/4][NR][4]`) rearranged for the AVX2 kernel:
+/// `[panel][NR / 8][k/4][8][4]`, so each 8-column strip it walks is one contiguous stream.
+pub(crate) fn to_strips(data: &[u8], n: usize, k: usize) -> Vec<i8> {
+    let kq = k4(k);
+    let mut out = vec![0i8; data.len()];
+    let panel = kq * NR * 4;
+    debug_assert_eq!(data.len(), n.div_ceil(NR) * panel);
+    out.par_chunks_mut(panel)
+        .zip(data.par_chunks(panel))
+        .for_each(|(dst, src)| {
+            for s in 0..NR / 8 {
+                for kk in 0..kq {
+                    let from = &src[(kk * NR + 8 * s) * 4..][..32];
+                    let to = &mut dst[(s * kq + kk) * 32..][..32];
+                    for (d, &b) in to.iter_mut().zip(from) {
+                        *d = b as i8;
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// [`quantize_rows`] for the AVX2 kernel: `p` as signed bytes, without the `+ 128`.
+pub(crate) fn quantize_rows_signed(a: &[f32], m: usize, k: usize) -> (Vec<u32>, Vec<f32>) {
+    let (mut out, scales) = quantize_rows(a, m, k);
+    out.par_iter_mut()
+        .with_min_len(4096)
+        .for_each(|q| *q ^= 0x8080_8080);
+    (out, scales)
 }
 
 /// Round half to even without a libm call: adding and removing 1.5·2²³ leaves an f32 of
@@ -96,6 +135,12 @@ pub(crate) fn row_scales(a: &[f32], m: usize, k: usize) -> Vec<f32> {
                 *scale = unsafe { x86::row_scale(src) };
                 return;
             }
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::avx2() {
+                // SAFETY: the CPU has AVX2.
+                *scale = unsafe { x86_avx2::row_scale_avx2(src) };
+                return;
+            }
             let max = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
             *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         });
@@ -108,6 +153,12 @@ pub(crate) fn quantize_row(src: &[f32], s: f32, dst: &mut [u32]) {
     if crate::simd::avx512() {
         // SAFETY: the CPU has AVX-512; `dst` has room for `k` bytes (rounded up to 4).
         unsafe { x86::quantize_row(src, s, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2() {
+        // SAFETY: the CPU has AVX2; `dst` as above.
+        unsafe { x86_avx2::quantize_row_avx2(src, s, dst) };
         return;
     }
     let bytes: &mut [u8] = bytemuck_u8(dst);
@@ -170,6 +221,61 @@ pub(crate) mod x86 {
             let q = _mm512_add_epi32(_mm512_cvtps_epi32(x), bias);
             _mm_storeu_si128(out.add(i) as *mut __m128i, _mm512_cvtusepi32_epi8(q));
             i += 16;
+        }
+        for (j, &x) in src.iter().enumerate().skip(i) {
+            let q = (x * (1.0 / s)).round_ties_even().clamp(-127.0, 127.0) as i32 + 128;
+            *out.add(j) = q as u8;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::x86::row_scale`] with 8-float vectors.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn row_scale_avx2(src: &[f32]) -> f32 {
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let mut vmax = _mm256_setzero_ps();
+        let mut chunks = src.chunks_exact(8);
+        for c in &mut chunks {
+            vmax = _mm256_max_ps(vmax, _mm256_and_ps(abs, _mm256_loadu_ps(c.as_ptr())));
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
+        let mut max = lanes.iter().fold(0f32, |m, &x| m.max(x));
+        for &x in chunks.remainder() {
+            max = max.max(x.abs());
+        }
+        if max > 0.0 {
+            max / 127.0
+        } else {
+            1.0
+        }
+    }
+
+    /// [`super::x86::quantize_row`] with 8-float vectors: 32 values per step, packed to bytes
+    /// with saturation (which the row scale makes a no-op) and put back in order.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_row_avx2(src: &[f32], s: f32, dst: &mut [u32]) {
+        let inv = _mm256_set1_ps(1.0 / s);
+        let bias = _mm256_set1_epi32(128);
+        let out = dst.as_mut_ptr() as *mut u8;
+        let q = |i: usize| {
+            let x = _mm256_mul_ps(_mm256_loadu_ps(src.as_ptr().add(i)), inv);
+            _mm256_add_epi32(_mm256_cvtps_epi32(x), bias)
+        };
+        let mut i = 0;
+        while i + 32 <= src.len() {
+            let lo = _mm256_packs_epi32(q(i), q(i + 8));
+            let hi = _mm256_packs_epi32(q(i + 16), q(i + 24));
+            let bytes = _mm256_packus_epi16(lo, hi);
+            // The packs work within 128-bit lanes: dwords 0,4,1,5,2,6,3,7 back to 0..7.
+            let ordered =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(out.add(i) as *mut __m256i, ordered);
+            i += 32;
         }
         for (j, &x) in src.iter().enumerate().skip(i) {
             let q = (x * (1.0 / s)).round_ties_even().clamp(-127.0, 127.0) as i32 + 128;

@@ -9,12 +9,15 @@
 //!   output, so no permuted copies of Q, K and V are made.
 //! - [`act`]: the activations (and `exp`) vectorised, shared by both.
 //!
-//! Every kernel has an AVX-512 path, chosen at run time, and a portable path with the same
-//! arithmetic contract; the tests hold both to a plain reference.
+//! Every kernel has an AVX-512 path, chosen at run time, an AVX2 + FMA path for the x86 CPUs
+//! without AVX-512 (f32 and int8), and a portable path with the same arithmetic contract; the
+//! tests hold all of them to a plain reference.
 
 pub mod act;
 mod amx;
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod buf;
 pub mod gemm;
 mod int8;
@@ -23,6 +26,11 @@ mod simd;
 pub use act::Activation;
 pub use buf::Backing;
 pub use gemm::{Epilogue, PackedWeights, WeightFormat};
+
+/// Whether this CPU runs the AVX2 + FMA paths (and not the AVX-512 ones).
+pub fn has_avx2() -> bool {
+    simd::avx2() && !simd::avx512()
+}
 
 /// Whether this CPU runs the AVX-512 paths (checked once; cheap to call).
 pub fn has_avx512() -> bool {

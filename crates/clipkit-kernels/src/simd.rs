@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 /// The instruction sets the kernels pick between.
 #[derive(Clone, Copy, Default)]
 struct Features {
+    /// AVX2 + FMA: the vector paths of CPUs without AVX-512.
+    avx2: bool,
     avx512: bool,
     bf16: bool,
     vnni: bool,
@@ -13,9 +15,17 @@ struct Features {
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Features {
-    // Lets tests and benchmarks force the portable paths on an AVX-512 machine.
-    if std::env::var_os("CLIPKIT_NO_AVX512").is_some() {
+    // Let tests and benchmarks run the AVX2 paths (`CLIPKIT_NO_AVX512`) or the portable ones
+    // (`CLIPKIT_NO_AVX2`) on a machine that has more.
+    if std::env::var_os("CLIPKIT_NO_AVX2").is_some() {
         return Features::default();
+    }
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    if std::env::var_os("CLIPKIT_NO_AVX512").is_some() {
+        return Features {
+            avx2,
+            ..Features::default()
+        };
     }
     let f = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
@@ -23,6 +33,7 @@ fn detect() -> Features {
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("fma");
     Features {
+        avx2,
         avx512: f,
         bf16: f && is_x86_feature_detected!("avx512bf16"),
         vnni: f && is_x86_feature_detected!("avx512vnni"),
@@ -42,6 +53,11 @@ fn features() -> Features {
 
 pub fn avx512_vnni() -> bool {
     features().vnni
+}
+
+/// AVX2 and FMA (every AVX-512 CPU has them too, but takes its own paths).
+pub fn avx2() -> bool {
+    features().avx2
 }
 
 pub fn avx512() -> bool {
