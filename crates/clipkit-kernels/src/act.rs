@@ -15,18 +15,41 @@ pub enum Activation {
     Relu,
 }
 
-/// `erfc(z)` for `z ≥ 0`, from Numerical Recipes' Chebyshev fit (relative error < 1.2e-7 for
-/// all `z`), evaluated in f32 through `exp`.
+/// `erfc(z)` for `z ≥ 0` is `t·exp(−z² + P(t))`, `t = 1/(1 + z/2)`, with `P`'s coefficients
+/// from Numerical Recipes' Chebyshev fit (relative error < 1.2e-7 for all `z`), highest
+/// degree first for Horner's rule. Shared by the scalar and vector versions.
+pub(crate) const ERFC_POLY: [f32; 10] = [
+    0.170_872_77,
+    -0.822_152_23,
+    1.488_515_9,
+    -1.135_204,
+    0.278_868_07,
+    -0.186_288_06,
+    0.096_784_18,
+    0.374_091_96,
+    1.000_023_7,
+    -1.265_512_2,
+];
+
+/// `exp(r)` on `|r| ≤ ln2/2` by its degree-7 Taylor polynomial, highest degree first.
+pub(crate) const EXP_POLY: [f32; 8] = [
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
+/// `ln 2` in two parts (`x − n·ln2` in two steps keeps `r` accurate for large `n`).
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
+
 #[inline(always)]
 fn erfc_poly(t: f32) -> f32 {
-    -1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_204
-                                + t * (1.488_515_9 + t * (-0.822_152_23 + t * 0.170_872_77))))))))
+    ERFC_POLY[1..].iter().fold(ERFC_POLY[0], |p, &c| p * t + c)
 }
 
 impl Activation {
@@ -100,7 +123,7 @@ pub fn exp_slice(xs: &mut [f32]) {
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::Activation;
+    use super::{Activation, ERFC_POLY, EXP_POLY, LN2_HI, LN2_LO};
 
     /// `exp` to about 1 ulp: `x = n·ln2 + r`, a degree-7 polynomial on `|r| ≤ ln2/2`, and
     /// `vscalefps` for the `2ⁿ`, which also gets overflow and underflow right.
@@ -114,18 +137,10 @@ pub(crate) mod avx512 {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-        let mut p = _mm512_set1_ps(1.0 / 5040.0);
-        for c in [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ] {
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         _mm512_scalef_ps(p, n)
@@ -134,18 +149,8 @@ pub(crate) mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn erfc_poly(t: __m512) -> __m512 {
-        let mut p = _mm512_set1_ps(0.170_872_77);
-        for c in [
-            -0.822_152_23,
-            1.488_515_9,
-            -1.135_204,
-            0.278_868_07,
-            -0.186_288_06,
-            0.096_784_18,
-            0.374_091_96,
-            1.000_023_7,
-            -1.265_512_2,
-        ] {
+        let mut p = _mm512_set1_ps(ERFC_POLY[0]);
+        for &c in &ERFC_POLY[1..] {
             p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
         }
         p

@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::act::Activation;
+use crate::act::{Activation, ERFC_POLY, EXP_POLY, LN2_HI, LN2_LO};
 use crate::gemm::{Prefetch, Quant, TileEpilogue, NR};
 
 /// Columns of a panel per strip: two vectors.
@@ -40,18 +40,10 @@ pub unsafe fn exp(x: __m256) -> __m256 {
         x,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
     ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
-    let mut p = _mm256_set1_ps(1.0 / 5040.0);
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     let (s1, s2) = exp2_int(n);
@@ -61,18 +53,8 @@ pub unsafe fn exp(x: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn erfc_poly(t: __m256) -> __m256 {
-    let mut p = _mm256_set1_ps(0.170_872_77);
-    for c in [
-        -0.822_152_23,
-        1.488_515_9,
-        -1.135_204,
-        0.278_868_07,
-        -0.186_288_06,
-        0.096_784_18,
-        0.374_091_96,
-        1.000_023_7,
-        -1.265_512_2,
-    ] {
+    let mut p = _mm256_set1_ps(ERFC_POLY[0]);
+    for &c in &ERFC_POLY[1..] {
         p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c));
     }
     p
@@ -259,8 +241,7 @@ pub unsafe fn tile_f32<const R: usize>(
 
 /// One int8 tile over the whole depth `kq` (quads) of a panel in 8-column strips
 /// (`[NR / 8][kq][8][4]` bytes, see [`crate::int8::to_strips`]), dequantised, then the
-/// epilogue: the
-/// contract of the VNNI kernel with `vpdpbusd` done in steps. `vpmaddubsw` multiplies
+/// epilogue: the contract of the VNNI kernel with `vpdpbusd` done in steps. `vpmaddubsw` multiplies
 /// unsigned by signed bytes and adds pairs into i16 with saturation, which `p + 128` against
 /// weights of up to ±127 would pass (2 · 255 · 127 > 32767). So the activations come signed
 /// (`p`, no offset), and each product is formed as `|w| · (p·sign(w))` (`vpabsb` once per

@@ -20,6 +20,21 @@ use crate::amx;
 use crate::buf::{Backing, Buf};
 use crate::int8::{self, Int8Panels};
 
+/// `f::<R>(args)` with the row count `h` (1 to [`MR`]) as the const generic `R` that the
+/// micro-kernels are compiled for.
+macro_rules! by_rows {
+    ($h:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
+        match $h {
+            6 => $($f)::+::<6>($($arg),*),
+            5 => $($f)::+::<5>($($arg),*),
+            4 => $($f)::+::<4>($($arg),*),
+            3 => $($f)::+::<3>($($arg),*),
+            2 => $($f)::+::<2>($($arg),*),
+            _ => $($f)::+::<1>($($arg),*),
+        }
+    };
+}
+
 /// Output columns per packed panel: four 16-float AVX-512 vectors.
 pub const NR: usize = 64;
 /// Rows of `a` per micro-tile: 6 × 4 accumulators leave registers for the loads.
@@ -979,6 +994,8 @@ const AVX2_STRIP: usize = 16;
 /// # Safety
 /// As [`tile_f32`]; the CPU has AVX2 and FMA.
 #[allow(clippy::too_many_arguments)]
+// Only x86-64 packs strips; elsewhere the body is `unreachable!`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 unsafe fn tile_f32_strips(
     h: usize,
     a: &[f32],
@@ -998,21 +1015,10 @@ unsafe fn tile_f32_strips(
     {
         use crate::avx2::tile_f32 as t;
         let (a, b, s) = (a.as_ptr(), b.as_ptr(), k * AVX2_STRIP);
-        match h {
-            6 => t::<6>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
-            5 => t::<5>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
-            4 => t::<4>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
-            3 => t::<3>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
-            2 => t::<2>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
-            _ => t::<1>(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf),
-        }
+        by_rows!(h, t(a, k, b, 16, s, kc, c, ldc, cols, first, epi, pf));
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "AVX2 strips on a CPU without AVX2: {h} {k} {kc} {c:?} {ldc} {cols} {first} {} {:?}",
-        epi.is_some(),
-        pf.0
-    )
+    unreachable!("AVX2 strips are packed only on x86-64")
 }
 
 /// [`tile_f32`] on a packed panel (row stride `NR`).
@@ -1064,14 +1070,7 @@ unsafe fn tile_int8(
     #[cfg(target_arch = "x86_64")]
     if crate::simd::avx512_vnni() {
         let (a, b) = (a.as_ptr(), b.as_ptr());
-        match h {
-            6 => x86::tile_int8::<6>(a, b, kq, c, ldc, cols, q, epi, pf),
-            5 => x86::tile_int8::<5>(a, b, kq, c, ldc, cols, q, epi, pf),
-            4 => x86::tile_int8::<4>(a, b, kq, c, ldc, cols, q, epi, pf),
-            3 => x86::tile_int8::<3>(a, b, kq, c, ldc, cols, q, epi, pf),
-            2 => x86::tile_int8::<2>(a, b, kq, c, ldc, cols, q, epi, pf),
-            _ => x86::tile_int8::<1>(a, b, kq, c, ldc, cols, q, epi, pf),
-        }
+        by_rows!(h, x86::tile_int8(a, b, kq, c, ldc, cols, q, epi, pf));
         return;
     }
     for i in 0..h {
@@ -1103,6 +1102,8 @@ type Int8TileFn = unsafe fn(
 /// # Safety
 /// As [`tile_f32`]; the CPU has AVX2.
 #[allow(clippy::too_many_arguments)]
+// Only x86-64 packs strips; elsewhere the body is `unreachable!`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 unsafe fn tile_int8_strips(
     h: usize,
     a: &[u32],
@@ -1120,22 +1121,10 @@ unsafe fn tile_int8_strips(
     {
         use crate::avx2::tile_int8 as t;
         let (a, b) = (a.as_ptr(), b.as_ptr());
-        match h {
-            6 => t::<6>(a, b, kq, c, ldc, cols, q, epi, pf),
-            5 => t::<5>(a, b, kq, c, ldc, cols, q, epi, pf),
-            4 => t::<4>(a, b, kq, c, ldc, cols, q, epi, pf),
-            3 => t::<3>(a, b, kq, c, ldc, cols, q, epi, pf),
-            2 => t::<2>(a, b, kq, c, ldc, cols, q, epi, pf),
-            _ => t::<1>(a, b, kq, c, ldc, cols, q, epi, pf),
-        }
+        by_rows!(h, t(a, b, kq, c, ldc, cols, q, epi, pf));
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "AVX2 strips on a CPU without AVX2: {ldc} {cols} {} {:?} {c:?} {}",
-        epi.is_some(),
-        pf.0,
-        q.row_scales.len()
-    )
+    unreachable!("AVX2 strips are packed only on x86-64")
 }
 
 /// One `h × cols` tile (`h ≤ MR`, `cols ≤ NR`): `c (+)= a[.., ..kc]·b[..kc, ..]`, then the
@@ -1169,14 +1158,10 @@ pub(crate) unsafe fn tile_f32(
         // `cols` columns (the caller's contract).
         unsafe {
             let (a, b) = (a.as_ptr(), b.as_ptr());
-            match h {
-                6 => x86::tile_f32::<6>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
-                5 => x86::tile_f32::<5>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
-                4 => x86::tile_f32::<4>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
-                3 => x86::tile_f32::<3>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
-                2 => x86::tile_f32::<2>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
-                _ => x86::tile_f32::<1>(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf),
-            }
+            by_rows!(
+                h,
+                x86::tile_f32(a, lda, b, ldb, kc, c, ldc, cols, first, epi, pf)
+            );
         }
         return;
     }
@@ -1186,14 +1171,7 @@ pub(crate) unsafe fn tile_f32(
         unsafe {
             use crate::avx2::tile_f32 as t;
             let (a, b) = (a.as_ptr(), b.as_ptr());
-            match h {
-                6 => t::<6>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
-                5 => t::<5>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
-                4 => t::<4>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
-                3 => t::<3>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
-                2 => t::<2>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
-                _ => t::<1>(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf),
-            }
+            by_rows!(h, t(a, lda, b, ldb, 16, kc, c, ldc, cols, first, epi, pf));
         }
         return;
     }
@@ -1233,14 +1211,10 @@ unsafe fn tile_bf16(
         // SAFETY: as in `tile_f32`, with AVX-512 BF16.
         unsafe {
             let (a, b) = (a.as_ptr(), b.as_ptr());
-            match h {
-                6 => x86::tile_bf16::<6>(a, lda, b, kc, c, ldc, cols, first, epi, pf),
-                5 => x86::tile_bf16::<5>(a, lda, b, kc, c, ldc, cols, first, epi, pf),
-                4 => x86::tile_bf16::<4>(a, lda, b, kc, c, ldc, cols, first, epi, pf),
-                3 => x86::tile_bf16::<3>(a, lda, b, kc, c, ldc, cols, first, epi, pf),
-                2 => x86::tile_bf16::<2>(a, lda, b, kc, c, ldc, cols, first, epi, pf),
-                _ => x86::tile_bf16::<1>(a, lda, b, kc, c, ldc, cols, first, epi, pf),
-            }
+            by_rows!(
+                h,
+                x86::tile_bf16(a, lda, b, kc, c, ldc, cols, first, epi, pf)
+            );
         }
         return;
     }

@@ -46,8 +46,7 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Int8Panels {
         .for_each(|(p, ((panel, scales), offsets))| {
             for j in 0..NR.min(n - p * NR) {
                 let row = &w[(p * NR + j) * k..][..k];
-                let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
-                let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let s = scale_for(row.iter().fold(0f32, |m, &x| m.max(x.abs())));
                 let inv = 1.0 / s;
                 let mut sum = 0i32;
                 for (kk, &x) in row.iter().enumerate() {
@@ -128,41 +127,53 @@ pub(crate) fn row_scales(a: &[f32], m: usize, k: usize) -> Vec<f32> {
         .par_iter_mut()
         .zip(a.par_chunks(k))
         .with_min_len(8)
-        .for_each(|(scale, src)| {
-            #[cfg(target_arch = "x86_64")]
-            if crate::simd::avx512() {
-                // SAFETY: the CPU has AVX-512.
-                *scale = unsafe { x86::row_scale(src) };
-                return;
-            }
-            #[cfg(target_arch = "x86_64")]
-            if crate::simd::avx2() {
-                // SAFETY: the CPU has AVX2.
-                *scale = unsafe { x86_avx2::row_scale_avx2(src) };
-                return;
-            }
-            let max = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
-            *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        });
+        .for_each(|(scale, src)| *scale = scale_for(max_abs(src)));
     scales
 }
 
-/// One row to `p + 128` bytes at scale `s`; `dst` has room for `src.len()` bytes.
+/// The scale that maps a largest magnitude `max` to 127.
+fn scale_for(max: f32) -> f32 {
+    if max > 0.0 {
+        max / 127.0
+    } else {
+        1.0
+    }
+}
+
+/// The largest `|x|` of `src`: whole vectors on the fastest path this CPU has, the rest here.
+fn max_abs(src: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    let (max, done) = if crate::simd::avx512() {
+        // SAFETY: the CPU has AVX-512.
+        unsafe { x86::max_abs(src) }
+    } else if crate::simd::avx2() {
+        // SAFETY: the CPU has AVX2.
+        unsafe { x86_avx2::max_abs(src) }
+    } else {
+        (0.0, 0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (max, done) = (0f32, 0);
+    src[done..].iter().fold(max, |m, &x| m.max(x.abs()))
+}
+
+/// One row to `p + 128` bytes at scale `s`; `dst` has room for `src.len()` bytes. The vector
+/// paths do whole vectors, the rest is finished here with the same rounding.
 pub(crate) fn quantize_row(src: &[f32], s: f32, dst: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
+    let done = if crate::simd::avx512() {
         // SAFETY: the CPU has AVX-512; `dst` has room for `k` bytes (rounded up to 4).
-        unsafe { x86::quantize_row(src, s, dst) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx2() {
+        unsafe { x86::quantize_row(src, s, dst) }
+    } else if crate::simd::avx2() {
         // SAFETY: the CPU has AVX2; `dst` as above.
-        unsafe { x86_avx2::quantize_row_avx2(src, s, dst) };
-        return;
-    }
+        unsafe { x86_avx2::quantize_row(src, s, dst) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     let bytes: &mut [u8] = bytemuck_u8(dst);
-    for (b, &x) in bytes.iter_mut().zip(src) {
+    for (b, &x) in bytes.iter_mut().zip(src).skip(done) {
         *b = (quantize(x, 1.0 / s) as i32 + 128) as u8;
     }
 }
@@ -189,28 +200,22 @@ pub(crate) fn dot_panel(a: &[u32], b: &[i8], kq: usize, acc: &mut [i32; NR]) {
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// A row's scale: its largest magnitude over 127.
+    /// The largest `|x|` over the whole 16-float vectors of `src`, and how many floats that
+    /// covered.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn row_scale(src: &[f32]) -> f32 {
+    pub unsafe fn max_abs(src: &[f32]) -> (f32, usize) {
         let mut vmax = _mm512_setzero_ps();
-        let mut chunks = src.chunks_exact(16);
-        for c in &mut chunks {
+        let chunks = src.chunks_exact(16);
+        let done = src.len() - chunks.remainder().len();
+        for c in chunks {
             vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(c.as_ptr())));
         }
-        let mut max = _mm512_reduce_max_ps(vmax);
-        for &x in chunks.remainder() {
-            max = max.max(x.abs());
-        }
-        if max > 0.0 {
-            max / 127.0
-        } else {
-            1.0
-        }
+        (_mm512_reduce_max_ps(vmax), done)
     }
 
-    /// One row to `p + 128` bytes at scale `s`.
+    /// `src` to `p + 128` bytes at scale `s`, 16 at a time; returns how many it did.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn quantize_row(src: &[f32], s: f32, dst: &mut [u32]) {
+    pub unsafe fn quantize_row(src: &[f32], s: f32, dst: &mut [u32]) -> usize {
         let inv = _mm512_set1_ps(1.0 / s);
         let bias = _mm512_set1_epi32(128);
         let out = dst.as_mut_ptr() as *mut u8;
@@ -222,10 +227,7 @@ pub(crate) mod x86 {
             _mm_storeu_si128(out.add(i) as *mut __m128i, _mm512_cvtusepi32_epi8(q));
             i += 16;
         }
-        for (j, &x) in src.iter().enumerate().skip(i) {
-            let q = (x * (1.0 / s)).round_ties_even().clamp(-127.0, 127.0) as i32 + 128;
-            *out.add(j) = q as u8;
-        }
+        i
     }
 }
 
@@ -233,32 +235,25 @@ pub(crate) mod x86 {
 mod x86_avx2 {
     use std::arch::x86_64::*;
 
-    /// [`super::x86::row_scale`] with 8-float vectors.
+    /// [`super::x86::max_abs`] with 8-float vectors.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn row_scale_avx2(src: &[f32]) -> f32 {
+    pub unsafe fn max_abs(src: &[f32]) -> (f32, usize) {
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let mut vmax = _mm256_setzero_ps();
-        let mut chunks = src.chunks_exact(8);
-        for c in &mut chunks {
+        let chunks = src.chunks_exact(8);
+        let done = src.len() - chunks.remainder().len();
+        for c in chunks {
             vmax = _mm256_max_ps(vmax, _mm256_and_ps(abs, _mm256_loadu_ps(c.as_ptr())));
         }
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
-        let mut max = lanes.iter().fold(0f32, |m, &x| m.max(x));
-        for &x in chunks.remainder() {
-            max = max.max(x.abs());
-        }
-        if max > 0.0 {
-            max / 127.0
-        } else {
-            1.0
-        }
+        (lanes.iter().fold(0f32, |m, &x| m.max(x)), done)
     }
 
-    /// [`super::x86::quantize_row`] with 8-float vectors: 32 values per step, packed to bytes
-    /// with saturation (which the row scale makes a no-op) and put back in order.
+    /// [`super::x86::quantize_row`] 32 values at a time: packed to bytes with saturation
+    /// (which the row scale makes a no-op) and put back in order.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn quantize_row_avx2(src: &[f32], s: f32, dst: &mut [u32]) {
+    pub unsafe fn quantize_row(src: &[f32], s: f32, dst: &mut [u32]) -> usize {
         let inv = _mm256_set1_ps(1.0 / s);
         let bias = _mm256_set1_epi32(128);
         let out = dst.as_mut_ptr() as *mut u8;
@@ -277,10 +272,7 @@ mod x86_avx2 {
             _mm256_storeu_si256(out.add(i) as *mut __m256i, ordered);
             i += 32;
         }
-        for (j, &x) in src.iter().enumerate().skip(i) {
-            let q = (x * (1.0 / s)).round_ties_even().clamp(-127.0, 127.0) as i32 + 128;
-            *out.add(j) = q as u8;
-        }
+        i
     }
 }
 
