@@ -96,7 +96,9 @@ impl ClipVisionConfig {
         (self.image_size / self.patch_size).pow(2)
     }
 
-    /// Multiply-adds of one image through the tower, times two (what "GFLOP" usually means).
+    /// Multiply-adds of one image through the tower, times two (what "GFLOP" usually means),
+    /// counted as transformers runs it: clipkit skips the last layer's unpooled rows (6% on
+    /// ViT-B/32), so its GFLOP/s are effective rates, comparable with other engines'.
     pub fn flops_per_image(&self) -> f64 {
         let n = (self.num_patches() + 1) as f64;
         let h = self.hidden_size as f64;

@@ -1,6 +1,8 @@
 //! GFLOP/s of the packed GEMM on the ViT-B/32 layer shapes (not a test).
 //!
-//! cargo run --release -p clipkit-kernels --example gemm_bench -- [M] [bf16|int8]
+//! cargo run --release -p clipkit-kernels --example gemm_bench -- [M] [bf16|int8] [l14]
+//!
+//! `l14`: the ViT-L/14 layer shapes (width 1,024) instead of ViT-B/32's.
 
 use std::time::Instant;
 
@@ -31,11 +33,16 @@ fn main() {
     } else {
         WeightFormat::F32
     };
+    let h = if args.iter().any(|a| a == "l14") {
+        1024
+    } else {
+        768
+    };
     for (name, n, k, act) in [
-        ("qkv", 2304, 768, Activation::Identity),
-        ("out_proj", 768, 768, Activation::Identity),
-        ("fc1", 3072, 768, Activation::QuickGelu),
-        ("fc2", 768, 3072, Activation::Identity),
+        ("qkv", 3 * h, h, Activation::Identity),
+        ("out_proj", h, h, Activation::Identity),
+        ("fc1", 4 * h, h, Activation::QuickGelu),
+        ("fc2", h, 4 * h, Activation::Identity),
     ] {
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i % 97) as f32 - 48.0) / 480.0)

@@ -4,7 +4,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::LayerNorm;
 
 use super::dense::MatmulPath;
-use super::layers::{gather_positions, layer_norm, Encoder, EncoderShape, Mask};
+use super::layers::{layer_norm, rows_at, Encoder, EncoderShape, Mask};
 use crate::config::ClipTextConfig;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -64,9 +64,10 @@ impl TextTransformer {
             .reshape((b, len, self.config.hidden_size))?;
         let positions = self.position_embedding.narrow(0, 0, len)?.unsqueeze(0)?;
         let xs = tokens.broadcast_add(&positions)?;
-        let xs = self.encoder.forward(&xs, &Mask::Causal)?;
         // LayerNorm is per token: normalising only the pooled rows gives the same result.
-        let pooled = gather_positions(&xs, eos_positions)?;
+        let pooled =
+            self.encoder
+                .forward_pooled(&xs, &Mask::Causal, &rows_at(len, eos_positions))?;
         Ok(self.final_layer_norm.forward(&pooled)?)
     }
 }
@@ -95,12 +96,9 @@ impl TextTransformer {
         let xs = (self.token_embedding.index_select(ids, 0)?
             + self.position_embedding.index_select(&positions, 0)?)?
         .unsqueeze(0)?;
-        let xs = self
-            .encoder
-            .forward(&xs, &Mask::CausalPacked(lengths.to_vec()))?
-            .squeeze(0)?;
-        let rows: Vec<u32> = eos_rows.iter().map(|&r| r as u32).collect();
-        let pooled = xs.index_select(&Tensor::from_vec(rows, eos_rows.len(), device)?, 0)?;
+        let pooled =
+            self.encoder
+                .forward_pooled(&xs, &Mask::CausalPacked(lengths.to_vec()), eos_rows)?;
         Ok(self.final_layer_norm.forward(&pooled)?)
     }
 }

@@ -4,7 +4,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::LayerNorm;
 
 use super::dense::{Dense, MatmulPath};
-use super::layers::{layer_norm, Encoder, EncoderShape, Mask};
+use super::layers::{layer_norm, rows_at, Encoder, EncoderShape, Mask};
 use crate::config::ClipVisionConfig;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -111,8 +111,10 @@ impl VisionTransformer {
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let xs = self.embeddings.forward(pixel_values)?;
         let xs = self.pre_layrnorm.forward(&xs)?;
-        let xs = self.encoder.forward(&xs, &Mask::Full)?;
-        let cls = xs.narrow(1, 0, 1)?.squeeze(1)?;
+        let (b, seq, _) = xs.dims3()?;
+        let cls = self
+            .encoder
+            .forward_pooled(&xs, &Mask::Full, &rows_at(seq, &vec![0; b]))?;
         Ok(self.post_layernorm.forward(&cls)?)
     }
 }
