@@ -241,16 +241,22 @@ pub unsafe fn tile_f32<const R: usize>(
 
 /// One int8 tile over the whole depth `kq` (quads) of a panel in 8-column strips
 /// (`[NR / 8][kq][8][4]` bytes, see [`crate::int8::to_strips`]), dequantised, then the
-/// epilogue: the contract of the VNNI kernel with `vpdpbusd` done in steps. `vpmaddubsw` multiplies
-/// unsigned by signed bytes and adds pairs into i16 with saturation, which `p + 128` against
-/// weights of up to ±127 would pass (2 · 255 · 127 > 32767). So the activations come signed
-/// (`p`, no offset), and each product is formed as `|w| · (p·sign(w))` (`vpabsb` once per
-/// weight vector, `vpsignb` per row): both factors are at most 127 in magnitude, every pair
-/// at most 32258, and the sums stay exact with the same 8-bit weights as VNNI.
+/// epilogue: the contract of the VNNI kernel, with the same exact i32 sums.
+///
+/// `vpmaddubsw` multiplies unsigned by signed bytes and adds pairs into i16 with saturation,
+/// which `p + 128` against weights of up to ±127 would pass (2 · 255 · 127 > 32767); ONNX
+/// Runtime accepts that. Keeping it exact with bytes takes a `vpsignb` per row and step
+/// (`|w| · p·sign(w)`), and on Zen 3 that third op on the multiply pipes cost a third of the
+/// throughput. So the products are formed in i16 instead: the activations come as four i16
+/// per quad (`a`, widened once per matmul), each weight vector is widened once per step for
+/// all rows (`vpmovsxbw`, cols 0–3 and 4–7), and `vpmaddwd` adds the pairs into i32 directly:
+/// two multiply-adds per row and step, as many as the byte path without its sign, and exact.
+/// Each i32 lane holds half a column's sum (`k` pairs 0–1 or 2–3 of every quad); one
+/// `vphaddd` per row folds them at the end.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tile_int8<const R: usize>(
-    a: *const u32,
+    a: *const u64,
     b: *const i8,
     kq: usize,
     c: *mut f32,
@@ -260,28 +266,31 @@ pub unsafe fn tile_int8<const R: usize>(
     epi: Option<&TileEpilogue>,
     pf: Prefetch,
 ) {
-    let ones = _mm256_set1_epi16(1);
     let mut col = 0;
-    // Strips of one vector (8 columns × 4 bytes): R accumulators, the weights and their
-    // magnitudes, the broadcast, the ones and a temporary fit in 16 registers.
+    // Strips of 8 columns: 2 · R accumulators, the two widened weight vectors and the
+    // broadcast fit in 16 registers.
     while col < cols {
-        let mut acc = [_mm256_setzero_si256(); R];
+        let mut lo = [_mm256_setzero_si256(); R];
+        let mut hi = [_mm256_setzero_si256(); R];
         for kk in 0..kq {
             if col == 0 && !pf.0.is_null() {
                 _mm_prefetch::<_MM_HINT_T1>(pf.0.wrapping_add(kk * 64) as *const i8);
             }
-            let w = _mm256_loadu_si256(b.add(col * 4 * kq + kk * 32) as *const __m256i);
-            let w_abs = _mm256_abs_epi8(w);
-            for (i, x) in acc.iter_mut().enumerate() {
-                let p = _mm256_set1_epi32(*a.add(i * kq + kk) as i32);
-                let pairs = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(p, w));
-                *x = _mm256_add_epi32(*x, _mm256_madd_epi16(pairs, ones));
+            let wp = b.add(col * 4 * kq + kk * 32);
+            let w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp as *const __m128i));
+            let w_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16) as *const __m128i));
+            for i in 0..R {
+                let p = _mm256_set1_epi64x(*a.add(i * kq + kk) as i64);
+                lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(w_lo, p));
+                hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(w_hi, p));
             }
         }
         let cs = _mm256_loadu_ps(q.col_scales.as_ptr().add(col));
         let mut accf = [[_mm256_setzero_ps(); 1]; R];
         for i in 0..R {
-            let x = _mm256_cvtepi32_ps(acc[i]);
+            // [c0 c1 c4 c5 | c2 c3 c6 c7] → columns in order.
+            let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(lo[i], hi[i]));
+            let x = _mm256_cvtepi32_ps(sums);
             accf[i][0] = _mm256_mul_ps(x, _mm256_mul_ps(_mm256_set1_ps(q.row_scales[i]), cs));
         }
         finish_strip::<R, 1>(&mut accf, c, ldc, col, (cols - col).min(8), true, epi);

@@ -499,7 +499,7 @@ impl PackedWeights {
                 })
             }
             Panels::Int8Strips(panels) => {
-                let (aq, sa) = int8::quantize_rows_signed(a, m, k);
+                let (aq, sa) = int8::quantize_rows_wide(a, m, k);
                 let tile = tile_int8_strips;
                 job.run(m, |rows, p| job.block_int8(&aq, &sa, panels, rows, p, tile))
             }
@@ -812,14 +812,14 @@ impl Job<'_> {
     /// int8 runs the whole depth in one pass: the i32 sums are exact, and a panel of
     /// `k × NR` bytes (192 KiB at k = 3072) still sits in L2.
     #[allow(clippy::too_many_arguments)]
-    fn block_int8(
+    fn block_int8<A>(
         &self,
-        aq: &[u32],
+        aq: &[A],
         sa: &[f32],
         panels: &Int8Panels,
         rows: std::ops::Range<usize>,
         p: usize,
-        tile: Int8TileFn,
+        tile: Int8TileFn<A>,
     ) {
         let n = self.n;
         let kq = int8::k4(self.k);
@@ -1084,9 +1084,10 @@ unsafe fn tile_int8(
     }
 }
 
-type Int8TileFn = unsafe fn(
+/// An int8 tile: `A` is one quad of activations (`u32` of bytes, or `u64` of i16 on AVX2).
+type Int8TileFn<A> = unsafe fn(
     usize,
-    &[u32],
+    &[A],
     usize,
     &[i8],
     *mut f32,
@@ -1097,7 +1098,8 @@ type Int8TileFn = unsafe fn(
     Prefetch,
 );
 
-/// [`tile_int8`] on an AVX2 strips panel ([`int8::to_strips`]), with signed activations.
+/// [`tile_int8`] on an AVX2 strips panel ([`int8::to_strips`]), with the activations of
+/// [`int8::quantize_rows_wide`].
 ///
 /// # Safety
 /// As [`tile_f32`]; the CPU has AVX2.
@@ -1106,7 +1108,7 @@ type Int8TileFn = unsafe fn(
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 unsafe fn tile_int8_strips(
     h: usize,
-    a: &[u32],
+    a: &[u64],
     kq: usize,
     b: &[i8],
     c: *mut f32,

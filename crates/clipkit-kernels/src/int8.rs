@@ -88,13 +88,20 @@ pub(crate) fn to_strips(data: &[u8], n: usize, k: usize) -> Vec<i8> {
     out
 }
 
-/// [`quantize_rows`] for the AVX2 kernel: `p` as signed bytes, without the `+ 128`.
-pub(crate) fn quantize_rows_signed(a: &[f32], m: usize, k: usize) -> (Vec<u32>, Vec<f32>) {
-    let (mut out, scales) = quantize_rows(a, m, k);
-    out.par_iter_mut()
+/// [`quantize_rows`] for the AVX2 kernel: each quad as four signed `p` in i16 (no `+ 128`),
+/// the form `vpmaddwd` multiplies (see [`crate::avx2::tile_int8`]).
+pub(crate) fn quantize_rows_wide(a: &[f32], m: usize, k: usize) -> (Vec<u64>, Vec<f32>) {
+    let (quads, scales) = quantize_rows(a, m, k);
+    let wide = quads
+        .par_iter()
         .with_min_len(4096)
-        .for_each(|q| *q ^= 0x8080_8080);
-    (out, scales)
+        .map(|&q| {
+            let bytes = (q ^ 0x8080_8080).to_le_bytes();
+            let lanes = bytes.map(|b| b as i8 as i16 as u16 as u64);
+            lanes[0] | lanes[1] << 16 | lanes[2] << 32 | lanes[3] << 48
+        })
+        .collect();
+    (wide, scales)
 }
 
 /// Round half to even without a libm call: adding and removing 1.5·2²³ leaves an f32 of
