@@ -268,16 +268,13 @@ impl EncoderLayer {
     /// quarters of a layer's work, run on the pooled rows alone. Row for row the result is
     /// [`forward`](Self::forward)'s (the matmuls treat rows independently).
     pub fn forward_rows(&self, xs: &Tensor, mask: &Mask, rows: &Tensor) -> Result<Tensor> {
-        let hidden = xs.dim(D::Minus1)?;
         let heads = self
             .self_attn
             .attend(&self.layer_norm1.forward(xs)?, mask)?;
-        let pick =
-            |t: &Tensor| -> Result<Tensor> { Ok(t.reshape(((), hidden))?.index_select(rows, 0)?) };
         let xs = self
             .self_attn
             .out_proj
-            .forward_residual(&pick(&heads)?, &pick(xs)?)?;
+            .forward_residual(&take_rows(&heads, rows)?, &take_rows(xs, rows)?)?;
         self.mlp.forward(&self.layer_norm2.forward(&xs)?, &xs)
     }
 }
@@ -306,11 +303,9 @@ impl Encoder {
     /// tokens) → `[rows.len(), hidden]`: both towers pool one token per input, so the last
     /// layer's `out_proj` and MLP skip the others (6% of ViT-B/32's image tower).
     pub fn forward_pooled(&self, xs: &Tensor, mask: &Mask, rows: &[usize]) -> Result<Tensor> {
-        let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        let index = Tensor::from_vec(index, rows.len(), xs.device())?;
+        let index = row_index(rows, xs.device())?;
         let Some((last, earlier)) = self.layers.split_last() else {
-            let hidden = xs.dim(D::Minus1)?;
-            return Ok(xs.reshape(((), hidden))?.index_select(&index, 0)?);
+            return take_rows(xs, &index);
         };
         let mut xs = xs.clone();
         for layer in earlier {
@@ -318,6 +313,18 @@ impl Encoder {
         }
         last.forward_rows(&xs, mask, &index)
     }
+}
+
+/// `rows` as the index tensor [`take_rows`] takes.
+fn row_index(rows: &[usize], device: &Device) -> Result<Tensor> {
+    let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    Ok(Tensor::from_vec(index, rows.len(), device)?)
+}
+
+/// The rows `index` of `xs` flattened to `[batch·seq, hidden]` → `[index.len(), hidden]`.
+fn take_rows(xs: &Tensor, index: &Tensor) -> Result<Tensor> {
+    let hidden = xs.dim(D::Minus1)?;
+    Ok(xs.reshape(((), hidden))?.index_select(index, 0)?)
 }
 
 /// The flat rows (of `[batch·seq, hidden]`) at one position per batch item of `seq` tokens.
@@ -392,14 +399,8 @@ mod tests {
     /// The pooled rows of the full forward and of `forward_pooled`, as vectors.
     fn both(enc: &Encoder, xs: &Tensor, mask: &Mask, rows: &[usize]) -> (Vec<f32>, Vec<f32>) {
         let hidden = xs.dim(D::Minus1).unwrap();
-        let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        let index = Tensor::from_vec(index, rows.len(), &Device::Cpu).unwrap();
-        let full = enc.forward(xs, mask).unwrap();
-        let full = full
-            .reshape(((), hidden))
-            .unwrap()
-            .index_select(&index, 0)
-            .unwrap();
+        let index = row_index(rows, &Device::Cpu).unwrap();
+        let full = take_rows(&enc.forward(xs, mask).unwrap(), &index).unwrap();
         let pooled = enc.forward_pooled(xs, mask, rows).unwrap();
         assert_eq!(pooled.dims(), &[rows.len(), hidden]);
         let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
