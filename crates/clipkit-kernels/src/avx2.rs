@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use crate::act::{Activation, ERFC_POLY, EXP_POLY, LN2_HI, LN2_LO};
-use crate::gemm::{Prefetch, Quant, TileEpilogue, NR};
+use crate::gemm::{Prefetch, Quant, TileEpilogue, MR, NR};
 
 /// Columns of a panel per strip: two vectors.
 const STRIP: usize = 16;
@@ -252,7 +252,9 @@ pub unsafe fn tile_f32<const R: usize>(
 /// all rows (`vpmovsxbw`, cols 0–3 and 4–7), and `vpmaddwd` adds the pairs into i32 directly:
 /// two multiply-adds per row and step, as many as the byte path without its sign, and exact.
 /// Each i32 lane holds half a column's sum (`k` pairs 0–1 or 2–3 of every quad); one
-/// `vphaddd` per row folds them at the end.
+/// `vphaddd` per row folds them at the end. `a` is one tile of
+/// [`crate::int8::quantize_rows_wide`]: step `kk` of row `i` at `kk · MR + i`, for every
+/// `R ≤ MR`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tile_int8<const R: usize>(
@@ -280,7 +282,7 @@ pub unsafe fn tile_int8<const R: usize>(
             let w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp as *const __m128i));
             let w_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16) as *const __m128i));
             for i in 0..R {
-                let p = _mm256_set1_epi64x(*a.add(i * kq + kk) as i64);
+                let p = _mm256_set1_epi64x(*a.add(kk * MR + i) as i64);
                 lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(w_lo, p));
                 hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(w_hi, p));
             }

@@ -1118,7 +1118,8 @@ unsafe fn tile_int8_strips(
     epi: Option<&TileEpilogue>,
     pf: Prefetch,
 ) {
-    assert!(h >= 1 && a.len() >= (h - 1) * kq + kq && b.len() >= kq * NR * 4);
+    // A whole interleaved tile, padded past `m` (see `int8::quantize_rows_wide`).
+    assert!((1..=MR).contains(&h) && a.len() >= kq * MR && b.len() >= kq * NR * 4);
     #[cfg(target_arch = "x86_64")]
     {
         use crate::avx2::tile_int8 as t;

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::buf::Buf;
-use crate::gemm::NR;
+use crate::gemm::{MR, NR};
 
 /// Quantised, packed weights: `[panel][k/4][NR][4]` bytes, with per-column scales and sums.
 pub(crate) struct Int8Panels {
@@ -89,19 +89,37 @@ pub(crate) fn to_strips(data: &[u8], n: usize, k: usize) -> Vec<i8> {
 }
 
 /// [`quantize_rows`] for the AVX2 kernel: each quad as four signed `p` in i16 (no `+ 128`),
-/// the form `vpmaddwd` multiplies (see [`crate::avx2::tile_int8`]).
+/// the form `vpmaddwd` multiplies (see [`crate::avx2::tile_int8`]), and the rows of each
+/// `MR`-row tile interleaved by step (`[m / MR][k/4][MR]`, rows past `m` zero): the kernel's
+/// broadcasts for one step are then `MR` neighbours at fixed offsets from one pointer, not
+/// `MR` rows a whole row apart (each needing its own address arithmetic per step, which
+/// left the loop bound by instruction dispatch rather than by its multiplies). Tile `t`
+/// starts at `t · MR · k/4`, which is where row `t · MR` starts in the row-major form.
 pub(crate) fn quantize_rows_wide(a: &[f32], m: usize, k: usize) -> (Vec<u64>, Vec<f32>) {
-    let (quads, scales) = quantize_rows(a, m, k);
-    let wide = quads
-        .par_iter()
-        .with_min_len(4096)
-        .map(|&q| {
-            let bytes = (q ^ 0x8080_8080).to_le_bytes();
-            let lanes = bytes.map(|b| b as i8 as i16 as u16 as u64);
-            lanes[0] | lanes[1] << 16 | lanes[2] << 32 | lanes[3] << 48
-        })
-        .collect();
-    (wide, scales)
+    let kq = k4(k);
+    let scales = row_scales(a, m, k);
+    let mut out = vec![0u64; m.div_ceil(MR) * MR * kq];
+    out.par_chunks_mut(MR * kq).enumerate().for_each_init(
+        || vec![0x8080_8080u32; kq], // padding bytes past `k` read as zero
+        |quads, (t, tile)| {
+            for i in 0..MR.min(m - t * MR) {
+                let r = t * MR + i;
+                quantize_row(&a[r * k..][..k], scales[r], quads);
+                for (kk, &q) in quads.iter().enumerate() {
+                    tile[kk * MR + i] = widen(q);
+                }
+            }
+        },
+    );
+    (out, scales)
+}
+
+/// One quad of `p + 128` bytes → four signed `p` as i16 lanes.
+#[inline]
+fn widen(quad: u32) -> u64 {
+    let bytes = (quad ^ 0x8080_8080).to_le_bytes();
+    let lanes = bytes.map(|b| b as i8 as i16 as u16 as u64);
+    lanes[0] | lanes[1] << 16 | lanes[2] << 32 | lanes[3] << 48
 }
 
 /// Round half to even without a libm call: adding and removing 1.5·2²³ leaves an f32 of
