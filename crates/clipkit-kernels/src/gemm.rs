@@ -823,6 +823,9 @@ impl Job<'_> {
     ) {
         let n = self.n;
         let kq = int8::k4(self.k);
+        // AVX2's activations are interleaved by tile (`int8::quantize_rows_wide`): row `r`'s
+        // offset `r · kq` is its tile's only where `r` starts one, as `Job::run`'s ranges do.
+        debug_assert_eq!(rows.start % MR, 0, "row ranges start on whole tiles");
         let col = p * NR;
         let cols = NR.min(n - col);
         let b = &panels.data[p * kq * NR * 4..][..kq * NR * 4];
