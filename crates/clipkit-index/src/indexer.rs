@@ -20,37 +20,36 @@ use crate::paths::content_hash;
 use crate::store::{Batch, Entry, FileRecord, Store};
 use crate::{IndexError, Result};
 
-/// Turns image bytes into normalised embeddings; one result per item so a broken file
-/// fails alone. Implemented by [`clipkit_core::Clip`]; tests may use something smaller.
+/// Turns image files into normalised embeddings, in two steps so that a batch holds compact
+/// model inputs rather than file bytes: [`preprocess`](Self::preprocess) runs on worker
+/// threads file by file, right after the file is read and hashed (a 12 MP photo's 3–5 MB of
+/// JPEG is dropped as soon as its 150 KB crop exists), and [`embed_inputs`](Self::embed_inputs)
+/// runs the model on the batch. The inputs are bytes the indexer does not look into (for
+/// [`clipkit_core::Clip`], the 8-bit RGB crop); tests may use something smaller.
 pub trait ImageEmbedder: Sync {
-    fn embed_images(&self, items: &[(&Path, &[u8])]) -> Vec<std::result::Result<Vec<f32>, String>>;
+    /// The model input for one file's bytes, or why it has none (a broken file fails alone).
+    fn preprocess(&self, path: &Path, bytes: &[u8]) -> std::result::Result<Vec<u8>, String>;
+    /// One embedding per input, in order.
+    fn embed_inputs(&self, inputs: Vec<Vec<u8>>) -> std::result::Result<Vec<Vec<f32>>, String>;
 }
 
 impl ImageEmbedder for clipkit_core::Clip {
-    fn embed_images(&self, items: &[(&Path, &[u8])]) -> Vec<std::result::Result<Vec<f32>, String>> {
-        let pre = self.preprocessor();
-        let pixels: Vec<std::result::Result<Vec<f32>, String>> = items
-            .par_iter()
-            .map(|(path, bytes)| {
-                pre.decode_bytes(path, bytes)
-                    .map(|d| pre.normalize(&pre.resize_and_crop(&d)))
-                    .map_err(|e| e.to_string())
+    fn preprocess(&self, path: &Path, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.crop_bytes(path, bytes)
+            .map(|crop| crop.into_raw())
+            .map_err(|e| e.to_string())
+    }
+
+    fn embed_inputs(&self, inputs: Vec<Vec<u8>>) -> std::result::Result<Vec<Vec<f32>>, String> {
+        let (h, w) = self.preprocessor().output_size();
+        let crops = inputs
+            .into_iter()
+            .map(|raw| {
+                image::RgbImage::from_raw(w, h, raw)
+                    .ok_or_else(|| format!("an input is not a {w}×{h} RGB crop"))
             })
-            .collect();
-        let ok: Vec<&Vec<f32>> = pixels.iter().filter_map(|p| p.as_ref().ok()).collect();
-        match self.embed_pixels(&ok) {
-            Ok(embeddings) => {
-                let mut embeddings = embeddings.into_iter();
-                pixels
-                    .into_iter()
-                    .map(|p| p.map(|_| embeddings.next().expect("one embedding per image")))
-                    .collect()
-            }
-            Err(e) => pixels
-                .into_iter()
-                .map(|p| p.and_then(|_| Err(format!("model: {e}"))))
-                .collect(),
-        }
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        self.embed_crops(crops).map_err(|e| e.to_string())
     }
 }
 
@@ -363,33 +362,44 @@ impl Indexer<'_> {
         self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
-    /// Reads and hashes one chunk of files and decides, per file, whether its vector can be
-    /// reused or must be computed.
+    /// Reads, hashes and (where the store cannot supply the vector) preprocesses one chunk of
+    /// files, then decides per file whether its vector is reused, copied or computed.
     fn prepare(&self, chunk: &[Found], known: &mut Known, report: &mut Report) -> Result<Batch> {
-        let read: Vec<std::io::Result<Vec<u8>>> =
-            chunk.par_iter().map(|f| std::fs::read(&f.path)).collect();
+        let read: Vec<Read> = {
+            let known = &*known;
+            chunk
+                .par_iter()
+                .map(|f| {
+                    let bytes = match std::fs::read(&f.path) {
+                        Ok(b) if b.is_empty() => return Read::Failed("empty file".into()),
+                        Ok(b) => b,
+                        Err(e) => return Read::Failed(e.to_string()),
+                    };
+                    let hash = content_hash(&bytes);
+                    let input = (!known.has(&f.path, &hash))
+                        .then(|| self.embedder.preprocess(&f.path, &bytes));
+                    Read::Hashed { hash, input }
+                })
+                .collect()
+        };
         let mut batch = Batch::default();
-        let mut to_embed: Vec<(usize, &[u8])> = Vec::new();
-        let mut hashes = Vec::with_capacity(chunk.len());
+        // Files to embed, with their inputs; a failed preprocess fails the file alone.
+        let mut to_embed: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut hashes = vec![String::new(); chunk.len()];
         // Vectors reused from the store, fetched in one go.
         let mut reuse: Vec<(usize, PathBuf)> = Vec::new();
         let mut embed_first: HashMap<String, usize> = HashMap::new();
+        // Move sources claimed earlier in this chunk: a second file with that content copies.
+        let mut moved_here: HashMap<String, PathBuf> = HashMap::new();
         let mut same_as: Vec<(usize, usize)> = Vec::new();
-        for (i, (f, bytes)) in chunk.iter().zip(&read).enumerate() {
-            let bytes = match bytes {
-                Ok(b) if b.is_empty() => {
-                    report.failed.push(failure(&f.path, "empty file"));
-                    hashes.push(String::new());
+        for (i, (f, read)) in chunk.iter().zip(read).enumerate() {
+            let (hash, input) = match read {
+                Read::Failed(e) => {
+                    report.failed.push(failure(&f.path, &e));
                     continue;
                 }
-                Ok(b) => b,
-                Err(e) => {
-                    report.failed.push(failure(&f.path, &e.to_string()));
-                    hashes.push(String::new());
-                    continue;
-                }
+                Read::Hashed { hash, input } => (hash, input),
             };
-            let hash = content_hash(bytes);
             if known.previous.get(&f.path) == Some(&hash) {
                 report.touched += 1;
                 reuse.push((i, f.path.clone()));
@@ -399,15 +409,28 @@ impl Indexer<'_> {
             } else if let Some(source) = known.gone.get_mut(&hash).and_then(|v| v.pop()) {
                 report.moved += 1;
                 batch.removals.push(source.clone());
+                moved_here.insert(hash.clone(), source.clone());
                 reuse.push((i, source));
+            } else if let Some(source) = moved_here.get(&hash) {
+                report.copied += 1;
+                reuse.push((i, source.clone()));
             } else if let Some(&first) = embed_first.get(&hash) {
                 report.copied += 1;
                 same_as.push((i, first));
             } else {
-                embed_first.insert(hash.clone(), i);
-                to_embed.push((i, bytes));
+                match input.expect("preprocessed: the store had no vector for this content") {
+                    Ok(input) => {
+                        embed_first.insert(hash.clone(), i);
+                        to_embed.push((i, input));
+                    }
+                    Err(e) => {
+                        // Later files with these bytes fail on their own (each was decoded).
+                        report.failed.push(failure(&f.path, &e));
+                        continue;
+                    }
+                }
             }
-            hashes.push(hash);
+            hashes[i] = hash;
         }
 
         let record = |i: usize| FileRecord {
@@ -430,15 +453,20 @@ impl Indexer<'_> {
             }
         }
 
-        let items: Vec<(&Path, &[u8])> = to_embed
-            .iter()
-            .map(|(i, b)| (chunk[*i].path.as_path(), *b))
-            .collect();
-        let embedded = self.embedder.embed_images(&items);
+        let (order, inputs): (Vec<usize>, Vec<Vec<u8>>) = to_embed.into_iter().unzip();
+        let embedded = match self.embedder.embed_inputs(inputs) {
+            Ok(v) if v.len() == order.len() => Ok(v),
+            Ok(v) => Err(format!(
+                "model: {} embeddings for {} images",
+                v.len(),
+                order.len()
+            )),
+            Err(e) => Err(format!("model: {e}")),
+        };
         let mut vectors: HashMap<usize, Vec<f32>> = HashMap::new();
-        for ((i, _), result) in to_embed.iter().zip(embedded) {
-            match result {
-                Ok(vector) => {
+        match embedded {
+            Ok(embedded) => {
+                for (i, vector) in order.iter().zip(embedded) {
                     report.embedded += 1;
                     vectors.insert(*i, vector.clone());
                     batch.upserts.push(Entry {
@@ -446,7 +474,11 @@ impl Indexer<'_> {
                         vector,
                     });
                 }
-                Err(e) => report.failed.push(failure(&chunk[*i].path, &e)),
+            }
+            Err(e) => {
+                for i in &order {
+                    report.failed.push(failure(&chunk[*i].path, &e));
+                }
             }
         }
         for (i, first) in same_as {
@@ -474,6 +506,16 @@ impl Indexer<'_> {
     }
 }
 
+/// One file of a chunk after the parallel read: its hash, and its model input unless the
+/// store already had a vector for that content.
+enum Read {
+    Failed(String),
+    Hashed {
+        hash: String,
+        input: Option<std::result::Result<Vec<u8>, String>>,
+    },
+}
+
 /// What the store already holds, by content hash.
 #[derive(Default)]
 struct Known {
@@ -483,6 +525,16 @@ struct Known {
     gone: HashMap<String, Vec<PathBuf>>,
     /// The stored hash of each file whose size or mtime changed.
     previous: HashMap<PathBuf, String>,
+}
+
+impl Known {
+    /// Whether the store can supply the vector of `path` with content `hash` (unchanged bytes,
+    /// a copy, or a move), so the file need not be decoded.
+    fn has(&self, path: &Path, hash: &str) -> bool {
+        self.previous.get(path).is_some_and(|h| h == hash)
+            || self.present.contains_key(hash)
+            || self.gone.get(hash).is_some_and(|v| !v.is_empty())
+    }
 }
 
 fn failure(path: &Path, error: &str) -> Failure {
