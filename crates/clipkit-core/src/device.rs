@@ -102,7 +102,16 @@ pub fn device_from_name(name: &str) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn cuda(ordinal: usize) -> Result<Device> {
-    Ok(Device::new_cuda(ordinal)?)
+    Device::new_cuda(ordinal).map_err(|mut e| {
+        // The driver's reason, without the backtrace candle attaches under RUST_BACKTRACE.
+        while let candle_core::Error::WithBacktrace { inner, .. } = e {
+            e = *inner;
+        }
+        ClipError::CudaDevice {
+            ordinal,
+            message: e.to_string(),
+        }
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -126,6 +135,22 @@ mod tests {
         for name in ["cuda", "cuda:1"] {
             match device_from_name(name) {
                 Err(ClipError::Unsupported(why)) => assert!(why.contains("--features cuda")),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // A CUDA build opens the GPU where there is one, and says which device failed and why,
+        // in one line, where there is none (no device 99 anywhere).
+        #[cfg(feature = "cuda")]
+        for (name, ordinal) in [("cuda", 0), ("cuda:99", 99)] {
+            match device_from_name(name) {
+                Ok(device) => assert!(device.is_cuda() && ordinal == 0, "{name}"),
+                Err(ClipError::CudaDevice {
+                    ordinal: got,
+                    message,
+                }) => {
+                    assert_eq!(got, ordinal);
+                    assert!(!message.is_empty() && !message.contains('\n'), "{message}");
+                }
                 other => panic!("{name}: {other:?}"),
             }
         }

@@ -80,6 +80,14 @@ pub enum ClipError {
     #[error("not supported here: {0}")]
     Unsupported(String),
 
+    /// Only a `cuda` build can hit this; it is the first thing a machine without a usable GPU
+    /// (no driver, no device, a driver older than the CUDA 13 the build links) runs into.
+    #[error(
+        "cannot open CUDA device {ordinal}: {message} (the CUDA build needs an NVIDIA GPU with a \
+         driver for CUDA 13, and CUDA 13's cudart, cuBLAS and cuRAND on the library path)"
+    )]
+    CudaDevice { ordinal: usize, message: String },
+
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
