@@ -82,11 +82,6 @@ def cuda_library_path() -> str:
     return ":".join(dirs)
 
 
-def pooled(out) -> torch.Tensor:
-    """get_*_features' embeddings: a tensor in older transformers, `.pooler_output` in newer."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -153,14 +148,14 @@ def run_model(arch: str, args, ck: cmp.Clipkit, photos: dict[str, Path], results
         def torch_image(b, model=model, prec=prec):
             with torch.inference_mode():
                 x = pixels[b].to(dev, DTYPES[prec])
-                out = pooled(model.get_image_features(pixel_values=x)).float().cpu()
+                out = model.get_image_features(pixel_values=x).pooler_output.float().cpu()
             sync(dev)
             return out
 
         def torch_text(model=model):
             with torch.inference_mode():
-                out = pooled(model.get_text_features(input_ids=enc.input_ids.to(dev),
-                                                     attention_mask=enc.attention_mask.to(dev))).float().cpu()
+                out = model.get_text_features(input_ids=enc.input_ids.to(dev),
+                                              attention_mask=enc.attention_mask.to(dev)).pooler_output.float().cpu()
             sync(dev)
             return out
 
