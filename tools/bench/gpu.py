@@ -109,6 +109,10 @@ def median_spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.1f} ({min(xs):.1f}–{max(xs):.1f})"
 
 
+def ratio(num: list[float], den: list[float]) -> str:
+    return f"{statistics.median(num) / statistics.median(den):.2f}×" if num and den else "—"
+
+
 def run_model(arch: str, args, ck: cmp.Clipkit, photos: dict[str, Path], results: dict) -> None:
     from transformers import CLIPModel, CLIPTokenizer
 
@@ -141,7 +145,7 @@ def run_model(arch: str, args, ck: cmp.Clipkit, photos: dict[str, Path], results
         agree[f"clipkit {dev} {prec}"] = {"vs": "clipkit cpu f32", "mean": float(c.mean()), "min": float(c.min()),
                                           "n": len(c)}
 
-    torch_f32 = None  # PyTorch's f32 embeddings of the first batch, for its own f16/bf16 drift
+    torch_f32 = None  # PyTorch's f32 embeddings of the largest batch, for its own f16/bf16 drift
     for prec in args.precisions:
         model = CLIPModel.from_pretrained(str(model_dir), dtype=DTYPES[prec]).eval().to(dev)
 
@@ -197,6 +201,7 @@ def run_model(arch: str, args, ck: cmp.Clipkit, photos: dict[str, Path], results
         if dev == "cuda":
             torch.cuda.empty_cache()
 
+    e2e: dict[str, dict[str, list[float]]] = {}
     if arch in args.e2e_models:
         for folder in ("web", "12mp"):
             prec = "f16" if "f16" in args.precisions else args.precisions[0]
@@ -208,13 +213,13 @@ def run_model(arch: str, args, ck: cmp.Clipkit, photos: dict[str, Path], results
                     log(f"clipkit e2e {folder} {prec} failed: {str(e)[-300:]}")
                     break
                 ee = r["end_to_end"]
-                rates.setdefault((f"e2e-{folder}", "clipkit", prec, args.e2e_batch), []).append(
-                    ee["images_per_sec"])
-                rates.setdefault((f"e2e-{folder}-ratio", "clipkit", prec, args.e2e_batch), []).append(
-                    ee["ratio_to_model_only"])
+                run = e2e.setdefault(f"{folder} {prec} batch {args.e2e_batch}", {"rate": [], "ratio": []})
+                run["rate"].append(ee["images_per_sec"])
+                run["ratio"].append(ee["ratio_to_model_only"])
                 log(f"{name} e2e {folder} {prec} rep {rep}: {ee['images_per_sec']:.1f} images/s "
                     f"({ee['ratio_to_model_only']:.2f}x model only, {ee['failed']} failed)")
     results["rates"][name] = {"|".join(map(str, k)): v for k, v in rates.items()}
+    results["e2e"][name] = e2e
 
 
 def render(results: dict, args) -> str:
@@ -231,21 +236,17 @@ def render(results: dict, args) -> str:
         for prec in args.precisions:
             for b in batches:
                 t, c = get("image", "torch", prec, b), get("image", "clipkit", prec, b)
-                ratio = f"{statistics.median(c) / statistics.median(t):.2f}×" if t and c else "—"
-                lines.append(f"| {prec} | {b} | {median_spread(t)} | {median_spread(c)} | {ratio} |")
+                lines.append(f"| {prec} | {b} | {median_spread(t)} | {median_spread(c)} | {ratio(c, t)} |")
             t, c = get("text", "torch", prec, max(batches)), get("text", "clipkit", prec, max(batches))
-            ratio = f"{statistics.median(c) / statistics.median(t):.2f}×" if t and c else "—"
-            lines.append(f"| {prec} text | {max(batches)} | {median_spread(t)} | {median_spread(c)} | {ratio} |")
-        e2e = [(k, v) for k, v in rates.items() if k.startswith("e2e-") and "-ratio|" not in k]
+            lines.append(f"| {prec} text | {max(batches)} | {median_spread(t)} | {median_spread(c)} | {ratio(c, t)} |")
+        e2e = results["e2e"].get(name)
         if e2e:
             lines += ["", "End to end from JPEG files (clipkit; ratio to its own model-only rate):", ""]
-            for k, v in e2e:
-                section, _, prec, b = k.split("|")
-                ratio = rates.get(k.replace(section, section + "-ratio", 1), [])
-                lines.append(f"- {section[4:]} {prec} batch {b}: {median_spread(v)} images/s, "
-                             f"{statistics.median(ratio):.2f}× model only" if ratio else "")
+            for what, run in e2e.items():
+                lines.append(f"- {what}: {median_spread(run['rate'])} images/s, "
+                             f"{statistics.median(run['ratio']):.2f}× model only")
         lines.append("")
-    lines += ["## Agreement (cosine, 8 real photos)", ""]
+    lines += ["## Agreement (cosine, real photos)", ""]
     for name, ag in results["agreement"].items():
         for k, v in ag.items():
             lines.append(f"- {name} {k}: " + (f"mean {v['mean']:.6f}, min {v['min']:.6f} (vs {v['vs']})"
@@ -299,7 +300,7 @@ def main() -> None:
     info = machine(args.device, args.clipkit)
     log(json.dumps(info))
     results = {"machine": info, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "agreement": {}, "rates": {}}
+               "agreement": {}, "rates": {}, "e2e": {}}
     args.work.mkdir(parents=True, exist_ok=True)
     photos = cmp.ensure_photos(args.work, False, args.web_files, args.mp12_files)
     ck = cmp.Clipkit(args.clipkit, os.cpu_count() or 1)
