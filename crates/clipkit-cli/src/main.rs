@@ -59,9 +59,29 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = flag_hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// The flag that fixes a library error, where there is one: the libraries describe the
+/// problem, only the front end knows its own flags.
+fn flag_hint(e: &anyhow::Error) -> Option<&'static str> {
+    use clipkit_core::ClipError;
+    e.chain()
+        .find_map(|cause| match cause.downcast_ref::<ClipError>()? {
+            ClipError::Hub { .. } => Some(
+                "pass --model /path/to/the/checkpoint/directory (or a hub id that is in the \
+                 local Hugging Face cache)",
+            ),
+            ClipError::Unsupported(why) if why.contains("precision") => {
+                Some("pick another --precision (f32 runs everywhere)")
+            }
+            _ => None,
+        })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

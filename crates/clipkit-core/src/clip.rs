@@ -7,16 +7,15 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
 
-use crate::config::{ClipConfig, EosRule};
-use crate::device::{matmul_path, CpuKernels, Precision};
+use crate::device::{matmul_path, CpuKernels, MatmulPath, Precision};
 use crate::error::{ClipError, Result};
+use crate::family::{self, ModelFamily};
 use crate::hub::{self, ResolvedModel};
-use crate::image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
+use crate::image::{DecodeOptions, PreprocessMode, Preprocessor};
 use crate::model::layers::l2_normalize;
-use crate::model::ClipModel;
+use crate::model::{DualEncoder, TextBatch, TextLayout};
 use crate::scores;
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::Weights;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -50,14 +49,15 @@ impl Default for LoadOptions {
     }
 }
 
+/// A loaded checkpoint of any supported family: its two towers, tokenizer and preprocessor.
 pub struct Clip {
-    model: ClipModel,
+    model: Box<dyn DualEncoder>,
+    family: ModelFamily,
     tokenizer: ClipTokenizer,
     preprocessor: Preprocessor,
-    eos_rule: EosRule,
     device: Device,
     batch_size: usize,
-    matmul_kernel: &'static str,
+    path: MatmulPath,
     resolved: ResolvedModel,
 }
 
@@ -79,64 +79,21 @@ impl Clip {
     }
 
     fn from_resolved(resolved: ResolvedModel, options: &LoadOptions) -> Result<Self> {
-        let dir = &resolved.dir;
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ClipError::MissingFile {
-                dir: dir.clone(),
-                file: "config.json".into(),
-                hint: "not a Hugging Face CLIP checkpoint directory".into(),
-            });
-        }
-        let config = ClipConfig::from_file(&config_path)?;
-        let image_size = config.vision_config.image_size as u32;
-        let pp_path = dir.join("preprocessor_config.json");
-        let pp_config = if pp_path.is_file() {
-            PreprocessorConfig::from_file(&pp_path, image_size)?
-        } else {
-            PreprocessorConfig::openai(image_size)
-        };
-        if pp_config.crop_size != (image_size, image_size) {
-            return Err(ClipError::config(
-                &pp_path,
-                "crop_size",
-                format!(
-                    "{:?} does not match the model's image_size {image_size}",
-                    pp_config.crop_size
-                ),
-            ));
-        }
-        let tokenizer = ClipTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
+        let family = ModelFamily::detect(&resolved.dir)?;
         let (path, dtype) = matmul_path(&options.device, options.precision, options.cpu_kernels)?;
-        let mut weights = Weights::open(dir, dtype, &options.device)?;
-        if let (Some(cache), crate::model::MatmulPath::Packed(format)) = (&options.pack_cache, path)
-        {
-            weights.use_pack_cache(cache, format);
-        }
-        if !weights.pack_cache().is_some_and(|c| c.is_hit()) {
-            weights.read_ahead();
-        }
-        let model = ClipModel::load(&weights, &config, path)?;
-        if let Some(cache) = weights.pack_cache() {
-            cache.finish();
-        }
+        let parts = family::load(family, &resolved.dir, options, path, dtype)?;
         let mut decode = options.decode;
         if options.jpeg_draft {
-            decode.draft_shortest_edge = pp_config.draft_shortest_edge();
+            decode.draft_shortest_edge = parts.preprocess.draft_shortest_edge();
         }
         Ok(Self {
-            model,
-            tokenizer,
-            preprocessor: Preprocessor::new(pp_config, options.preprocess, decode),
-            eos_rule: config.eos_rule(),
+            model: parts.model,
+            family,
+            tokenizer: parts.tokenizer,
+            preprocessor: Preprocessor::new(parts.preprocess, options.preprocess, decode),
             device: options.device.clone(),
             batch_size: options.batch_size.max(1),
-            matmul_kernel: match path {
-                crate::model::MatmulPath::Packed(format) => {
-                    clipkit_kernels::gemm::kernel_name(format)
-                }
-                crate::model::MatmulPath::Candle => "candle",
-            },
+            path,
             resolved,
         })
     }
@@ -149,12 +106,29 @@ impl Clip {
         &self.resolved.dir
     }
 
-    pub fn config(&self) -> &ClipConfig {
-        self.model.config()
+    /// The model family the checkpoint belongs to.
+    pub fn family(&self) -> ModelFamily {
+        self.family
     }
 
-    pub fn model(&self) -> &ClipModel {
-        &self.model
+    /// The family's towers, for callers that run them on their own inputs.
+    pub fn model(&self) -> &dyn DualEncoder {
+        self.model.as_ref()
+    }
+
+    /// Side of the square image the image tower takes, in pixels.
+    pub fn image_size(&self) -> usize {
+        self.model.image_size()
+    }
+
+    /// Tokens the image tower reads per image (patches and any class token).
+    pub fn image_tokens(&self) -> usize {
+        self.model.image_tokens()
+    }
+
+    /// Floating-point operations of one image through the image tower, for GFLOP/s figures.
+    pub fn image_flops(&self) -> f64 {
+        self.model.image_flops()
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
@@ -167,7 +141,7 @@ impl Clip {
 
     /// Which matmul kernel the linear layers run on (`amx-bf16`, `avx512-f32`, `candle`, …).
     pub fn matmul_kernel(&self) -> &'static str {
-        self.matmul_kernel
+        self.path.kernel_name()
     }
 
     pub fn device(&self) -> &Device {
@@ -179,57 +153,67 @@ impl Clip {
         self.model.logit_scale()
     }
 
+    /// The bias added to scaled cosines (SigLIP's `logit_bias`); `None` for CLIP.
+    pub fn logit_bias(&self) -> Option<f32> {
+        self.model.logit_bias()
+    }
+
     /// Images or texts per forward pass.
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
 
     pub fn embedding_dim(&self) -> usize {
-        self.config().projection_dim
+        self.model.embedding_dim()
     }
 
     /// Normalised text embeddings, one per text, in input order.
     ///
-    /// Texts are batched by token length and padded to the longest in their batch, not to the
-    /// full context: under the causal mask the pooled token never sees the padding, so the
-    /// result is identical and short prompts cost a fraction.
+    /// Texts are batched by token length. A causal tower on the packed CPU kernels takes them
+    /// back to back with no padding at all; otherwise they are padded to the longest in their
+    /// batch (under the causal mask the pooled token never sees the padding, so the result is
+    /// identical and short prompts cost a fraction), or to the fixed length a family without a
+    /// mask was trained with ([`crate::model::TextInput::pad_to`]).
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let input = self.model.text_input();
         let ids = self.tokenizer.encode_batch(texts)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
+        let packed = self.path.is_packed() && input.causal && input.pad_to.is_none();
         let mut out = vec![Vec::new(); ids.len()];
         for chunk in order.chunks(self.batch_size) {
-            if self.model.is_packed() {
-                // No padding: prompts back to back (see `TextTransformer::forward_packed`).
+            let batch = if packed {
                 let lengths: Vec<usize> = chunk.iter().map(|&i| ids[i].len()).collect();
-                let mut eos_rows = Vec::with_capacity(chunk.len());
+                let mut pool_rows = Vec::with_capacity(chunk.len());
                 let mut flat = Vec::with_capacity(lengths.iter().sum());
                 for &i in chunk {
-                    eos_rows.push(flat.len() + self.eos_rule.position(&ids[i]));
+                    pool_rows.push(flat.len() + input.pooling.position(&ids[i], ids[i].len()));
                     flat.extend_from_slice(&ids[i]);
                 }
                 let n = flat.len();
-                let input = Tensor::from_vec(flat, n, &self.device)?;
-                let features =
-                    on_pool(|| self.model.text_features_packed(&input, &lengths, &eos_rows))?;
-                for (&i, row) in chunk.iter().zip(to_rows(&l2_normalize(&features)?)?) {
-                    out[i] = row;
+                TextBatch {
+                    ids: Tensor::from_vec(flat, n, &self.device)?,
+                    layout: TextLayout::Packed { lengths, pool_rows },
                 }
-                continue;
-            }
-            let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
-            let mut flat = Vec::with_capacity(chunk.len() * len);
-            let mut eos = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                eos.push(self.eos_rule.position(&ids[i]));
-                flat.extend_from_slice(&ids[i]);
-                flat.extend(std::iter::repeat_n(
-                    self.tokenizer.pad_id(),
-                    len - ids[i].len(),
-                ));
-            }
-            let input = Tensor::from_vec(flat, (chunk.len(), len), &self.device)?;
-            let features = on_pool(|| self.model.text_features(&input, &eos))?;
+            } else {
+                let longest = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+                let len = input.pad_to.unwrap_or(longest).max(longest);
+                let mut flat = Vec::with_capacity(chunk.len() * len);
+                let mut pool_positions = Vec::with_capacity(chunk.len());
+                for &i in chunk {
+                    pool_positions.push(input.pooling.position(&ids[i], len));
+                    flat.extend_from_slice(&ids[i]);
+                    flat.extend(std::iter::repeat_n(
+                        self.tokenizer.pad_id(),
+                        len - ids[i].len(),
+                    ));
+                }
+                TextBatch {
+                    ids: Tensor::from_vec(flat, (chunk.len(), len), &self.device)?,
+                    layout: TextLayout::Padded { pool_positions },
+                }
+            };
+            let features = on_pool(|| self.model.text_features(&batch))?;
             for (&i, row) in chunk.iter().zip(to_rows(&l2_normalize(&features)?)?) {
                 out[i] = row;
             }

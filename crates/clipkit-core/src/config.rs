@@ -91,7 +91,42 @@ impl Default for ClipVisionConfig {
     }
 }
 
+/// The sizes an encoder stack is built from: what every family's tower configs share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderShape {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub eps: f64,
+    pub act: Activation,
+}
+
+impl ClipTextConfig {
+    pub fn encoder_shape(&self) -> EncoderShape {
+        EncoderShape {
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            heads: self.num_attention_heads,
+            layers: self.num_hidden_layers,
+            eps: self.layer_norm_eps,
+            act: self.hidden_act,
+        }
+    }
+}
+
 impl ClipVisionConfig {
+    pub fn encoder_shape(&self) -> EncoderShape {
+        EncoderShape {
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            heads: self.num_attention_heads,
+            layers: self.num_hidden_layers,
+            eps: self.layer_norm_eps,
+            act: self.hidden_act,
+        }
+    }
+
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
     }

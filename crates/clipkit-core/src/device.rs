@@ -1,10 +1,37 @@
-//! Where the model runs. CPU always; CUDA when built with the `cuda` feature.
+//! Where and how the model runs: the one place that turns what the user asked for (a device,
+//! a [`Precision`], a [`CpuKernels`] choice) into how every matmul of every tower runs
+//! ([`MatmulPath`], which names the packed kernels' own [`WeightFormat`] when it uses them).
+//! Model code never looks at the device or precision again; it takes the path it is given.
+//! CPU always; CUDA when built with the `cuda` feature.
 
 use candle_core::{DType, Device};
 use clipkit_kernels::WeightFormat;
 
 use crate::error::{ClipError, Result};
-use crate::model::MatmulPath;
+
+/// How the matmuls of a model run: decided once per load by [`matmul_path`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// candle's `Linear` (CPU or CUDA), in the weights' dtype.
+    Candle,
+    /// clipkit's packed CPU kernels in this weight format (f32, bf16, f16 or int8).
+    Packed(WeightFormat),
+}
+
+impl MatmulPath {
+    pub fn is_packed(self) -> bool {
+        matches!(self, MatmulPath::Packed(_))
+    }
+
+    /// The kernel the linear layers run on (`amx-bf16`, `avx512-f32`, `candle`, …), for logs
+    /// and benchmark tables.
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            MatmulPath::Packed(format) => clipkit_kernels::gemm::kernel_name(format),
+            MatmulPath::Candle => "candle",
+        }
+    }
+}
 
 /// The numeric precision the model runs in: an explicit choice, since anything below f32
 /// moves the embeddings (see the README for the measured cosine to f32).
@@ -47,7 +74,7 @@ pub fn matmul_path(
         (Device::Cpu, CpuKernels::Packed, Precision::Bf16) => {
             if !clipkit_kernels::has_avx512_bf16() {
                 return Err(ClipError::Unsupported(
-                    "--precision bf16 on the CPU needs AVX-512 BF16 (Zen 4+, Sapphire Rapids+)"
+                    "bf16 precision on the CPU needs AVX-512 BF16 (Zen 4+, Sapphire Rapids+)"
                         .into(),
                 ));
             }
@@ -56,7 +83,7 @@ pub fn matmul_path(
         (Device::Cpu, CpuKernels::Packed, Precision::Int8) => {
             if !clipkit_kernels::has_avx512_vnni() && !clipkit_kernels::has_avx2() {
                 return Err(ClipError::Unsupported(
-                    "--precision int8 on the CPU needs AVX-512 VNNI (Zen 4+, Ice Lake+) or AVX2"
+                    "int8 precision on the CPU needs AVX-512 VNNI (Zen 4+, Ice Lake+) or AVX2"
                         .into(),
                 ));
             }
@@ -65,8 +92,8 @@ pub fn matmul_path(
         (Device::Cpu, CpuKernels::Packed, Precision::F16) => {
             if !clipkit_kernels::has_avx512_fp16() {
                 return Err(ClipError::Unsupported(
-                    "--precision f16 on the CPU needs AVX-512 FP16 (Sapphire Rapids+ Xeons); \
-                     use --precision bf16 (AVX-512 BF16) here"
+                    "f16 precision on the CPU needs AVX-512 FP16 (Sapphire Rapids+ Xeons); \
+                     bf16 (AVX-512 BF16) runs here"
                         .into(),
                 ));
             }

@@ -56,6 +56,22 @@ pub enum ClipError {
         dtype: String,
     },
 
+    #[error(
+        "{path}: model_type `{model_type}` is not a model family clipkit knows (expected one of: \
+         {expected})"
+    )]
+    UnknownFamily {
+        path: PathBuf,
+        model_type: String,
+        expected: &'static str,
+    },
+
+    #[error("{dir}: a {family} checkpoint, a family this version of clipkit cannot load yet")]
+    UnsupportedFamily { dir: PathBuf, family: String },
+
+    #[error("{what}: {problem}")]
+    InvalidArgument { what: String, problem: String },
+
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
 

@@ -23,7 +23,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
         if !path.is_dir() {
             return Err(ClipError::Hub {
                 model: spec.into(),
-                message: "is a file; --model takes a checkpoint directory \
+                message: "is a file; a model is a checkpoint directory \
                           (with config.json and model.safetensors) or a hub id"
                     .into(),
             });
@@ -72,8 +72,8 @@ fn offline_error(spec: &str, why: &str) -> ClipError {
         message: format!(
             "cannot fetch it from the Hugging Face Hub ({why}). On a machine with network, \
              run once to fill the cache, or download the repository (config.json, \
-             preprocessor_config.json, tokenizer.json, model.safetensors) and pass \
-             --model /path/to/that/directory"
+             preprocessor_config.json, tokenizer.json, model.safetensors) and load it \
+             from that directory"
         ),
     }
 }
@@ -154,7 +154,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("openai/clip-vit-base-patch32"), "{err}");
-        assert!(err.contains("--model /path/to"), "{err}");
+        assert!(err.contains("load it from that directory"), "{err}");
     }
 
     #[test]

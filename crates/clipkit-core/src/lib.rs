@@ -1,12 +1,16 @@
-//! clipkit-core: OpenAI's CLIP in Rust, numerically matching Hugging Face transformers.
+//! clipkit-core: CLIP-family models in Rust, numerically matching each family's reference
+//! library (transformers for OpenAI's CLIP).
 //!
 //! The crate is laid out as the pipeline runs:
 //! - [`hub`] finds a checkpoint directory (a local path or a Hugging Face Hub id),
+//! - [`family`] tells which model family it holds and loads that family's parts,
 //! - [`config`] and [`weights`] read `config.json` and the safetensors files ([`pack_cache`]
 //!   keeps the packed CPU weights for the next load),
 //! - [`tokenizer`] turns prompts into CLIP BPE ids,
 //! - [`image`] decodes files and reproduces `CLIPImageProcessor` (or OpenAI's original transform),
-//! - [`model`] holds the two towers,
+//! - [`model`] holds the towers: the shape all families share ([`model::tower`]) and each
+//!   family's own,
+//! - [`device`] decides once how the matmuls run (device, precision, kernels),
 //! - [`scores`] turns embeddings into logits, probabilities and prompt ensembles,
 //! - [`clip`] ties everything together behind [`Clip`], the type most users want.
 
@@ -14,6 +18,7 @@ pub mod clip;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod family;
 pub mod hub;
 pub mod image;
 pub mod model;
@@ -25,5 +30,6 @@ pub mod weights;
 pub use clip::{Clip, LoadOptions};
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use error::{ClipError, Result};
+pub use family::ModelFamily;
 pub use image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
 pub use tokenizer::ClipTokenizer;

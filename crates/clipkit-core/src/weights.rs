@@ -2,6 +2,9 @@
 //!
 //! Tensors are fetched by their Hugging Face names with the shape the config implies; a
 //! missing tensor or a wrong shape is an error naming the tensor, never a silent random init.
+//! Model code asks for names relative to a [`Scope`] (`weights.root().pp("vision_model")`), the
+//! way candle's `VarBuilder::pp` scopes them, so a layer struct knows only its own leaf names
+//! (`weight`, `bias`) and the same struct loads wherever a family nests it.
 //! Pickle checkpoints (`pytorch_model.bin`) are refused: loading them means executing code.
 
 use std::collections::BTreeSet;
@@ -224,6 +227,14 @@ impl Weights {
         Ok(tensor.to_dtype(self.dtype)?)
     }
 
+    /// The scope of the whole checkpoint: names below it are the file's own.
+    pub fn root(&self) -> Scope<'_> {
+        Scope {
+            weights: self,
+            prefix: String::new(),
+        }
+    }
+
     /// A scalar stored either as shape `[]` or `[1]` (exports differ).
     pub fn get_scalar(&self, name: &str) -> Result<f32> {
         let shape = self
@@ -247,6 +258,64 @@ impl Weights {
             });
         }
         Ok(value)
+    }
+}
+
+/// The tensors of [`Weights`] under one name prefix: `scope.pp("layers").pp(3)` reads
+/// `….layers.3.weight` as `weight`. Cheap to clone; model structs take one by reference in their
+/// `load` and pass narrower ones to their parts.
+#[derive(Clone)]
+pub struct Scope<'w> {
+    weights: &'w Weights,
+    prefix: String,
+}
+
+impl<'w> Scope<'w> {
+    /// The scope `name` inside this one.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Scope<'w> {
+        Scope {
+            weights: self.weights,
+            prefix: self.name(&name.to_string()),
+        }
+    }
+
+    /// The full checkpoint name of `leaf` in this scope.
+    pub fn name(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.prefix)
+        }
+    }
+
+    /// This scope's own name (`vision_model.encoder.layers.3`); empty at the root.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The checkpoint the scope reads (its dtype, device and pack cache).
+    pub fn weights(&self) -> &'w Weights {
+        self.weights
+    }
+
+    /// [`Weights::get`] of `leaf` in this scope.
+    pub fn get(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
+        self.weights.get(&self.name(leaf), shape)
+    }
+
+    /// [`Weights::get_scalar`] of `leaf` in this scope.
+    pub fn get_scalar(&self, leaf: &str) -> Result<f32> {
+        self.weights.get_scalar(&self.name(leaf))
+    }
+
+    /// [`Weights::read_f32`] of `leaf` in this scope.
+    pub fn read_f32(&self, leaf: &str, shape: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        self.weights.read_f32(&self.name(leaf), shape, out)
+    }
+
+    /// Whether the checkpoint has `leaf` in this scope.
+    pub fn contains(&self, leaf: &str) -> bool {
+        self.weights.contains(&self.name(leaf))
     }
 }
 

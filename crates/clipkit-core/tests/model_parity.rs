@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clipkit_core::device::CpuKernels;
 use clipkit_core::image::DecodeOptions;
+use clipkit_core::model::{TextBatch, TextLayout};
 use clipkit_core::{Clip, LoadOptions};
 
 struct Report {
@@ -262,7 +263,7 @@ fn packed_text_batches_equal_padded_ones() {
             ..LoadOptions::default()
         };
         let clip = Clip::from_dir(&f.join("models/tiny-quickgelu"), &options).unwrap();
-        let rule = clip.config().eos_rule();
+        let rule = clip.model().text_input().pooling;
         let ids: Vec<Vec<u32>> = prompts
             .iter()
             .map(|p| clip.tokenizer().encode(p).unwrap())
@@ -271,8 +272,8 @@ fn packed_text_batches_equal_padded_ones() {
         let mut padded = Vec::new();
         let (mut flat, mut lengths, mut eos_rows, mut eos) = (vec![], vec![], vec![], vec![]);
         for seq in &ids {
-            eos.push(rule.position(seq));
-            eos_rows.push(flat.len() + rule.position(seq));
+            eos.push(rule.position(seq, longest));
+            eos_rows.push(flat.len() + rule.position(seq, seq.len()));
             lengths.push(seq.len());
             flat.extend_from_slice(seq);
             padded.extend_from_slice(seq);
@@ -285,13 +286,21 @@ fn packed_text_batches_equal_padded_ones() {
         let padded = candle_core::Tensor::from_vec(padded, (ids.len(), longest), &device).unwrap();
         let n = flat.len();
         let flat = candle_core::Tensor::from_vec(flat, n, &device).unwrap();
-        let a = common::rows(&clip.model().text_features(&padded, &eos).unwrap());
-        let b = common::rows(
-            &clip
-                .model()
-                .text_features_packed(&flat, &lengths, &eos_rows)
-                .unwrap(),
-        );
+        let padded = TextBatch {
+            ids: padded,
+            layout: TextLayout::Padded {
+                pool_positions: eos,
+            },
+        };
+        let packed = TextBatch {
+            ids: flat,
+            layout: TextLayout::Packed {
+                lengths,
+                pool_rows: eos_rows,
+            },
+        };
+        let a = common::rows(&clip.model().text_features(&padded).unwrap());
+        let b = common::rows(&clip.model().text_features(&packed).unwrap());
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             let worst = x
                 .iter()

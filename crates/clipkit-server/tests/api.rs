@@ -75,7 +75,8 @@ async fn embeddings_match_the_library_for_texts_and_images() {
         assert!((norm(&v) - 1.0).abs() < 1e-4);
         assert!(cosine(&v, &direct[i]) > 0.99999, "image {i}");
     }
-    let vision = &clip.config().vision_config;
+    let config = clipkit_core::ClipConfig::from_file(&model_dir().join("config.json")).unwrap();
+    let vision = &config.vision_config;
     let per_image = (vision.image_size / vision.patch_size).pow(2) + 1;
     assert_eq!(body["usage"]["prompt_tokens"], 2 * per_image as u64);
 

@@ -99,7 +99,7 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
     })?;
     let images_per_sec = args.batch as f64 / image_s;
     let texts_per_sec = args.batch as f64 / text_s;
-    let gflops = clip.config().vision_config.flops_per_image() * images_per_sec / 1e9;
+    let gflops = clip.image_flops() * images_per_sec / 1e9;
 
     let end_to_end = match &args.images {
         None => None,

@@ -1,5 +1,6 @@
 //! [`Dense`]: a linear layer that runs either on candle (any device, the reference path) or on
-//! clipkit's packed CPU GEMM, chosen once when the model is loaded ([`MatmulPath`]).
+//! clipkit's packed CPU GEMM (f32, bf16, f16 or int8 weights), chosen once when the model is
+//! loaded ([`MatmulPath`], decided in [`crate::device::matmul_path`]).
 //!
 //! The model code calls the same three methods either way — plain, with the activation fused,
 //! or with the residual fused — so the layer structs read like the reference model while the
@@ -7,26 +8,12 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Shape, Tensor};
 use candle_nn::Linear;
-use clipkit_kernels::{Epilogue, PackedWeights, WeightFormat};
+use clipkit_kernels::{Epilogue, PackedWeights};
 
 use crate::config::Activation;
+pub use crate::device::MatmulPath;
 use crate::error::Result;
-use crate::weights::Weights;
-
-/// How the matmuls of a model run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatmulPath {
-    /// candle's `Linear` (CPU or CUDA), in the weights' dtype.
-    Candle,
-    /// clipkit's packed CPU kernels, f32 or bf16 weights.
-    Packed(WeightFormat),
-}
-
-impl MatmulPath {
-    pub fn is_packed(self) -> bool {
-        matches!(self, MatmulPath::Packed(_))
-    }
-}
+use crate::weights::Scope;
 
 impl From<Activation> for clipkit_kernels::Activation {
     fn from(a: Activation) -> Self {
@@ -49,45 +36,47 @@ enum Kind {
 }
 
 impl Dense {
-    /// `{prefix}.weight` (`[out_dim, in_dim]`) and, with `bias`, `{prefix}.bias`.
+    /// `weight` (`[out_dim, in_dim]`) and, with `bias`, `bias` in scope `w`.
     pub fn load(
-        w: &Weights,
-        prefix: &str,
+        w: &Scope,
         in_dim: usize,
         out_dim: usize,
         bias: bool,
         path: MatmulPath,
     ) -> Result<Self> {
-        Self::load_stacked(w, &[prefix], in_dim, out_dim, bias, path)
+        Self::load_stacked(std::slice::from_ref(w), in_dim, out_dim, bias, path)
     }
 
-    /// Layers `prefixes` (each `[out_dim, in_dim]`) stacked along the output axis as one
+    /// Layers `scopes` (each `[out_dim, in_dim]`) stacked along the output axis as one
     /// layer, e.g. q, k and v as one QKV projection.
     pub fn load_stacked(
-        w: &Weights,
-        prefixes: &[&str],
+        scopes: &[Scope],
         in_dim: usize,
         out_dim: usize,
         bias: bool,
         path: MatmulPath,
     ) -> Result<Self> {
-        let weight_name = |p: &str| format!("{p}.weight");
-        let bias_name = |p: &str| format!("{p}.bias");
         let MatmulPath::Packed(format) = path else {
-            let get_all = |name: &dyn Fn(&str) -> String, shape: &[usize]| -> Result<Tensor> {
-                let parts = prefixes
+            let get_all = |leaf: &str, shape: &[usize]| -> Result<Tensor> {
+                let parts = scopes
                     .iter()
-                    .map(|p| w.get(&name(p), shape))
+                    .map(|s| s.get(leaf, shape))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Tensor::cat(&parts, 0)?)
             };
-            let weight = get_all(&weight_name, &[out_dim, in_dim])?;
-            let bias = bias.then(|| get_all(&bias_name, &[out_dim])).transpose()?;
+            let weight = get_all("weight", &[out_dim, in_dim])?;
+            let bias = bias.then(|| get_all("bias", &[out_dim])).transpose()?;
             return Self::new(weight, bias, path);
         };
-        let n = out_dim * prefixes.len();
-        let key = prefixes.join("+");
-        let cache = w.pack_cache();
+        let n = out_dim * scopes.len();
+        // The pack cache's layer key: the layers' full names, as files written before scoped
+        // names were introduced have them.
+        let key = scopes
+            .iter()
+            .map(Scope::prefix)
+            .collect::<Vec<_>>()
+            .join("+");
+        let cache = scopes.first().and_then(|s| s.weights().pack_cache());
         if let Some(packed) = cache.and_then(|c| c.get(&key, n, in_dim)) {
             return Ok(Self {
                 kind: Kind::Packed(packed),
@@ -96,10 +85,10 @@ impl Dense {
         // Packed: straight from the file into one buffer, then into panels.
         let mut weight = Vec::with_capacity(n * in_dim);
         let mut biases = Vec::with_capacity(n);
-        for p in prefixes {
-            w.read_f32(&weight_name(p), &[out_dim, in_dim], &mut weight)?;
+        for s in scopes {
+            s.read_f32("weight", &[out_dim, in_dim], &mut weight)?;
             if bias {
-                w.read_f32(&bias_name(p), &[out_dim], &mut biases)?;
+                s.read_f32("bias", &[out_dim], &mut biases)?;
             }
         }
         let b = bias.then_some(biases.as_slice());

@@ -7,12 +7,14 @@ use clipkit_kernels::attention::{attention, attention_packed, AttentionShape};
 
 use super::dense::{f32_slice, Dense, MatmulPath};
 use crate::config::Activation;
+pub use crate::config::EncoderShape;
 use crate::error::Result;
-use crate::weights::Weights;
+use crate::weights::Scope;
 
-pub fn layer_norm(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
-    let weight = w.get(&format!("{prefix}.weight"), &[dim])?;
-    let bias = w.get(&format!("{prefix}.bias"), &[dim])?;
+/// A LayerNorm's `weight` and `bias` in scope `w`.
+pub fn layer_norm(w: &Scope, dim: usize, eps: f64) -> Result<LayerNorm> {
+    let weight = w.get("weight", &[dim])?;
+    let bias = w.get("bias", &[dim])?;
     Ok(LayerNorm::new(weight, bias, eps))
 }
 
@@ -52,20 +54,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn load(
-        w: &Weights,
-        prefix: &str,
-        hidden: usize,
-        num_heads: usize,
-        path: MatmulPath,
-    ) -> Result<Self> {
-        let projections = ["q_proj", "k_proj", "v_proj"].map(|p| format!("{prefix}.{p}"));
-        let projections = projections.each_ref().map(String::as_str);
-        let qkv = Dense::load_stacked(w, &projections, hidden, hidden, true, path)?;
+    /// `q_proj`, `k_proj`, `v_proj` and `out_proj` in scope `w`.
+    pub fn load(w: &Scope, hidden: usize, num_heads: usize, path: MatmulPath) -> Result<Self> {
+        let projections = ["q_proj", "k_proj", "v_proj"].map(|p| w.pp(p));
+        let qkv = Dense::load_stacked(&projections, hidden, hidden, true, path)?;
         let head_dim = hidden / num_heads;
         Ok(Self {
             qkv,
-            out_proj: Dense::load(w, &format!("{prefix}.out_proj"), hidden, hidden, true, path)?,
+            out_proj: Dense::load(&w.pp("out_proj"), hidden, hidden, true, path)?,
             num_heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
@@ -189,17 +185,17 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// `fc1` and `fc2` in scope `w`.
     pub fn load(
-        w: &Weights,
-        prefix: &str,
+        w: &Scope,
         hidden: usize,
         inter: usize,
         act: Activation,
         path: MatmulPath,
     ) -> Result<Self> {
         Ok(Self {
-            fc1: Dense::load(w, &format!("{prefix}.fc1"), hidden, inter, true, path)?,
-            fc2: Dense::load(w, &format!("{prefix}.fc2"), inter, hidden, true, path)?,
+            fc1: Dense::load(&w.pp("fc1"), hidden, inter, true, path)?,
+            fc2: Dense::load(&w.pp("fc2"), inter, hidden, true, path)?,
             act,
         })
     }
@@ -220,38 +216,14 @@ pub struct EncoderLayer {
     mlp: Mlp,
 }
 
-/// The sizes an encoder stack is built from, shared by both towers' configs.
-#[derive(Debug, Clone, Copy)]
-pub struct EncoderShape {
-    pub hidden: usize,
-    pub intermediate: usize,
-    pub heads: usize,
-    pub layers: usize,
-    pub eps: f64,
-    pub act: Activation,
-    pub path: MatmulPath,
-}
-
 impl EncoderLayer {
-    pub fn load(w: &Weights, prefix: &str, s: &EncoderShape) -> Result<Self> {
+    /// `layer_norm1`, `self_attn`, `layer_norm2` and `mlp` in scope `w`.
+    pub fn load(w: &Scope, s: &EncoderShape, path: MatmulPath) -> Result<Self> {
         Ok(Self {
-            layer_norm1: layer_norm(w, &format!("{prefix}.layer_norm1"), s.hidden, s.eps)?,
-            self_attn: Attention::load(
-                w,
-                &format!("{prefix}.self_attn"),
-                s.hidden,
-                s.heads,
-                s.path,
-            )?,
-            layer_norm2: layer_norm(w, &format!("{prefix}.layer_norm2"), s.hidden, s.eps)?,
-            mlp: Mlp::load(
-                w,
-                &format!("{prefix}.mlp"),
-                s.hidden,
-                s.intermediate,
-                s.act,
-                s.path,
-            )?,
+            layer_norm1: layer_norm(&w.pp("layer_norm1"), s.hidden, s.eps)?,
+            self_attn: Attention::load(&w.pp("self_attn"), s.hidden, s.heads, path)?,
+            layer_norm2: layer_norm(&w.pp("layer_norm2"), s.hidden, s.eps)?,
+            mlp: Mlp::load(&w.pp("mlp"), s.hidden, s.intermediate, s.act, path)?,
         })
     }
 
@@ -284,9 +256,10 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn load(w: &Weights, prefix: &str, s: &EncoderShape) -> Result<Self> {
+    /// `layers.0` … `layers.{n-1}` in scope `w`.
+    pub fn load(w: &Scope, s: &EncoderShape, path: MatmulPath) -> Result<Self> {
         let layers = (0..s.layers)
-            .map(|i| EncoderLayer::load(w, &format!("{prefix}.layers.{i}"), s))
+            .map(|i| EncoderLayer::load(&w.pp("layers").pp(i), s, path))
             .collect::<Result<_>>()?;
         Ok(Self { layers })
     }
@@ -348,6 +321,7 @@ pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::config::ClipConfig;
+    use crate::weights::Weights;
     use clipkit_kernels::WeightFormat;
 
     fn tiny_dir() -> std::path::PathBuf {
@@ -359,34 +333,13 @@ mod tests {
         let dir = tiny_dir();
         let config = ClipConfig::from_file(&dir.join("config.json")).unwrap();
         let w = Weights::open(&dir, candle_core::DType::F32, &Device::Cpu).unwrap();
-        let (v, t) = (&config.vision_config, &config.text_config);
-        let (prefix, hidden, intermediate, heads, layers) = if vision {
-            (
-                "vision_model.encoder",
-                v.hidden_size,
-                v.intermediate_size,
-                v.num_attention_heads,
-                v.num_hidden_layers,
-            )
+        let (prefix, shape) = if vision {
+            ("vision_model", config.vision_config.encoder_shape())
         } else {
-            (
-                "text_model.encoder",
-                t.hidden_size,
-                t.intermediate_size,
-                t.num_attention_heads,
-                t.num_hidden_layers,
-            )
+            ("text_model", config.text_config.encoder_shape())
         };
-        let shape = EncoderShape {
-            hidden,
-            intermediate,
-            heads,
-            layers,
-            eps: 1e-5,
-            act: Activation::Gelu,
-            path,
-        };
-        (Encoder::load(&w, prefix, &shape).unwrap(), hidden)
+        let scope = w.root().pp(prefix).pp("encoder");
+        (Encoder::load(&scope, &shape, path).unwrap(), shape.hidden)
     }
 
     fn input(b: usize, n: usize, hidden: usize) -> Tensor {

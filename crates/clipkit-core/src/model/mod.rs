@@ -1,13 +1,17 @@
-//! The two CLIP towers, in the style of candle-transformers: a config, one struct per layer,
-//! a `forward` each, weights loaded by their Hugging Face names.
+//! The model families' towers, in the style of candle-transformers: a serde config, one struct
+//! per layer with a `forward`, weights loaded by scoped Hugging Face names.
+//!
+//! - [`tower`]: the shape every family shares (embeddings → encoder → pooling → projection)
+//!   and [`DualEncoder`], the two towers as [`crate::Clip`] drives them;
+//! - [`layers`]: the pre-LN transformer encoder every family uses; [`dense`]: its linear layers
+//!   on candle or on the packed CPU kernels;
+//! - one module per family: [`clip`] (transformers' `CLIPModel`).
 
-pub mod clip_model;
+pub mod clip;
 pub mod dense;
 pub mod layers;
-pub mod text;
-pub mod vision;
+pub mod tower;
 
-pub use clip_model::ClipModel;
+pub use clip::ClipModel;
 pub use dense::MatmulPath;
-pub use text::TextTransformer;
-pub use vision::VisionTransformer;
+pub use tower::{DualEncoder, TextBatch, TextInput, TextLayout, TextPoolingRule, Tower};

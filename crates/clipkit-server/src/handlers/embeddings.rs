@@ -152,8 +152,7 @@ pub async fn embeddings(
                 .collect::<Result<Vec<_>, _>>()?;
             let n = bytes.len();
             let embedded = state.embed_images(bytes, false).await?;
-            let vision = &state.clip.config().vision_config;
-            let per_image = (vision.image_size / vision.patch_size).pow(2) + 1;
+            let per_image = state.clip.image_tokens();
             (embedded.vectors, n * per_image, Vec::new())
         }
     };

@@ -227,7 +227,7 @@ pub async fn info(state: Shared) -> Result<Json<InfoResponse>, ApiError> {
         model: c.served_model_name.clone(),
         dim: state.clip.embedding_dim(),
         logit_scale: state.clip.logit_scale(),
-        image_size: state.clip.config().vision_config.image_size,
+        image_size: state.clip.image_size(),
         context_length: state.clip.tokenizer().context_length(),
         store,
         limits: LimitsInfo {

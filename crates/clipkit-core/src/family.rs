@@ -1,0 +1,249 @@
+//! Which model family a checkpoint directory holds, read from its files before anything else
+//! is loaded: transformers' `config.json` names it in `model_type`; open_clip's hub repos carry
+//! `open_clip_config.json` instead (or beside it).
+//!
+//! Adding a family: a variant here with its detection arm, its towers in `model/<family>/`
+//! implementing [`crate::model::DualEncoder`], and its load in [`crate::Clip`]'s
+//! `load_family`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::DType;
+
+use crate::clip::LoadOptions;
+use crate::config::ClipConfig;
+use crate::device::MatmulPath;
+use crate::error::{ClipError, Result};
+use crate::image::PreprocessorConfig;
+use crate::model::{ClipModel, DualEncoder};
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::Weights;
+
+/// The model families clipkit knows by their files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// OpenAI CLIP and every checkpoint in transformers' `CLIPModel` format
+    /// (`model_type: clip`).
+    Clip,
+    /// SigLIP and SigLIP 2 FixRes (`model_type: siglip`).
+    Siglip,
+    /// An open_clip checkpoint (`open_clip_config.json`).
+    OpenClip,
+}
+
+/// The `model_type` values [`ModelFamily::detect`] accepts, for the error that lists them.
+const KNOWN_MODEL_TYPES: &str = "clip, siglip";
+
+impl ModelFamily {
+    /// The family of the checkpoint in `dir`. A transformers `config.json` decides when there
+    /// is one (hub repos that ship both formats load in transformers' names); otherwise an
+    /// `open_clip_config.json` makes it open_clip.
+    pub fn detect(dir: &Path) -> Result<Self> {
+        let config = dir.join("config.json");
+        if config.is_file() {
+            return Self::from_config(&config);
+        }
+        if dir.join("open_clip_config.json").is_file() {
+            return Ok(ModelFamily::OpenClip);
+        }
+        Err(ClipError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: "config.json".into(),
+            hint: "not a model checkpoint directory: expected a transformers config.json or \
+                   an open_clip open_clip_config.json"
+                .into(),
+        })
+    }
+
+    /// The family named by a transformers `config.json`'s `model_type`. Configs written before
+    /// transformers recorded it (no `model_type`, but CLIP's `text_config`/`vision_config`)
+    /// are CLIP's.
+    fn from_config(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ClipError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        match json.get("model_type").and_then(|t| t.as_str()) {
+            Some("clip") => Ok(ModelFamily::Clip),
+            Some("siglip") => Ok(ModelFamily::Siglip),
+            Some(other) => Err(unknown(path, other)),
+            None if json.get("model_type").is_some() => Err(unknown(path, "(not a string)")),
+            None => Ok(ModelFamily::Clip),
+        }
+    }
+
+    /// The name users and error messages see.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::Clip => "CLIP",
+            ModelFamily::Siglip => "SigLIP",
+            ModelFamily::OpenClip => "open_clip",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a family's loader hands [`crate::Clip`]: the towers, the tokenizer, and the
+/// preprocessing its reference library applies.
+pub(crate) struct Parts {
+    pub model: Box<dyn DualEncoder>,
+    pub tokenizer: ClipTokenizer,
+    pub preprocess: PreprocessorConfig,
+}
+
+/// Loads the checkpoint in `dir` as `family`, its matmuls on `path` and its weights in `dtype`.
+/// Configs, preprocessing and tokenizer are read first, so a broken small file is reported
+/// before gigabytes of weights are read.
+pub(crate) fn load(
+    family: ModelFamily,
+    dir: &Path,
+    options: &LoadOptions,
+    path: MatmulPath,
+    dtype: DType,
+) -> Result<Parts> {
+    match family {
+        ModelFamily::Clip => load_clip(dir, options, path, dtype),
+        ModelFamily::Siglip | ModelFamily::OpenClip => Err(ClipError::UnsupportedFamily {
+            dir: dir.to_path_buf(),
+            family: family.name().into(),
+        }),
+    }
+}
+
+fn load_clip(dir: &Path, options: &LoadOptions, path: MatmulPath, dtype: DType) -> Result<Parts> {
+    let config = ClipConfig::from_file(&dir.join("config.json"))?;
+    let image_size = config.vision_config.image_size as u32;
+    let pp_path = dir.join("preprocessor_config.json");
+    let preprocess = if pp_path.is_file() {
+        PreprocessorConfig::from_file(&pp_path, image_size)?
+    } else {
+        PreprocessorConfig::openai(image_size)
+    };
+    if preprocess.crop_size != (image_size, image_size) {
+        return Err(ClipError::config(
+            &pp_path,
+            "crop_size",
+            format!(
+                "{:?} does not match the model's image_size {image_size}",
+                preprocess.crop_size
+            ),
+        ));
+    }
+    let tokenizer = ClipTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
+    let model = with_weights(dir, options, path, dtype, |w| {
+        ClipModel::load(&w.root(), &config, path)
+    })?;
+    Ok(Parts {
+        model: Box::new(model),
+        tokenizer,
+        preprocess,
+    })
+}
+
+/// Opens the checkpoint's weights (through the pack cache when the packed kernels run), builds
+/// the model from them, and completes the cache file.
+fn with_weights<M>(
+    dir: &Path,
+    options: &LoadOptions,
+    path: MatmulPath,
+    dtype: DType,
+    build: impl FnOnce(&Weights) -> Result<M>,
+) -> Result<M> {
+    let mut weights = Weights::open(dir, dtype, &options.device)?;
+    if let (Some(cache), MatmulPath::Packed(format)) = (&options.pack_cache, path) {
+        weights.use_pack_cache(cache, format);
+    }
+    if !weights.pack_cache().is_some_and(|c| c.is_hit()) {
+        weights.read_ahead();
+    }
+    let model = build(&weights)?;
+    if let Some(cache) = weights.pack_cache() {
+        cache.finish();
+    }
+    Ok(model)
+}
+
+fn unknown(path: &Path, found: &str) -> ClipError {
+    ClipError::UnknownFamily {
+        path: PathBuf::from(path),
+        model_type: found.to_string(),
+        expected: KNOWN_MODEL_TYPES,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn families_are_read_from_the_directory() {
+        let clip = dir_with(&[("config.json", r#"{"model_type": "clip"}"#)]);
+        assert_eq!(ModelFamily::detect(clip.path()).unwrap(), ModelFamily::Clip);
+        let legacy = dir_with(&[("config.json", r#"{"text_config": {}}"#)]);
+        assert_eq!(
+            ModelFamily::detect(legacy.path()).unwrap(),
+            ModelFamily::Clip
+        );
+        let siglip = dir_with(&[("config.json", r#"{"model_type": "siglip"}"#)]);
+        assert_eq!(
+            ModelFamily::detect(siglip.path()).unwrap(),
+            ModelFamily::Siglip
+        );
+        let open_clip = dir_with(&[("open_clip_config.json", "{}")]);
+        assert_eq!(
+            ModelFamily::detect(open_clip.path()).unwrap(),
+            ModelFamily::OpenClip
+        );
+        // Both formats: transformers' names decide.
+        let both = dir_with(&[
+            ("open_clip_config.json", "{}"),
+            ("config.json", r#"{"model_type": "clip"}"#),
+        ]);
+        assert_eq!(ModelFamily::detect(both.path()).unwrap(), ModelFamily::Clip);
+    }
+
+    #[test]
+    fn a_known_family_without_a_loader_says_which_and_where() {
+        let siglip = dir_with(&[("config.json", r#"{"model_type": "siglip"}"#)]);
+        let err = crate::Clip::from_dir(siglip.path(), &LoadOptions::default())
+            .err()
+            .expect("SigLIP does not load yet");
+        assert!(
+            matches!(&err, ClipError::UnsupportedFamily { family, .. } if family == "SigLIP"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&siglip.path().display().to_string()));
+    }
+
+    #[test]
+    fn an_unknown_family_names_the_file_and_what_was_expected() {
+        let bert = dir_with(&[("config.json", r#"{"model_type": "bert"}"#)]);
+        let err = ModelFamily::detect(bert.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        assert!(
+            err.contains("bert") && err.contains("clip, siglip"),
+            "{err}"
+        );
+        let empty = dir_with(&[]);
+        let err = ModelFamily::detect(empty.path()).unwrap_err().to_string();
+        assert!(err.contains("open_clip_config.json"), "{err}");
+        let broken = dir_with(&[("config.json", "{")]);
+        let err = ModelFamily::detect(broken.path()).unwrap_err().to_string();
+        assert!(err.contains("invalid JSON"), "{err}");
+    }
+}
