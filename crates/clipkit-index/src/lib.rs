@@ -53,3 +53,23 @@ pub fn open(address: &StoreAddress, create: Option<&CollectionInfo>) -> Result<B
         }
     }
 }
+
+#[cfg(all(test, not(feature = "milvus")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_milvus_address_without_the_feature_names_it() {
+        let address = StoreAddress::parse("milvus://db:19531/photos").unwrap();
+        let error = open(&address, None).err().expect("no Milvus in this build");
+        assert!(
+            matches!(&error, IndexError::FeatureNotEnabled { store, feature: "milvus" }
+                if store == "milvus://db:19531/photos"),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("`milvus` cargo feature"),
+            "{error}"
+        );
+    }
+}
