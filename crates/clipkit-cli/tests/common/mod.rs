@@ -7,7 +7,7 @@
 //! binary caches never land in the developer's own `~/.cache/clipkit`.
 
 // Each test file uses its own subset of these.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
