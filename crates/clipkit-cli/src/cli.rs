@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod values;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "clipkit",
@@ -84,13 +86,13 @@ pub struct IndexAddArgs {
     #[arg(long)]
     pub hidden: bool,
     /// Files committed per transaction (a killed run loses at most this many).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = values::at_least_one())]
     pub commit_every: usize,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -106,8 +108,8 @@ pub struct IndexStatusArgs {
     /// Also list the stale files, not just count them.
     #[arg(long, short = 'v')]
     pub verbose: bool,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -134,8 +136,8 @@ pub struct SearchArgs {
     /// Only results with cosine similarity at least this.
     #[arg(long)]
     pub threshold: Option<f32>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -161,8 +163,8 @@ pub struct CollectionLabelArgs {
     /// Write the results to FILE: .csv (one row per image–label pair), .json or .parquet.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -188,8 +190,8 @@ pub struct ClusterArgs {
     /// Write one contact-sheet PNG per cluster into DIR.
     #[arg(long)]
     pub contact_sheets: Option<PathBuf>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -198,13 +200,13 @@ pub struct DedupArgs {
     pub store: StoreArgs,
     /// Cosine at or above which two images are near-duplicates, or `auto` (calibrated on
     /// this collection's nearest-neighbour distribution).
-    #[arg(long, short = 't', default_value = "auto")]
-    pub threshold: String,
+    #[arg(long, short = 't', default_value = "auto", value_parser = values::dedup_threshold)]
+    pub threshold: clipkit_index::dedup::Threshold,
     /// Neighbours examined per image.
     #[arg(long, default_value_t = 10)]
     pub neighbours: usize,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -227,7 +229,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub half: bool,
     /// Rows per file.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = values::at_least_one())]
     pub shard_size: usize,
 }
 
@@ -260,13 +262,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_batch: Option<usize>,
     /// Longest a batch waits for more items after its first, in milliseconds.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = values::non_negative)]
     pub max_wait_ms: f64,
     /// Items admitted at once (decoding, queued, in the model); beyond it requests get 429.
     #[arg(long, default_value_t = 256)]
     pub queue_capacity: usize,
     /// Largest request body, in MiB.
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, value_parser = values::positive)]
     pub max_body_mib: f64,
     /// Largest image accepted, in pixels (checked from the header before decoding).
     #[arg(long, default_value_t = 40_000_000)]
@@ -275,7 +277,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128)]
     pub max_inputs: usize,
     /// Per-request deadline in seconds (504 past it).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = values::non_negative)]
     pub timeout: f64,
     /// Requests handled at once; beyond it requests get 429 before their body is read.
     #[arg(long, default_value_t = 256)]
@@ -288,11 +290,24 @@ pub struct ServeArgs {
     pub http_threads: Option<usize>,
 }
 
+/// How a command prints its result on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Aligned columns for people.
     Table,
+    /// One JSON document, with every number at full precision.
     Json,
+    /// A header row then one row per record, numbers at full precision.
     Csv,
+}
+
+/// `--format`, one flag shared by every command that prints a result, so that each accepts
+/// the same values and honours every one of them.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct FormatArgs {
+    /// How the result is printed.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -346,7 +361,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = clipkit_core::image::decode::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
     /// Images or texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = values::at_least_one())]
     pub batch_size: usize,
     /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
@@ -379,13 +394,13 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     pub labels: LabelArgs,
     /// Only the k most probable labels per image, best first.
-    #[arg(long)]
+    #[arg(long, value_parser = values::at_least_one())]
     pub top_k: Option<usize>,
     /// Classify with a probe saved by `clipkit probe` instead of zero-shot labels.
     #[arg(long, conflicts_with_all = ["labels", "labels_file", "templates"])]
     pub probe: Option<PathBuf>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
     /// Image files or directories (searched recursively).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -404,8 +419,8 @@ pub struct EmbedArgs {
     /// Write the vectors to FILE.npy (images then texts, one row each) or FILE.json.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -416,8 +431,8 @@ pub struct SimilarityArgs {
     pub images: Vec<PathBuf>,
     #[arg(long = "text", short = 'x', required = true)]
     pub texts: Vec<String>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -450,8 +465,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub imagenet_classnames: bool,
     /// `100` (CLIP_benchmark, published numbers) or `model` (the checkpoint's own scale).
-    #[arg(long, default_value = "100")]
-    pub logit_scale: String,
+    #[arg(long, default_value = "100", value_parser = values::logit_scale)]
+    pub logit_scale: clipkit_eval::LogitScale,
     /// Include every image's logits and prediction in the JSON output.
     #[arg(long)]
     pub per_image: bool,
@@ -464,8 +479,8 @@ pub struct EvalArgs {
     /// Do not read or write the embedding cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
     /// An ImageFolder directory (`class_name/*.jpg`), or a .csv / .jsonl of (path, label).
     pub dataset: PathBuf,
 }
@@ -483,12 +498,12 @@ pub struct ProbeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Training images per class (the first k of each class in dataset order); the rest test.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = values::at_least_one())]
     pub shots: usize,
     #[arg(long, value_enum, default_value_t = ProbeMethod::Logreg)]
     pub method: ProbeMethod,
     /// Inverse regularisation strength of the logistic regression (scikit-learn's C).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = values::positive)]
     pub c: f64,
     /// Templates for the zero-shot comparison (as for `eval`).
     #[arg(long, default_value = "openai")]
@@ -499,8 +514,8 @@ pub struct ProbeArgs {
     /// Where image embeddings are cached (default: ~/.cache/clipkit/embeddings).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
     /// An ImageFolder directory, or a .csv / .jsonl of (path, label).
     pub dataset: PathBuf,
 }
@@ -510,17 +525,17 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Images (and texts) per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = values::at_least_one())]
     pub batch: usize,
     /// Timed repetitions; the median is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = values::at_least_one())]
     pub iters: usize,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = values::at_least_one())]
     pub threads: Option<usize>,
     /// Also time embedding the image files in this folder, decoding included.
     #[arg(long)]
     pub images: Option<PathBuf>,
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub print: FormatArgs,
 }

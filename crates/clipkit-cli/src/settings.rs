@@ -11,9 +11,6 @@ use clipkit_core::{Clip, LoadOptions, PreprocessMode};
 use crate::cli::{CpuKernelsArg, LabelArgs, ModelArgs, PrecisionArg, Preprocess, ServeArgs};
 
 pub fn load_model(args: &ModelArgs) -> Result<Clip> {
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
     let options = LoadOptions {
         preprocess: match args.preprocess {
             Preprocess::Hf => PreprocessMode::Transformers,
@@ -145,15 +142,8 @@ pub fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// defaults to `model_name`, the loaded model's.
 pub fn server_config(args: &ServeArgs, model_name: &str) -> Result<clipkit_server::ServerConfig> {
     use std::time::Duration;
-    let seconds = |value: f64, flag: &str| -> Result<Duration> {
-        if !value.is_finite() || value < 0.0 {
-            bail!("{flag} must be a non-negative number");
-        }
-        Ok(Duration::from_secs_f64(value))
-    };
-    if !args.max_body_mib.is_finite() || args.max_body_mib <= 0.0 {
-        bail!("--max-body-mib must be positive");
-    }
+    // The flag parser has already refused negative and non-finite values.
+    let seconds = Duration::from_secs_f64;
     let defaults = clipkit_server::Limits::default();
     let config = clipkit_server::ServerConfig {
         served_model_name: args
@@ -162,14 +152,14 @@ pub fn server_config(args: &ServeArgs, model_name: &str) -> Result<clipkit_serve
             .unwrap_or_else(|| model_name.to_owned()),
         batch: clipkit_server::BatchConfig {
             max_batch: args.max_batch.unwrap_or(args.model.batch_size),
-            max_wait: seconds(args.max_wait_ms / 1e3, "--max-wait-ms")?,
+            max_wait: seconds(args.max_wait_ms / 1e3),
             queue_capacity: args.queue_capacity,
         },
         limits: clipkit_server::Limits {
             body_bytes: (args.max_body_mib * 1024.0 * 1024.0) as usize,
             max_pixels: args.max_image_pixels.min(args.model.max_pixels),
             max_inputs: args.max_inputs,
-            request_timeout: seconds(args.timeout, "--timeout")?,
+            request_timeout: seconds(args.timeout),
             max_concurrent_requests: args.max_concurrent_requests,
             decode_concurrency: args.decode_threads.unwrap_or(defaults.decode_concurrency),
         },

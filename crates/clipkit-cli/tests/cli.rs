@@ -2,47 +2,13 @@
 //! the JSON contracts, agreement with transformers' numbers, and a clear error (naming the
 //! file, never a panic) for every kind of bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[macro_use]
+mod common;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+use std::path::Path;
+use std::process::Output;
 
-fn model() -> PathBuf {
-    fixtures().join("models/tiny-quickgelu")
-}
-
-fn image(name: &str) -> PathBuf {
-    fixtures().join("images").join(name)
-}
-
-fn clipkit(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipkit"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("clipkit runs")
-}
-
-macro_rules! run {
-    ($($arg:expr),* $(,)?) => {
-        clipkit(&[$(std::ffi::OsStr::new(&$arg)),*])
-    };
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", stdout(o), stderr(o)))
-}
+use common::{clipkit, fixtures, image, json, model, run_clipkit, stderr, stdout};
 
 fn no_panic(o: &Output) {
     let err = stderr(o);
@@ -354,7 +320,7 @@ fn jpeg_draft_moves_large_jpegs_a_little_and_leaves_small_ones() {
         if draft {
             args.push("--jpeg-draft".as_ref());
         }
-        let o = clipkit(&args);
+        let o = run_clipkit(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         json(&o)["images"]
             .as_array()
@@ -553,7 +519,7 @@ fn broken_models_are_named() {
 fn offline_hub_id_says_how_to_use_a_directory() {
     let home = tempfile::tempdir().unwrap();
     let img = image("chelsea.png");
-    let o = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+    let o = clipkit()
         .args(["classify", "-l", "cat"])
         .arg(&img)
         .env("HF_HUB_OFFLINE", "1")
@@ -607,7 +573,7 @@ fn eval_reports_metrics_caches_embeddings_and_plots() {
         v.push(data.path().into());
         v
     };
-    let first = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+    let first = clipkit()
         .args(args(&["--per-image", "--plot", plots.to_str().unwrap()]))
         .output()
         .unwrap();
@@ -628,10 +594,7 @@ fn eval_reports_metrics_caches_embeddings_and_plots() {
     if correct < 6 {
         assert!(image::open(plots.join("mistakes.png")).is_ok());
     }
-    let second = Command::new(env!("CARGO_BIN_EXE_clipkit"))
-        .args(args(&[]))
-        .output()
-        .unwrap();
+    let second = clipkit().args(args(&[])).output().unwrap();
     let w = json(&second);
     assert_eq!(
         w["cache_hits"], 6,
@@ -728,7 +691,7 @@ fn a_reader_that_stops_early_is_not_an_error() {
     use std::process::Stdio;
     let m = model();
     let a = image("astronaut.png");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+    let mut child = clipkit()
         .args(["embed", "-f", "json", "-m"])
         .arg(&m)
         .arg("-i")
@@ -741,4 +704,131 @@ fn a_reader_that_stops_early_is_not_an_error() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
+}
+
+#[test]
+fn flag_ranges_are_checked_before_anything_runs() {
+    for (args, flag, range) in [
+        (vec!["bench", "--batch", "0"], "--batch", "1.."),
+        (vec!["bench", "--iters", "0"], "--iters", "1.."),
+        (vec!["bench", "--threads", "0"], "--threads", "1.."),
+        (
+            vec!["classify", "-l", "cat", "--batch-size", "0"],
+            "--batch-size",
+            "1..",
+        ),
+        (
+            vec!["classify", "-l", "cat", "--top-k", "0"],
+            "--top-k",
+            "1..",
+        ),
+        (vec!["probe", "--shots", "0"], "--shots", "1.."),
+        (vec!["probe", "--c", "0"], "--c", "above 0"),
+        (vec!["probe", "--c", "NaN"], "--c", "finite"),
+        (
+            vec!["eval", "--logit-scale=-3"],
+            "--logit-scale",
+            "positive",
+        ),
+        (
+            vec!["dedup", "--threshold", "1.5"],
+            "--threshold",
+            "between -1 and 1",
+        ),
+        (
+            vec!["export", "--shard-size", "0", "out"],
+            "--shard-size",
+            "1..",
+        ),
+        (
+            vec!["index", "add", "--commit-every", "0"],
+            "--commit-every",
+            "1..",
+        ),
+        (
+            vec!["serve", "--max-body-mib", "0"],
+            "--max-body-mib",
+            "above 0",
+        ),
+        (
+            vec!["serve", "--max-wait-ms=-1"],
+            "--max-wait-ms",
+            "0 or above",
+        ),
+    ] {
+        // Refused while parsing: no model, image or store is needed to get there.
+        let o = clipkit().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(flag) && err.contains(range), "{args:?}: {err}");
+    }
+}
+
+/// Parses CSV on stdout into rows of (first column, last column).
+fn csv_pairs(o: &Output) -> Vec<(String, String)> {
+    assert!(o.status.success(), "{}", stderr(o));
+    let mut reader = csv::Reader::from_reader(o.stdout.as_slice());
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[r.len() - 1].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn eval_probe_and_bench_write_csv() {
+    let data = tiny_image_folder();
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let m = model();
+    let value = |rows: &[(String, String)], key: &str| -> f64 {
+        let (_, v) = rows
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key} in {rows:?}"));
+        v.parse().unwrap()
+    };
+
+    let o = run!(
+        "eval",
+        "-m",
+        m,
+        "--templates",
+        "openai7",
+        "--cache-dir",
+        cache,
+        "-f",
+        "csv",
+        data.path()
+    );
+    let rows = csv_pairs(&o);
+    assert_eq!(value(&rows, "images"), 6.0);
+    assert!((0.0..=1.0).contains(&value(&rows, "acc1")));
+    let per_class = rows.iter().filter(|(k, _)| k == "accuracy").count();
+    assert_eq!(per_class, 3, "{rows:?}");
+
+    let o = run!(
+        "probe",
+        "-m",
+        m,
+        "--shots",
+        "1",
+        "--templates",
+        "openai7",
+        "--cache-dir",
+        cache,
+        "-f",
+        "csv",
+        data.path()
+    );
+    let rows = csv_pairs(&o);
+    assert_eq!(value(&rows, "train_images"), 3.0);
+    assert!((0.0..=1.0).contains(&value(&rows, "probe_accuracy")));
+
+    let o = run!("bench", "-m", m, "--batch", "2", "--iters", "1", "-f", "csv");
+    let rows = csv_pairs(&o);
+    assert_eq!(value(&rows, "batch"), 2.0);
+    assert!(value(&rows, "images_per_sec") > 0.0);
 }

@@ -3,6 +3,9 @@
 //! incremental indexing counted file by file, results checked against brute force computed
 //! from `clipkit embed`, export/import round trips, and indexing killed with SIGKILL.
 
+#[macro_use]
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -12,43 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn model() -> PathBuf {
-    fixtures().join("models/tiny-quickgelu")
-}
-
-fn clipkit(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipkit"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("CLIPKIT_STORE")
-        .env_remove("CLIPKIT_MODEL")
-        .output()
-        .expect("clipkit runs")
-}
-
-macro_rules! run {
-    ($($arg:expr),* $(,)?) => {
-        clipkit(&[$(std::ffi::OsStr::new(&$arg)),*])
-    };
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&o.stdout),
-            stderr(o)
-        )
-    })
-}
+use common::{clipkit, fixtures, json, model, run_clipkit, stderr};
 
 fn ok(o: &Output) {
     assert!(
@@ -118,7 +85,7 @@ fn embed_images(paths: &[PathBuf]) -> HashMap<String, Vec<f32>> {
         args.push(p.into());
     }
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    let o = clipkit(&refs);
+    let o = run_clipkit(&refs);
     ok(&o);
     json(&o)["images"]
         .as_array()
@@ -143,7 +110,7 @@ fn embed_texts(texts: &[&str]) -> Vec<Vec<f32>> {
         args.push(t.to_string());
     }
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let o = clipkit(&refs);
+    let o = run_clipkit(&refs);
     ok(&o);
     json(&o)["texts"]
         .as_array()
@@ -887,7 +854,7 @@ fn indexing_killed_at_random_points_resumes_without_loss() {
             break;
         }
         let before = indexed(&store);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+        let mut child = clipkit()
             .args(["index", "add", "-q", "--commit-every", "3", "-m"])
             .arg(&m)
             .arg("--store")
@@ -989,7 +956,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
     let files = noise_images(&root, 600, 99);
     let store = dir.path().join("store");
     let m = model();
-    let child = Command::new(env!("CARGO_BIN_EXE_clipkit"))
+    let child = clipkit()
         .args([
             "index",
             "add",
@@ -1135,7 +1102,7 @@ fn milvus_store_runs_the_same_commands() {
         let mut all: Vec<std::ffi::OsString> = args.iter().map(|s| s.into()).collect();
         all.extend(["--store".into(), store.clone(), "-f".into(), "json".into()]);
         let refs: Vec<&std::ffi::OsStr> = all.iter().map(|s| s.as_os_str()).collect();
-        let o = clipkit(&refs);
+        let o = run_clipkit(&refs);
         ok(&o);
         json(&o)
     };

@@ -2,25 +2,16 @@
 //! collection indexed by `clipkit index add`, answering over HTTP, then stopped with SIGTERM
 //! and draining cleanly.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn clipkit() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clipkit"));
-    c.env("HF_HUB_OFFLINE", "1")
-        .env_remove("CLIPKIT_STORE")
-        .env_remove("CLIPKIT_MODEL");
-    c
-}
+use common::{clipkit, fixtures};
 
 #[test]
 fn serve_answers_over_http_and_stops_on_sigterm() {

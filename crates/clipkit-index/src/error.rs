@@ -19,8 +19,17 @@ pub enum IndexError {
     #[error("store {store}: ANN index: {message}")]
     Ann { store: String, message: String },
 
+    /// Kept in builds without the `milvus` feature, so that enabling the feature (which
+    /// another crate in the same build may do) never breaks an exhaustive `match`.
     #[error("store {uri}: {message}")]
     Milvus { uri: String, message: String },
+
+    /// The store's backend was left out of this build.
+    #[error("store {store}: this build has no support for it (compile clipkit-index with its `{feature}` cargo feature)")]
+    FeatureNotEnabled {
+        store: String,
+        feature: &'static str,
+    },
 
     #[error("store {store}: vectors have {got} dimensions, the collection holds {expected}")]
     WrongVectorDimension {

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Outcome;
 use crate::cli::{BenchArgs, Format, ModelArgs};
-use crate::output::{print_json, print_table};
+use crate::output::{print_csv, print_json, print_table};
 use crate::settings::{expand_images, load_model};
 
 /// Typical zero-shot prompts (about ten tokens each).
@@ -59,13 +59,7 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<Outcome> {
-    if args.batch == 0 || args.iters == 0 {
-        bail!("--batch and --iters must be at least 1");
-    }
     if let Some(n) = args.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
         // Read by rayon and candle when their thread pools start, which is after this.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
@@ -137,7 +131,7 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
     let precision = name(&|| args.model.precision.to_possible_value());
     let kernels = name(&|| args.model.cpu_kernels.to_possible_value());
 
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&json!({
             "model": clip.name(),
             "precision": precision,
@@ -161,7 +155,46 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
                 "jpeg_draft": args.model.jpeg_draft,
             })),
         }))?,
-        Format::Table | Format::Csv => {
+        Format::Csv => {
+            // The JSON document's keys, flattened: one measure per row.
+            let mut rows = vec![
+                vec!["model".into(), clip.name().to_owned()],
+                vec!["precision".into(), precision],
+                vec!["cpu_kernels".into(), kernels],
+                vec!["matmul_kernel".into(), clip.matmul_kernel().into()],
+                vec!["device".into(), args.model.device.clone()],
+                vec!["threads".into(), threads.to_string()],
+                vec!["batch".into(), args.batch.to_string()],
+                vec!["iters".into(), args.iters.to_string()],
+                vec!["images_per_sec".into(), images_per_sec.to_string()],
+                vec!["texts_per_sec".into(), texts_per_sec.to_string()],
+                vec!["image_gflops_per_sec".into(), gflops.to_string()],
+                vec!["model_load_sec".into(), load_s.to_string()],
+                vec![
+                    "peak_rss_mb".into(),
+                    rss.map_or_else(String::new, |r| r.to_string()),
+                ],
+            ];
+            if let Some(e) = &end_to_end {
+                let ratio = e.images_per_sec / images_per_sec;
+                rows.extend([
+                    vec!["end_to_end.files".into(), e.files.to_string()],
+                    vec!["end_to_end.images_per_pass".into(), e.images.to_string()],
+                    vec!["end_to_end.failed".into(), e.failed.to_string()],
+                    vec![
+                        "end_to_end.images_per_sec".into(),
+                        e.images_per_sec.to_string(),
+                    ],
+                    vec!["end_to_end.ratio_to_model_only".into(), ratio.to_string()],
+                    vec![
+                        "end_to_end.jpeg_draft".into(),
+                        args.model.jpeg_draft.to_string(),
+                    ],
+                ]);
+            }
+            print_csv(&["measure", "value"], &rows)?;
+        }
+        Format::Table => {
             let mut rows = vec![
                 vec!["model load".into(), format!("{load_s:.3} s")],
                 vec![

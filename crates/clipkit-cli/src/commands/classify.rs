@@ -12,9 +12,6 @@ use crate::settings::{expand_images, load_model, Labels};
 type Scorer = Box<dyn Fn(&[f32]) -> Vec<f32>>;
 
 pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
-    if args.top_k == Some(0) {
-        anyhow::bail!("--top-k must be at least 1");
-    }
     let probe = args.probe.as_deref().map(Probe::load).transpose()?;
     // Either a saved probe or zero-shot labels decide the classes and score an embedding.
     let (labels, zero_shot) = match &probe {
@@ -63,7 +60,7 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
         results.push((path, scored));
     }
 
-    match args.format {
+    match args.print.format {
         Format::Json => {
             let value: Vec<_> = results
                 .iter()
@@ -82,17 +79,17 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
             let mut rows = Vec::new();
             for (path, scored) in &results {
                 for (n, &(i, logit, prob)) in scored.iter().enumerate() {
-                    let image = if n == 0 || args.format == Format::Csv {
+                    let image = if n == 0 || args.print.format == Format::Csv {
                         path_str(path)
                     } else {
                         String::new()
                     };
-                    let prob = if args.format == Format::Csv {
+                    let prob = if args.print.format == Format::Csv {
                         format!("{prob}")
                     } else {
                         format!("{:.2}%", prob * 100.0)
                     };
-                    let logit = if args.format == Format::Csv {
+                    let logit = if args.print.format == Format::Csv {
                         format!("{logit}")
                     } else {
                         format!("{logit:.3}")
@@ -101,7 +98,7 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                 }
             }
             let header = ["image", "label", "logit", "prob"];
-            if args.format == Format::Csv {
+            if args.print.format == Format::Csv {
                 print_csv(&header, &rows)?;
             } else {
                 print_table(&header, &rows);

@@ -72,7 +72,7 @@ pub fn run(args: &ClusterArgs) -> Result<Outcome> {
             dir.display()
         );
     }
-    print(&result, args.format)?;
+    print(&result, args.print.format)?;
     Ok(Outcome::from_failures(failures))
 }
 

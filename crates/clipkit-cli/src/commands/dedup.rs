@@ -1,6 +1,6 @@
 //! `clipkit dedup`: near-duplicate groups, with the collection's own calibration.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clipkit_index::dedup::{dedup, DedupOptions, Threshold};
 
 use super::collection::open_existing;
@@ -9,13 +9,7 @@ use crate::cli::{DedupArgs, Format};
 use crate::output::{path_str, print_csv, print_json, print_table};
 
 pub fn run(args: &DedupArgs) -> Result<Outcome> {
-    let threshold = match args.threshold.as_str() {
-        "auto" => Threshold::Auto,
-        t => match t.parse::<f32>() {
-            Ok(v) if (-1.0..=1.0).contains(&v) => Threshold::Fixed(v),
-            _ => bail!("--threshold must be a cosine between -1 and 1, or `auto` (got `{t}`)"),
-        },
-    };
+    let threshold = args.threshold;
     let store = open_existing(&args.store)?;
     let result = dedup(
         &*store,
@@ -24,7 +18,7 @@ pub fn run(args: &DedupArgs) -> Result<Outcome> {
             neighbours: args.neighbours,
         },
     )?;
-    if args.format == Format::Json {
+    if args.print.format == Format::Json {
         print_json(&serde_json::to_value(&result)?)?;
         return Ok(Outcome::Success);
     }
@@ -40,7 +34,7 @@ pub fn run(args: &DedupArgs) -> Result<Outcome> {
         }
     }
     let header = ["group", "role", "min_score", "path"];
-    if args.format == Format::Csv {
+    if args.print.format == Format::Csv {
         print_csv(&header, &rows)?;
     } else {
         let pct: Vec<String> = result

@@ -55,7 +55,7 @@ pub fn run(args: &EmbedArgs) -> Result<Outcome> {
                 .zip(&text_embeddings)
                 .map(|(t, e)| ("text", t.to_string(), e)),
         );
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&value)?,
         Format::Csv => {
             let dim = clip.embedding_dim();

@@ -1,12 +1,12 @@
 use anyhow::{bail, Context, Result};
 use clipkit_eval::cache::EmbeddingCache;
-use clipkit_eval::{templates, Dataset, EvalOptions, LogitScale};
+use clipkit_eval::{templates, Dataset, EvalOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::Outcome;
 use crate::cli::{EvalArgs, Format};
-use crate::output::{path_str, print_json, print_table};
+use crate::output::{path_str, print_csv, print_json, print_table};
 use crate::settings::load_model;
 
 pub fn run(args: &EvalArgs) -> Result<Outcome> {
@@ -27,13 +27,7 @@ pub fn run(args: &EvalArgs) -> Result<Outcome> {
         dataset.classes = names;
     }
     let templates = templates::resolve(&args.templates)?;
-    let logit_scale = match args.logit_scale.as_str() {
-        "model" => LogitScale::Model,
-        s => match s.parse::<f32>() {
-            Ok(v) if v.is_finite() && v > 0.0 => LogitScale::Fixed(v),
-            _ => bail!("--logit-scale must be a positive number or `model`, not `{s}`"),
-        },
-    };
+    let logit_scale = args.logit_scale;
     let clip = load_model(&args.model)?;
     let cache = if args.no_cache {
         None
@@ -65,7 +59,7 @@ pub fn run(args: &EvalArgs) -> Result<Outcome> {
         write_plots(&clip, &report, dir)?;
     }
     let m = &report.metrics;
-    match args.format {
+    match args.print.format {
         Format::Json => {
             let mut value = json!({
                 "dataset": path_str(&dataset.source),
@@ -98,7 +92,8 @@ pub fn run(args: &EvalArgs) -> Result<Outcome> {
             }
             print_json(&value)?;
         }
-        Format::Table | Format::Csv => {
+        Format::Csv => print_csv(&["measure", "class", "value"], &csv_rows(&report))?,
+        Format::Table => {
             println!(
                 "{} images, {} classes, {} templates, logit scale {}",
                 report.images.len(),
@@ -132,6 +127,36 @@ pub fn run(args: &EvalArgs) -> Result<Outcome> {
         }
     }
     Ok(Outcome::from_failures(report.failures.len()))
+}
+
+/// The result as one long table (measure, class, value), numbers at full precision: the
+/// run's totals and metrics with an empty class, then each class's image count and accuracy
+/// (empty for a class without test images).
+fn csv_rows(report: &clipkit_eval::EvalReport) -> Vec<Vec<String>> {
+    let m = &report.metrics;
+    let total = |measure: &str, value: String| vec![measure.to_owned(), String::new(), value];
+    let mut rows = vec![
+        total("images", report.images.len().to_string()),
+        total("failed_images", report.failures.len().to_string()),
+        total("classes", report.classes.len().to_string()),
+        total("templates", report.templates.len().to_string()),
+        total("logit_scale", report.logit_scale.to_string()),
+        total("acc1", m.top1.to_string()),
+        total("acc5", m.top5.map_or_else(String::new, |t5| t5.to_string())),
+        total("mean_per_class_recall", m.mean_per_class_recall.to_string()),
+    ];
+    for ((class, accuracy), row) in report
+        .classes
+        .iter()
+        .zip(&m.per_class_accuracy)
+        .zip(&m.confusion_matrix)
+    {
+        let images = row.iter().sum::<usize>().to_string();
+        rows.push(vec!["images".into(), class.clone(), images]);
+        let accuracy = accuracy.map_or_else(String::new, |a| a.to_string());
+        rows.push(vec!["accuracy".into(), class.clone(), accuracy]);
+    }
+    rows
 }
 
 /// The three charts that explain a result; the gallery shows the most confident mistakes.

@@ -1,6 +1,6 @@
 //! `clipkit export` and `clipkit import`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clipkit_index::export::{export as write, import as read, ExportFormat, ExportOptions};
 
 use super::collection::{open_existing, open_for};
@@ -9,9 +9,6 @@ use crate::cli::{ExportArgs, ExportFormatArg, ImportArgs};
 use crate::settings::load_model;
 
 pub fn export(args: &ExportArgs) -> Result<Outcome> {
-    if args.shard_size == 0 {
-        bail!("--shard-size must be at least 1");
-    }
     let store = open_existing(&args.store)?;
     let rows = write(
         &*store,

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clipkit_index::indexer::{self, Indexer, Progress, WalkOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -29,9 +29,6 @@ impl Progress for Bar {
 }
 
 pub fn add(args: &IndexAddArgs) -> Result<Outcome> {
-    if args.commit_every == 0 {
-        bail!("--commit-every must be at least 1");
-    }
     let clip = load_model(&args.model)?;
     let mut store = open_for(&args.store, &clip, &args.model)?;
     let roots = indexer::canonical_roots(&args.paths)?;
@@ -89,7 +86,7 @@ pub fn add(args: &IndexAddArgs) -> Result<Outcome> {
         ("failed", report.failed.len()),
         ("total", report.total),
     ];
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&json!({
             "store": store.address(),
             "model": store.info().model,
@@ -100,7 +97,7 @@ pub fn add(args: &IndexAddArgs) -> Result<Outcome> {
                 .iter()
                 .map(|(k, v)| vec![k.to_string(), v.to_string()])
                 .collect();
-            if args.format == Format::Csv {
+            if args.print.format == Format::Csv {
                 print_csv(&["what", "files"], &rows)?;
             } else {
                 print_table(&["what", "files"], &rows);
@@ -131,7 +128,7 @@ pub fn status(args: &IndexStatusArgs) -> Result<Outcome> {
     let info = store.info();
     let indexed = store.len()?;
     let stale = diff.new.len() + diff.changed.len() + diff.missing.len();
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&json!({
             "store": store.address(),
             "model": info.model,
@@ -180,7 +177,7 @@ pub fn status(args: &IndexStatusArgs) -> Result<Outcome> {
                         .map(|f| vec!["missing".into(), path_str(&f.path)]),
                 );
             }
-            if args.format == Format::Csv {
+            if args.print.format == Format::Csv {
                 print_csv(&["what", "value"], &rows)?;
             } else {
                 print_table(&["what", "value"], &rows);

@@ -46,11 +46,11 @@ pub fn run(args: &CollectionLabelArgs) -> Result<Outcome> {
         );
         return Ok(Outcome::Success);
     }
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&serde_json::to_value(&result)?)?,
         Format::Table | Format::Csv => {
             let (header, rows) = pair_rows(&result);
-            if args.format == Format::Csv {
+            if args.print.format == Format::Csv {
                 print_csv(&header, &rows)?;
             } else {
                 print_table(&header, &rows);

@@ -6,16 +6,10 @@ use serde_json::json;
 
 use super::Outcome;
 use crate::cli::{Format, ProbeArgs, ProbeMethod};
-use crate::output::print_json;
+use crate::output::{print_csv, print_json};
 use crate::settings::load_model;
 
 pub fn run(args: &ProbeArgs) -> Result<Outcome> {
-    if args.shots == 0 {
-        bail!("--shots must be at least 1");
-    }
-    if !(args.c.is_finite() && args.c > 0.0) {
-        bail!("--c must be a positive number");
-    }
     let dataset = Dataset::open(&args.dataset)?;
     let templates = templates::resolve(&args.templates)?;
     let clip = load_model(&args.model)?;
@@ -86,7 +80,7 @@ pub fn run(args: &ProbeArgs) -> Result<Outcome> {
         fitted.save(out)?;
         eprintln!("wrote {}", out.display());
     }
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&json!({
             "method": format!("{:?}", fitted.kind),
             "shots": args.shots,
@@ -95,7 +89,19 @@ pub fn run(args: &ProbeArgs) -> Result<Outcome> {
             "probe_accuracy": probe_acc,
             "zero_shot_accuracy": zero_shot_acc,
         }))?,
-        Format::Table | Format::Csv => {
+        Format::Csv => print_csv(
+            &["measure", "value"],
+            &[
+                vec!["method".into(), format!("{:?}", fitted.kind)],
+                vec!["shots".into(), args.shots.to_string()],
+                vec!["classes".into(), dataset.classes.len().to_string()],
+                vec!["train_images".into(), train_x.len().to_string()],
+                vec!["test_images".into(), test_x.len().to_string()],
+                vec!["probe_accuracy".into(), probe_acc.to_string()],
+                vec!["zero_shot_accuracy".into(), zero_shot_acc.to_string()],
+            ],
+        )?,
+        Format::Table => {
             println!(
                 "{} shots per class: {} train, {} test images, {} classes",
                 args.shots,

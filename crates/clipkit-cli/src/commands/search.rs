@@ -40,7 +40,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
     }
     let hits = query(&*store, &parts, args.top_k, args.threshold)?;
 
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&json!({
             "query": terms.iter().map(|(s, t)| json!({"text": t, "sign": if *s == Sign::Plus {"+"} else {"-"}})).collect::<Vec<_>>(),
             "images": args.image.iter().map(|p| path_str(p)).collect::<Vec<_>>(),
@@ -59,7 +59,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
                     ]
                 })
                 .collect();
-            if args.format == Format::Csv {
+            if args.print.format == Format::Csv {
                 print_csv(&["rank", "score", "path"], &rows)?;
             } else {
                 print_table(&["rank", "score", "path"], &rows);

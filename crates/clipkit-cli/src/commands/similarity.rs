@@ -18,7 +18,7 @@ pub fn run(args: &SimilarityArgs) -> Result<Outcome> {
     let logits = scores::logits(&image_embeddings, &text_embeddings, clip.logit_scale());
     let probs: Vec<Vec<f32>> = logits.iter().map(|row| scores::softmax(row)).collect();
 
-    match args.format {
+    match args.print.format {
         Format::Json => print_json(&json!({
             "images": embedded.iter().map(|(p, _)| path_str(p)).collect::<Vec<_>>(),
             "texts": texts,
