@@ -356,12 +356,15 @@ impl Clip {
                     .collect()
             }
             Err(e) => {
-                let message = e.to_string();
+                let error = std::sync::Arc::new(e);
                 decoded
                     .into_iter()
                     .map(|r| {
                         r.and_then(|_| {
-                            Err(ClipError::Candle(candle_core::Error::Msg(message.clone())))
+                            Err(ClipError::BatchFailed {
+                                images: n,
+                                error: error.clone(),
+                            })
                         })
                     })
                     .collect()

@@ -93,9 +93,11 @@ pub fn device_from_name(name: &str) -> Result<Device> {
         "cuda" => cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(ordinal)) => cuda(ordinal),
-            _ => Err(crate::ClipError::Candle(candle_core::Error::Msg(format!(
-                "unknown device `{other}` (expected cpu, cuda or cuda:N)"
-            )))),
+            _ => Err(ClipError::InvalidArgument {
+                what: "device",
+                value: other.to_owned(),
+                problem: "expected cpu, cuda or cuda:N".into(),
+            }),
         },
     }
 }
