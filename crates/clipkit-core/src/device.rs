@@ -133,6 +133,11 @@ mod tests {
     fn device_names_are_parsed_and_cuda_needs_the_feature() {
         assert!(matches!(device_from_name("cpu"), Ok(Device::Cpu)));
         assert!(device_from_name("tpu").is_err());
+        // The caller's mistake, typed as such (not a tensor failure).
+        assert!(matches!(
+            device_from_name("cuda:x"),
+            Err(ClipError::InvalidArgument { what: "device", ref value, .. }) if value == "cuda:x"
+        ));
         #[cfg(not(feature = "cuda"))]
         for name in ["cuda", "cuda:1"] {
             match device_from_name(name) {
