@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clipkit_core::device::{CpuKernels, Precision};
 use clipkit_core::image::DecodeOptions;
-use clipkit_core::{Clip, LoadOptions, PreprocessMode};
+use clipkit_core::{Clip, Embedder, LoadOptions, PreprocessMode};
 
 use crate::cli::{CpuKernelsArg, LabelArgs, ModelArgs, PrecisionArg, Preprocess, ServeArgs};
 

@@ -14,7 +14,7 @@ use crate::hub::{self, ResolvedModel};
 use crate::image::{DecodeOptions, PreprocessMode, Preprocessor};
 use crate::model::layers::l2_normalize;
 use crate::model::{DualEncoder, TextBatch, TextLayout};
-use crate::scores;
+use crate::scoring::Scoring;
 use crate::tokenizer::ClipTokenizer;
 
 #[derive(Debug, Clone)]
@@ -150,12 +150,13 @@ impl Clip {
 
     /// `exp(logit_scale)`.
     pub fn logit_scale(&self) -> f32 {
-        self.model.logit_scale()
+        self.model.scoring().logit_scale()
     }
 
-    /// The bias added to scaled cosines (SigLIP's `logit_bias`); `None` for CLIP.
-    pub fn logit_bias(&self) -> Option<f32> {
-        self.model.logit_bias()
+    /// How this checkpoint's family turns cosines into logits and probabilities (CLIP's
+    /// softmax over `exp(logit_scale)·cos`, SigLIP's sigmoid with `logit_bias`).
+    pub fn scoring(&self) -> Scoring {
+        self.model.scoring()
     }
 
     /// Images or texts per forward pass.
@@ -340,45 +341,20 @@ impl Clip {
                     .collect()
             }
             Err(e) => {
-                let message = e.to_string();
+                let error = std::sync::Arc::new(e);
                 decoded
                     .into_iter()
                     .map(|r| {
                         r.and_then(|_| {
-                            Err(ClipError::Candle(candle_core::Error::Msg(message.clone())))
+                            Err(ClipError::BatchFailed {
+                                images: n,
+                                error: error.clone(),
+                            })
                         })
                     })
                     .collect()
             }
         }
-    }
-
-    /// One embedding per label: each template filled with the label, embedded, normalised,
-    /// averaged and renormalised. With no templates the label text is used as is.
-    pub fn label_embeddings(
-        &self,
-        labels: &[String],
-        templates: &[String],
-    ) -> Result<Vec<Vec<f32>>> {
-        if labels.is_empty() {
-            return Err(ClipError::EmptyLabels);
-        }
-        if templates.is_empty() {
-            let texts: Vec<&str> = labels.iter().map(String::as_str).collect();
-            return self.embed_texts(&texts);
-        }
-        let mut prompts = Vec::with_capacity(labels.len() * templates.len());
-        for label in labels {
-            for t in templates {
-                prompts.push(scores::apply_template(t, label)?);
-            }
-        }
-        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let embedded = self.embed_texts(&refs)?;
-        Ok(embedded
-            .chunks(templates.len())
-            .map(scores::ensemble)
-            .collect())
     }
 }
 

@@ -120,9 +120,11 @@ pub fn device_from_name(name: &str) -> Result<Device> {
         "cuda" => cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(ordinal)) => cuda(ordinal),
-            _ => Err(crate::ClipError::Candle(candle_core::Error::Msg(format!(
-                "unknown device `{other}` (expected cpu, cuda or cuda:N)"
-            )))),
+            _ => Err(ClipError::InvalidArgument {
+                what: "device",
+                value: other.to_owned(),
+                problem: "expected cpu, cuda or cuda:N".into(),
+            }),
         },
     }
 }
@@ -158,6 +160,11 @@ mod tests {
     fn device_names_are_parsed_and_cuda_needs_the_feature() {
         assert!(matches!(device_from_name("cpu"), Ok(Device::Cpu)));
         assert!(device_from_name("tpu").is_err());
+        // The caller's mistake, typed as such (not a tensor failure).
+        assert!(matches!(
+            device_from_name("cuda:x"),
+            Err(ClipError::InvalidArgument { what: "device", ref value, .. }) if value == "cuda:x"
+        ));
         #[cfg(not(feature = "cuda"))]
         for name in ["cuda", "cuda:1"] {
             match device_from_name(name) {

@@ -69,9 +69,6 @@ pub enum ClipError {
     #[error("{dir}: a {family} checkpoint, a family this version of clipkit cannot load yet")]
     UnsupportedFamily { dir: PathBuf, family: String },
 
-    #[error("{what}: {problem}")]
-    InvalidArgument { what: String, problem: String },
-
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
 
@@ -95,6 +92,23 @@ pub enum ClipError {
 
     #[error("not supported here: {0}")]
     Unsupported(String),
+
+    /// A value the caller passed that cannot be used (an unknown device name, an input of the
+    /// wrong shape): the caller's mistake, not the model's or the machine's.
+    #[error("invalid {what} `{value}`: {problem}")]
+    InvalidArgument {
+        what: &'static str,
+        value: String,
+        problem: String,
+    },
+
+    /// A batch of images failed as a whole (the model, not one file), so every image in it
+    /// carries this error; `error` is what the batch failed with, shared by all of them.
+    #[error("the batch of {images} images this one was in failed: {error}")]
+    BatchFailed {
+        images: usize,
+        error: std::sync::Arc<ClipError>,
+    },
 
     /// Only a `cuda` build can hit this; it is the first thing a machine without a usable GPU
     /// (no driver, no device, a driver older than the CUDA 13 the build links) runs into.

@@ -227,7 +227,9 @@ mod tests {
             matches!(&err, ClipError::UnsupportedFamily { family, .. } if family == "SigLIP"),
             "{err}"
         );
-        assert!(err.to_string().contains(&siglip.path().display().to_string()));
+        assert!(err
+            .to_string()
+            .contains(&siglip.path().display().to_string()));
     }
 
     #[test]

@@ -11,12 +11,16 @@
 //! - [`model`] holds the towers: the shape all families share ([`model::tower`]) and each
 //!   family's own,
 //! - [`device`] decides once how the matmuls run (device, precision, kernels),
-//! - [`scores`] turns embeddings into logits, probabilities and prompt ensembles,
-//! - [`clip`] ties everything together behind [`Clip`], the type most users want.
+//! - [`scoring`] turns embeddings into logits, probabilities (the family's scoring head),
+//!   rankings and prompt ensembles ([`scores`] is its older path),
+//! - [`clip`] ties everything together behind [`Clip`], the type most users want, and
+//! - [`embedder`] is the seam the indexer, the server and evaluation embed through
+//!   ([`Embedder`], implemented by [`Clip`]).
 
 pub mod clip;
 pub mod config;
 pub mod device;
+pub mod embedder;
 pub mod error;
 pub mod family;
 pub mod hub;
@@ -24,12 +28,15 @@ pub mod image;
 pub mod model;
 pub mod pack_cache;
 pub mod scores;
+pub mod scoring;
 pub mod tokenizer;
 pub mod weights;
 
 pub use clip::{Clip, LoadOptions};
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use embedder::{Crop, Embedder};
 pub use error::{ClipError, Result};
 pub use family::ModelFamily;
 pub use image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
+pub use scoring::Scoring;
 pub use tokenizer::ClipTokenizer;

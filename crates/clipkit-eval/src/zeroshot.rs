@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clipkit_core::{scores, Clip};
+use clipkit_core::{scoring, Crop, Embedder};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -44,20 +44,25 @@ pub struct EvalReport {
 
 /// One classifier vector per class: every template filled with the class name, embedded,
 /// normalised, averaged, renormalised.
-pub fn classifier(clip: &Clip, classes: &[String], templates: &[String]) -> Result<Vec<Vec<f32>>> {
-    Ok(clip.label_embeddings(classes, templates)?)
+pub fn classifier(
+    embedder: &dyn Embedder,
+    classes: &[String],
+    templates: &[String],
+) -> Result<Vec<Vec<f32>>> {
+    Ok(embedder.label_embeddings(classes, templates)?)
 }
 
-/// An image file after its first look: embedding found in the cache, or pixels to embed.
+/// An image file after its first look: embedding found in the cache, or the content hash of
+/// a file whose crop went to the model.
 enum Loaded {
     Cached(Vec<f32>),
-    Decoded { hash: String, pixels: Vec<f32> },
+    Decoded { hash: String },
 }
 
 /// Embeds the dataset's images (through the cache when there is one). `progress` is told
 /// how many images are done after each batch.
 pub fn embed_dataset(
-    clip: &Clip,
+    embedder: &dyn Embedder,
     dataset: &Dataset,
     cache: Option<&EmbeddingCache>,
     batch_size: usize,
@@ -67,29 +72,32 @@ pub fn embed_dataset(
     let mut hits = 0;
     let mut done = 0;
     for chunk in dataset.items.chunks(batch_size.max(1)) {
-        // Read each file once: its bytes give both the cache key and the pixels.
-        let loaded: Vec<Result<Loaded, String>> = chunk
+        // Read each file once: its bytes give both the cache key and the crop.
+        let read: Vec<Result<(Loaded, Option<Crop>), String>> = chunk
             .par_iter()
             .map(|(path, _)| {
                 let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 let hash = EmbeddingCache::content_hash(&bytes);
                 if let Some(hit) = cache.and_then(|c| c.get(&hash)) {
-                    return Ok(Loaded::Cached(hit));
+                    return Ok((Loaded::Cached(hit), None));
                 }
-                let p = clip.preprocessor();
-                let decoded = p.decode_bytes(path, &bytes).map_err(|e| e.to_string())?;
-                let pixels = p.normalize(&p.resize_and_crop(&decoded));
-                Ok(Loaded::Decoded { hash, pixels })
+                let crop = embedder
+                    .preprocess(path, &bytes)
+                    .map_err(|e| e.to_string())?;
+                Ok((Loaded::Decoded { hash }, Some(crop)))
             })
             .collect();
-        let pixels: Vec<&Vec<f32>> = loaded
-            .iter()
-            .filter_map(|r| match r {
-                Ok(Loaded::Decoded { pixels, .. }) => Some(pixels),
-                _ => None,
+        let mut crops = Vec::new();
+        let loaded: Vec<Result<Loaded, String>> = read
+            .into_iter()
+            .map(|r| {
+                r.map(|(loaded, crop)| {
+                    crops.extend(crop);
+                    loaded
+                })
             })
             .collect();
-        let mut fresh = match clip.embed_pixels(&pixels) {
+        let mut fresh = match embedder.embed_crops(crops) {
             Ok(e) => Ok(e.into_iter()),
             Err(e) => Err(e.to_string()),
         };
@@ -100,7 +108,7 @@ pub fn embed_dataset(
                     hits += 1;
                     Ok(hit)
                 }
-                Ok(Loaded::Decoded { hash, .. }) => match &mut fresh {
+                Ok(Loaded::Decoded { hash }) => match &mut fresh {
                     Ok(iter) => {
                         let e = iter.next().expect("one embedding per decoded image");
                         if let Some(c) = cache {
@@ -120,19 +128,24 @@ pub fn embed_dataset(
 }
 
 pub fn evaluate(
-    clip: &Clip,
+    embedder: &dyn Embedder,
     dataset: &Dataset,
     options: &EvalOptions,
     batch_size: usize,
     progress: &dyn Fn(usize),
 ) -> Result<EvalReport> {
-    let classifier = classifier(clip, &dataset.classes, &options.templates)?;
+    let classifier = classifier(embedder, &dataset.classes, &options.templates)?;
     let scale = match options.logit_scale {
         LogitScale::Fixed(s) => s,
-        LogitScale::Model => clip.logit_scale(),
+        LogitScale::Model => embedder.scoring().logit_scale(),
     };
-    let (embedded, cache_hits) =
-        embed_dataset(clip, dataset, options.cache.as_ref(), batch_size, progress);
+    let (embedded, cache_hits) = embed_dataset(
+        embedder,
+        dataset,
+        options.cache.as_ref(),
+        batch_size,
+        progress,
+    );
     let mut report = EvalReport {
         classes: dataset.classes.clone(),
         templates: options.templates.clone(),
@@ -148,7 +161,7 @@ pub fn evaluate(
     for ((path, label), result) in dataset.items.iter().zip(embedded) {
         match result {
             Ok(e) => {
-                let logits = scores::logits(&[e], &classifier, scale).remove(0);
+                let logits = scoring::logits(&[e], &classifier, scale).remove(0);
                 report.predictions.push(metrics::argmax(&logits));
                 report.logits.push(logits);
                 report.images.push(path.clone());

@@ -21,8 +21,14 @@ pub enum IndexError {
 
     /// Kept in builds without the `milvus` feature, so that enabling the feature (which
     /// another crate in the same build may do) never breaks an exhaustive `match`.
+    /// `transient`: the server could not be reached (down, unreachable, timed out), so the same
+    /// request may well succeed later; otherwise the server answered and refused.
     #[error("store {uri}: {message}")]
-    Milvus { uri: String, message: String },
+    Milvus {
+        uri: String,
+        message: String,
+        transient: bool,
+    },
 
     /// The store's backend was left out of this build.
     #[error("store {store}: this build has no support for it (compile clipkit-index with its `{feature}` cargo feature)")]
@@ -46,7 +52,7 @@ pub enum IndexError {
         max: usize,
     },
 
-    #[error("store {store} was built with model `{stored}`, not `{requested}` (use a new store, or --model {stored})")]
+    #[error("store {store} was built with model `{stored}`, not `{requested}`")]
     ModelMismatch {
         store: String,
         stored: String,
@@ -65,7 +71,7 @@ pub enum IndexError {
     #[error("the query is empty: give at least one positive text or image")]
     EmptyQuery,
 
-    #[error("no labels given (pass --label or --labels FILE)")]
+    #[error("no labels given: labelling needs at least one label")]
     EmptyLabels,
 
     #[error("the store {store} is empty: nothing to {action}")]
@@ -73,4 +79,15 @@ pub enum IndexError {
 
     #[error(transparent)]
     Clip(#[from] clipkit_core::ClipError),
+}
+
+impl IndexError {
+    /// Whether the store's backend is down or unreachable rather than refusing the request:
+    /// retrying later may succeed, so a server answers 503 with `Retry-After`, not 500.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IndexError::Milvus { transient, .. } => *transient,
+            _ => false,
+        }
+    }
 }

@@ -16,42 +16,11 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use clipkit_core::{ClipError, Crop, Embedder};
+
 use crate::paths::content_hash;
 use crate::store::{Batch, Entry, FileRecord, Store};
 use crate::{IndexError, Result};
-
-/// Turns image files into normalised embeddings, in two steps so that a batch holds compact
-/// model inputs rather than file bytes: [`preprocess`](Self::preprocess) runs on worker
-/// threads file by file, right after the file is read and hashed (a 12 MP photo's 3–5 MB of
-/// JPEG is dropped as soon as its 150 KB crop exists), and [`embed_inputs`](Self::embed_inputs)
-/// runs the model on the batch. The inputs are bytes the indexer does not look into (for
-/// [`clipkit_core::Clip`], the 8-bit RGB crop); tests may use something smaller.
-pub trait ImageEmbedder: Sync {
-    /// The model input for one file's bytes, or why it has none (a broken file fails alone).
-    fn preprocess(&self, path: &Path, bytes: &[u8]) -> std::result::Result<Vec<u8>, String>;
-    /// One embedding per input, in order.
-    fn embed_inputs(&self, inputs: Vec<Vec<u8>>) -> std::result::Result<Vec<Vec<f32>>, String>;
-}
-
-impl ImageEmbedder for clipkit_core::Clip {
-    fn preprocess(&self, path: &Path, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
-        self.crop_bytes(path, bytes)
-            .map(|crop| crop.into_raw())
-            .map_err(|e| e.to_string())
-    }
-
-    fn embed_inputs(&self, inputs: Vec<Vec<u8>>) -> std::result::Result<Vec<Vec<f32>>, String> {
-        let (h, w) = self.preprocessor().output_size();
-        let crops = inputs
-            .into_iter()
-            .map(|raw| {
-                image::RgbImage::from_raw(w, h, raw)
-                    .ok_or_else(|| format!("an input is not a {w}×{h} RGB crop"))
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()?;
-        self.embed_crops(crops).map_err(|e| e.to_string())
-    }
-}
 
 /// Which files under the roots are considered.
 #[derive(Clone, Debug, Default)]
@@ -139,13 +108,13 @@ fn exclude_set(patterns: &[String]) -> Result<GlobSet> {
     for p in patterns {
         let glob = Glob::new(p).map_err(|e| IndexError::BadFile {
             path: PathBuf::from(p),
-            problem: format!("invalid --exclude glob: {e}"),
+            problem: format!("invalid exclude glob: {e}"),
         })?;
         builder.add(glob);
     }
     builder.build().map_err(|e| IndexError::BadFile {
         path: PathBuf::from(patterns.join(",")),
-        problem: format!("invalid --exclude globs: {e}"),
+        problem: format!("invalid exclude globs: {e}"),
     })
 }
 
@@ -283,9 +252,15 @@ fn compare(
 }
 
 /// Runs indexing passes over a store.
+///
+/// The embedder turns files into vectors in two steps so that a batch holds compact model
+/// inputs rather than file bytes: [`Embedder::preprocess`] runs on worker threads file by
+/// file, right after the file is read and hashed (a 12 MP photo's 3–5 MB of JPEG is dropped
+/// as soon as its 150 KB crop exists), and [`Embedder::embed_crops`] runs the model on the
+/// batch.
 pub struct Indexer<'a> {
     pub store: &'a mut dyn Store,
-    pub embedder: &'a dyn ImageEmbedder,
+    pub embedder: &'a dyn Embedder,
     /// Files read, hashed and embedded per committed batch.
     pub batch_size: usize,
     pub walk: WalkOptions,
@@ -384,7 +359,7 @@ impl Indexer<'_> {
         };
         let mut batch = Batch::default();
         // Files to embed, with their inputs; a failed preprocess fails the file alone.
-        let mut to_embed: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut to_embed: Vec<(usize, Crop)> = Vec::new();
         let mut hashes = vec![String::new(); chunk.len()];
         // Vectors reused from the store, fetched in one go.
         let mut reuse: Vec<(usize, PathBuf)> = Vec::new();
@@ -425,7 +400,7 @@ impl Indexer<'_> {
                     }
                     Err(e) => {
                         // Later files with these bytes fail on their own (each was decoded).
-                        report.failed.push(failure(&f.path, &e));
+                        report.failed.push(failure(&f.path, &e.to_string()));
                         continue;
                     }
                 }
@@ -453,8 +428,8 @@ impl Indexer<'_> {
             }
         }
 
-        let (order, inputs): (Vec<usize>, Vec<Vec<u8>>) = to_embed.into_iter().unzip();
-        let embedded = match self.embedder.embed_inputs(inputs) {
+        let (order, crops): (Vec<usize>, Vec<Crop>) = to_embed.into_iter().unzip();
+        let embedded = match self.embedder.embed_crops(crops) {
             Ok(v) if v.len() == order.len() => Ok(v),
             Ok(v) => Err(format!(
                 "model: {} embeddings for {} images",
@@ -512,7 +487,7 @@ enum Read {
     Failed(String),
     Hashed {
         hash: String,
-        input: Option<std::result::Result<Vec<u8>, String>>,
+        input: Option<std::result::Result<Crop, ClipError>>,
     },
 }
 

@@ -96,6 +96,7 @@ impl MilvusStore {
         let fail = |what: &str, e: &dyn std::fmt::Display| IndexError::Milvus {
             uri: address.clone(),
             message: format!("{what}: {e}"),
+            transient: false,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -105,7 +106,11 @@ impl MilvusStore {
             .map_err(|e| fail("starting the I/O runtime", &e))?;
         let client = runtime
             .block_on(connect(endpoint))
-            .map_err(|e| fail("connecting", &e))?;
+            .map_err(|e| IndexError::Milvus {
+                uri: address.clone(),
+                message: format!("connecting: {e}"),
+                transient: is_unreachable(&e),
+            })?;
         let mut store = MilvusStore {
             client,
             runtime: Some(runtime),
@@ -149,10 +154,14 @@ impl MilvusStore {
             .block_on(future)
     }
 
-    fn error(&self, what: &str, e: impl std::fmt::Display) -> IndexError {
+    /// A failed call, as an error naming the store. Only the SDK's own errors can say that
+    /// the server was unreachable; any other cause (a bad row, our own checks) is not transient.
+    fn error(&self, what: &str, e: impl std::fmt::Display + 'static) -> IndexError {
+        let sdk = (&e as &dyn std::any::Any).downcast_ref::<::milvus::v2::error::Error>();
         IndexError::Milvus {
             uri: self.address(),
             message: format!("{what}: {e}"),
+            transient: sdk.is_some_and(is_unreachable),
         }
     }
 
@@ -1025,6 +1034,25 @@ async fn connect(endpoint: &str) -> ::milvus::v2::error::Result<ClientV2> {
     ClientV2::new(&config).await
 }
 
+/// Whether the SDK failed to reach the server at all (refused, gone, timed out), as opposed to
+/// the server answering with an error.
+fn is_unreachable(e: &::milvus::v2::error::Error) -> bool {
+    use ::milvus::v2::error::Error;
+    // gRPC's CANCELLED, DEADLINE_EXCEEDED and UNAVAILABLE (tonic is not a dependency of ours).
+    const CANCELLED: i32 = 1;
+    const DEADLINE_EXCEEDED: i32 = 4;
+    const UNAVAILABLE: i32 = 14;
+    match e {
+        Error::Grpc(status) => matches!(
+            i32::from(status.code()),
+            CANCELLED | DEADLINE_EXCEEDED | UNAVAILABLE
+        ),
+        Error::Timeout(_) => true,
+        Error::RetryExhausted { source, .. } => is_unreachable(source),
+        _ => false,
+    }
+}
+
 fn is_index_not_found(e: &::milvus::v2::error::Error) -> bool {
     use ::milvus::v2::error::Error;
     match e {
@@ -1034,5 +1062,24 @@ fn is_index_not_found(e: &::milvus::v2::error::Error) -> bool {
         }
         Error::RetryExhausted { source, .. } => is_index_not_found(source),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::milvus::v2::error::Error;
+
+    #[test]
+    fn only_failures_to_reach_the_server_are_transient() {
+        assert!(is_unreachable(&Error::Timeout("connecting".into())));
+        assert!(is_unreachable(&Error::RetryExhausted {
+            attempts: 3,
+            source: Box::new(Error::Timeout("search".into())),
+        }));
+        assert!(!is_unreachable(&Error::MalformedResponse(
+            "no status".into()
+        )));
+        assert!(!is_unreachable(&Error::Unexpected("x".into())));
     }
 }

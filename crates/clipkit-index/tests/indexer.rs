@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use clipkit_core::error::ImageProblem;
+use clipkit_core::{ClipError, Crop, Embedder, Scoring};
 use clipkit_index::embedded::EmbeddedStore;
-use clipkit_index::indexer::{ImageEmbedder, Indexer, Progress, Report, WalkOptions};
+use clipkit_index::indexer::{Indexer, Progress, Report, WalkOptions};
 use clipkit_index::{CollectionInfo, Store};
 
 /// A "model" whose input is a byte histogram (so equal bytes give equal vectors) and which
 /// rejects files that start with `bad`, like a decoder would. It records which files it was
-/// asked to decode.
+/// asked to decode. Its "crop" is the file's bytes as a row of grey pixels.
 #[derive(Default)]
 struct Histogram {
     decoded: Mutex<Vec<PathBuf>>,
@@ -20,27 +22,47 @@ struct Histogram {
 
 const DIM: usize = 4;
 
-impl ImageEmbedder for Histogram {
-    fn preprocess(&self, path: &Path, bytes: &[u8]) -> Result<Vec<u8>, String> {
-        self.decoded.lock().unwrap().push(path.to_owned());
-        if bytes.starts_with(b"bad") {
-            return Err(format!("{}: not an image", path.display()));
-        }
-        Ok(bytes.to_vec())
+impl Embedder for Histogram {
+    fn embedding_dim(&self) -> usize {
+        DIM
     }
 
-    fn embed_inputs(&self, inputs: Vec<Vec<u8>>) -> Result<Vec<Vec<f32>>, String> {
-        Ok(inputs
+    fn scoring(&self) -> Scoring {
+        Scoring::Softmax { logit_scale: 1.0 }
+    }
+
+    fn embed_texts(&self, _texts: &[&str]) -> Result<Vec<Vec<f32>>, ClipError> {
+        unimplemented!("the indexer embeds no text")
+    }
+
+    fn preprocess(&self, path: &Path, bytes: &[u8]) -> Result<Crop, ClipError> {
+        self.decoded.lock().unwrap().push(path.to_owned());
+        if bytes.starts_with(b"bad") {
+            return Err(ClipError::Image {
+                path: path.to_owned(),
+                problem: ImageProblem::Corrupt("not an image".into()),
+            });
+        }
+        let grey: Vec<u8> = bytes.iter().flat_map(|&b| [b, b, b]).collect();
+        Ok(Crop::from_raw(bytes.len() as u32, 1, grey).unwrap())
+    }
+
+    fn embed_crops(&self, crops: Vec<Crop>) -> Result<Vec<Vec<f32>>, ClipError> {
+        Ok(crops
             .iter()
-            .map(|bytes| {
+            .map(|crop| {
                 let mut h = [1.0f32; DIM];
-                for b in bytes {
-                    h[*b as usize % DIM] += 1.0;
+                for b in crop.pixels().map(|p| p[0]) {
+                    h[b as usize % DIM] += 1.0;
                 }
                 let norm = h.iter().map(|x| x * x).sum::<f32>().sqrt();
                 h.iter().map(|x| x / norm).collect()
             })
             .collect())
+    }
+
+    fn embed_pixels(&self, _pixels: &[&[f32]]) -> Result<Vec<Vec<f32>>, ClipError> {
+        unimplemented!("the indexer embeds crops")
     }
 }
 

@@ -1,5 +1,8 @@
 //! Dynamic batching: items from concurrent requests are merged into model batches.
 //!
+//! The worker embeds through [`Embedder`]: [`clipkit_core::Clip`] is the real one; tests use
+//! fakes to make batching and failure deterministic.
+//!
 //! Requests first [`Batcher::admit`] the number of items they will submit; admission holds
 //! permits of a semaphore the size of the queue, so the items decoding, waiting and running
 //! are bounded, and a full server answers 429 at once instead of growing. Each item then goes
@@ -19,30 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use clipkit_core::{ClipError, Embedder};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BatchConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-
-/// What the worker runs. [`clipkit_core::Clip`] is the real one; tests use fakes to make
-/// batching and failure deterministic.
-pub trait Engine: Send + Sync + 'static {
-    /// Normalised embeddings of preprocessed `[3, H, W]` images, one per input.
-    fn embed_images(&self, pixels: &[&[f32]]) -> Result<Vec<Vec<f32>>, String>;
-    /// Normalised embeddings of texts, one per input.
-    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
-}
-
-impl Engine for clipkit_core::Clip {
-    fn embed_images(&self, pixels: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {
-        self.embed_pixels(pixels).map_err(|e| e.to_string())
-    }
-
-    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        clipkit_core::Clip::embed_texts(self, texts).map_err(|e| e.to_string())
-    }
-}
 
 /// One item to embed.
 #[derive(Debug, Clone)]
@@ -133,7 +118,7 @@ impl std::fmt::Debug for Batcher {
 
 impl Batcher {
     /// Starts the model worker thread.
-    pub fn start(engine: Arc<dyn Engine>, config: BatchConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn start(engine: Arc<dyn Embedder>, config: BatchConfig, metrics: Arc<Metrics>) -> Self {
         let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             metrics,
@@ -266,7 +251,7 @@ impl Drop for Batcher {
 }
 
 fn worker(
-    engine: &dyn Engine,
+    engine: &dyn Embedder,
     receiver: &mpsc::Receiver<Job>,
     config: BatchConfig,
     shared: &Shared,
@@ -296,7 +281,7 @@ fn worker(
     }
 }
 
-fn run_batch(engine: &dyn Engine, mut batch: Vec<Job>, shared: &Shared) {
+fn run_batch(engine: &dyn Embedder, mut batch: Vec<Job>, shared: &Shared) {
     batch.retain(|job| !job.reply.is_closed());
     if batch.is_empty() {
         return;
@@ -322,7 +307,7 @@ fn run_batch(engine: &dyn Engine, mut batch: Vec<Job>, shared: &Shared) {
                 Input::Text(_) => &[],
             })
             .collect();
-        engine.embed_images(&pixels)
+        engine.embed_pixels(&pixels)
     });
     let text_results = embed_group(&texts, |jobs| {
         let texts: Vec<&str> = jobs
@@ -379,7 +364,10 @@ fn answer(jobs: Vec<Job>, results: Vec<Reply>, metrics: &Metrics) -> Option<Resu
 
 /// Runs `f` on all `jobs` at once; if that fails, on each job alone, so one input the model
 /// cannot handle fails only itself.
-fn embed_group(jobs: &[Job], f: impl Fn(&[&Job]) -> Result<Vec<Vec<f32>>, String>) -> Vec<Reply> {
+fn embed_group(
+    jobs: &[Job],
+    f: impl Fn(&[&Job]) -> Result<Vec<Vec<f32>>, ClipError>,
+) -> Vec<Reply> {
     if jobs.is_empty() {
         return Vec::new();
     }
@@ -399,7 +387,7 @@ fn embed_group(jobs: &[Job], f: impl Fn(&[&Job]) -> Result<Vec<Vec<f32>>, String
 
 /// Calls the model, turning an error, a panic or a wrong number of outputs into an error.
 fn guarded(
-    f: impl FnOnce() -> Result<Vec<Vec<f32>>, String>,
+    f: impl FnOnce() -> Result<Vec<Vec<f32>>, ClipError>,
     expected: usize,
 ) -> Result<Vec<Vec<f32>>, ItemError> {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -408,7 +396,7 @@ fn guarded(
             "{} outputs for {expected} inputs",
             v.len()
         ))),
-        Ok(Err(e)) => Err(ItemError::Model(e)),
+        Ok(Err(e)) => Err(ItemError::Model(e.to_string())),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
@@ -444,19 +432,43 @@ mod tests {
         batches: Mutex<Vec<usize>>,
     }
 
-    impl Engine for Fake {
-        fn embed_images(&self, pixels: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {
+    impl Embedder for Fake {
+        fn embedding_dim(&self) -> usize {
+            2
+        }
+
+        fn scoring(&self) -> clipkit_core::Scoring {
+            clipkit_core::Scoring::Softmax { logit_scale: 1.0 }
+        }
+
+        fn embed_pixels(&self, pixels: &[&[f32]]) -> Result<Vec<Vec<f32>>, ClipError> {
             lock(&self.batches).push(pixels.len());
             Ok(pixels.iter().map(|p| vec![p[0], 0.0]).collect())
         }
 
-        fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        fn preprocess(
+            &self,
+            _name: &std::path::Path,
+            _bytes: &[u8],
+        ) -> Result<clipkit_core::Crop, ClipError> {
+            unimplemented!("the server decodes images itself")
+        }
+
+        fn embed_crops(&self, _crops: Vec<clipkit_core::Crop>) -> Result<Vec<Vec<f32>>, ClipError> {
+            unimplemented!("the server embeds pixels")
+        }
+
+        fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ClipError> {
             lock(&self.batches).push(texts.len());
             if texts.contains(&"panic") {
                 panic!("boom");
             }
             if texts.contains(&"bad") {
-                return Err("bad text".into());
+                return Err(ClipError::InvalidArgument {
+                    what: "text",
+                    value: "bad".into(),
+                    problem: "refused by the fake".into(),
+                });
             }
             Ok(texts
                 .iter()
@@ -532,7 +544,9 @@ mod tests {
             )
             .await;
         assert_eq!(out[0], Ok(vec![2.0]));
-        assert!(matches!(&out[1], Err(ItemError::Model(m)) if m == "bad text"));
+        assert!(
+            matches!(&out[1], Err(ItemError::Model(m)) if m == "invalid text `bad`: refused by the fake")
+        );
         assert_eq!(out[2], Ok(vec![4.0]));
         assert!(matches!(&out[3], Err(ItemError::Model(m)) if m.contains("panicked: boom")));
         assert_eq!(out[4], Err(ItemError::NonFinite));

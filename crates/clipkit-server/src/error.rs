@@ -42,12 +42,16 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("model `{requested}` is not served here (this server serves `{served}`)")]
     ModelNotFound { requested: String, served: String },
-    #[error("no collection is attached to this server (start it with --store)")]
+    #[error("no collection is attached to this server")]
     NoStore,
     #[error("the server is at capacity; retry in {retry_after_s} s")]
     Overloaded { retry_after_s: u64 },
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The collection's backend is down or unreachable: worth retrying later, unlike a
+    /// collection that answered with an error.
+    #[error("the collection is unavailable, retry in {retry_after_s} s: {message}")]
+    StoreUnavailable { message: String, retry_after_s: u64 },
     #[error("unhealthy: {0}")]
     Unhealthy(String),
     #[error("not ready: {0}")]
@@ -80,7 +84,9 @@ impl ApiError {
             NotFound(_) | ModelNotFound { .. } | NoStore => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ShuttingDown | Unhealthy(_) | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | StoreUnavailable { .. } | Unhealthy(_) | NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,6 +112,7 @@ impl ApiError {
             NoStore => "no_store",
             Overloaded { .. } => "overloaded",
             ShuttingDown => "shutting_down",
+            StoreUnavailable { .. } => "store_unavailable",
             Unhealthy(_) => "unhealthy",
             NotReady(_) => "not_ready",
             Timeout(_) => "timeout",
@@ -168,13 +175,32 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.body())).into_response();
-        if let ApiError::Overloaded { retry_after_s } = self {
+        if let ApiError::Overloaded { retry_after_s }
+        | ApiError::StoreUnavailable { retry_after_s, .. } = self
+        {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_str(&retry_after_s.to_string()).expect("digits"),
             );
         }
         response
+    }
+}
+
+/// How long a client should wait before retrying a collection whose backend is down.
+const STORE_RETRY_AFTER_S: u64 = 5;
+
+/// Turns a failure of the collection into the right answer: 503 with `Retry-After` when its
+/// backend is down or unreachable (the client may retry), otherwise 500. `what` says what the
+/// server was doing, for the message.
+pub fn store_error(what: &str, error: &clipkit_index::IndexError) -> ApiError {
+    if error.is_transient() {
+        ApiError::StoreUnavailable {
+            message: format!("{what}: {error}"),
+            retry_after_s: STORE_RETRY_AFTER_S,
+        }
+    } else {
+        ApiError::Internal(format!("{what}: {error}"))
     }
 }
 
@@ -197,5 +223,29 @@ pub fn image_error(index: usize, error: &clipkit_core::ClipError) -> ApiError {
             index,
             message: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clipkit_index::IndexError;
+
+    #[test]
+    fn a_store_that_is_down_is_503_with_retry_after_and_other_failures_500() {
+        let milvus = |transient| IndexError::Milvus {
+            uri: "milvus://127.0.0.1:1/images".into(),
+            message: "connecting: timed out".into(),
+            transient,
+        };
+        let down = milvus(true);
+        let response = store_error("the collection failed", &down).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+
+        let refused = milvus(false);
+        let response = store_error("the collection failed", &refused).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 }

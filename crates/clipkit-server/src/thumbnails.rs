@@ -14,7 +14,7 @@ use clipkit_core::image::{DecodeOptions, Pixels};
 use clipkit_index::paths::path_id;
 use clipkit_index::Store;
 
-use crate::error::ApiError;
+use crate::error::{store_error, ApiError};
 
 /// Longest side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIZE: u32 = 256;
@@ -58,7 +58,7 @@ impl Thumbnails {
         }
         let files = store
             .files()
-            .map_err(|e| ApiError::Internal(format!("cannot list the collection: {e}")))?;
+            .map_err(|e| store_error("cannot list the collection", &e))?;
         Ok(files
             .into_iter()
             .find(|f| f.id() == id)

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use clipkit_core::scores;
+use clipkit_core::Embedder;
 use common::*;
 use serde_json::{json, Value};
 
@@ -911,5 +912,99 @@ async fn healthz_fails_when_the_model_cannot_run() {
     // Recent successful text batches do not hide the broken image tower.
     let (status, _) = s.get_json("/healthz", "/healthz").await;
     assert_eq!(status, 503);
+    s.stop().await.unwrap();
+}
+
+/// A collection whose backend is down: every call fails the way an unreachable Milvus does.
+struct DownStore {
+    info: clipkit_index::CollectionInfo,
+}
+
+impl DownStore {
+    fn down<T>(&self) -> clipkit_index::Result<T> {
+        Err(clipkit_index::IndexError::Milvus {
+            uri: clipkit_index::Store::address(self),
+            message: "connecting: timed out".into(),
+            transient: true,
+        })
+    }
+}
+
+impl clipkit_index::Store for DownStore {
+    fn address(&self) -> String {
+        "milvus://127.0.0.1:1/images".into()
+    }
+    fn info(&self) -> &clipkit_index::CollectionInfo {
+        &self.info
+    }
+    fn len(&self) -> clipkit_index::Result<usize> {
+        self.down()
+    }
+    fn files(&self) -> clipkit_index::Result<Vec<clipkit_index::FileRecord>> {
+        self.down()
+    }
+    fn vectors(
+        &self,
+        _paths: &[std::path::PathBuf],
+    ) -> clipkit_index::Result<Vec<Option<Vec<f32>>>> {
+        self.down()
+    }
+    fn apply(&mut self, _batch: clipkit_index::Batch) -> clipkit_index::Result<()> {
+        self.down()
+    }
+    fn scan(
+        &self,
+        _chunk: usize,
+        _visit: &mut dyn FnMut(&[clipkit_index::Entry]) -> clipkit_index::Result<()>,
+    ) -> clipkit_index::Result<()> {
+        self.down()
+    }
+    fn search(
+        &self,
+        _queries: &[Vec<f32>],
+        _k: usize,
+    ) -> clipkit_index::Result<Vec<Vec<clipkit_index::Hit>>> {
+        self.down()
+    }
+    fn flush(&mut self) -> clipkit_index::Result<()> {
+        self.down()
+    }
+    fn put_labels(
+        &mut self,
+        _set: &str,
+        _labels: &[clipkit_index::LabelVector],
+    ) -> clipkit_index::Result<()> {
+        self.down()
+    }
+    fn labels(&self, _set: &str) -> clipkit_index::Result<Option<Vec<clipkit_index::LabelVector>>> {
+        self.down()
+    }
+    fn roots(&self) -> clipkit_index::Result<Vec<std::path::PathBuf>> {
+        self.down()
+    }
+    fn add_roots(&mut self, _roots: &[std::path::PathBuf]) -> clipkit_index::Result<()> {
+        self.down()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_answers_503_with_retry_after() {
+    let clip = load_clip();
+    let store = DownStore {
+        info: clipkit_index::CollectionInfo {
+            model: clip.name().to_owned(),
+            dim: clip.embedding_dim(),
+            preprocess: "hf".into(),
+        },
+    };
+    let s = TestServer::start_with(clip, config(), Some(Box::new(store)), true).await;
+    for path_and_query in ["/v1/search?q=a%20rocket%20launch&k=3", "/v1/info"] {
+        let route = path_and_query.split('?').next().unwrap();
+        let (status, headers, body) = s.json(route, s.http.get(s.url(path_and_query))).await;
+        assert_eq!(status, 503, "{path_and_query}: {body}");
+        assert_eq!(code(&body), "store_unavailable", "{body}");
+        let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(retry >= 1, "{retry}");
+    }
     s.stop().await.unwrap();
 }

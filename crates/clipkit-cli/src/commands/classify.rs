@@ -1,5 +1,5 @@
 use anyhow::Result;
-use clipkit_core::scores;
+use clipkit_core::scoring::{self, LabelScore, Scoring};
 use clipkit_eval::probe::Probe;
 use serde_json::json;
 
@@ -8,8 +8,8 @@ use crate::cli::{ClassifyArgs, Format};
 use crate::output::{path_str, print_csv, print_json, print_table};
 use crate::settings::{expand_images, load_model, Labels};
 
-/// Turns an image embedding into one logit per class.
-type Scorer = Box<dyn Fn(&[f32]) -> Vec<f32>>;
+/// Turns an image embedding into one score per class, in label order or best first.
+type Scorer = Box<dyn Fn(&[f32], Option<usize>) -> Vec<LabelScore>>;
 
 pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
     let probe = args.probe.as_deref().map(Probe::load).transpose()?;
@@ -33,12 +33,16 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                     clip.embedding_dim()
                 );
             }
-            Box::new(move |e| p.logits(e))
+            // A probe is a softmax classifier over its own logits: no cosine scale applies.
+            let head = Scoring::Softmax { logit_scale: 1.0 };
+            Box::new(move |e, top_k| scoring::rank(&p.logits(e), &head, top_k))
         }
         (None, Some(zero_shot)) => {
             let label_embeddings = zero_shot.embed(&clip)?;
-            let scale = clip.logit_scale();
-            Box::new(move |e| scores::logits(&[e.to_vec()], &label_embeddings, scale).remove(0))
+            let head = clip.scoring();
+            Box::new(move |e, top_k| {
+                scoring::classify(&[e.to_vec()], &label_embeddings, &head, top_k).remove(0)
+            })
         }
         (None, None) => unreachable!("labels are parsed whenever there is no probe"),
     };
@@ -47,15 +51,9 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
     // Per image: (label index, logit, prob), in label order or best first with --top-k.
     let mut results = Vec::new();
     for (path, embedding) in &embedded {
-        let logits = scorer(embedding);
-        let probs = scores::softmax(&logits);
-        let order: Vec<usize> = match args.top_k {
-            Some(k) => scores::top_k(&probs, k),
-            None => (0..logits.len()).collect(),
-        };
-        let scored: Vec<(usize, f32, f32)> = order
+        let scored: Vec<(usize, f32, f32)> = scorer(embedding, args.top_k)
             .into_iter()
-            .map(|i| (i, logits[i], probs[i]))
+            .map(|s| (s.label, s.logit, s.probability))
             .collect();
         results.push((path, scored));
     }

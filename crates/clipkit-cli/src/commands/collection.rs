@@ -2,9 +2,9 @@
 //! the model its vectors came from (by default the one recorded in the store, so
 //! `clipkit search "…"` needs no `--model` after `clipkit index add -m … DIR`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clipkit_core::Clip;
-use clipkit_index::{CollectionInfo, Store, StoreAddress};
+use clipkit_index::{CollectionInfo, IndexError, Store, StoreAddress};
 
 use crate::cli::{ModelArgs, Preprocess, StoreArgs};
 use crate::settings::load_model;
@@ -35,10 +35,13 @@ pub fn open_existing(args: &StoreArgs) -> Result<Box<dyn Store>> {
 
 /// Opens (creating if needed) the store for `clip`'s embeddings.
 pub fn open_for(args: &StoreArgs, clip: &Clip, model: &ModelArgs) -> Result<Box<dyn Store>> {
-    Ok(clipkit_index::open(
-        &address(args)?,
-        Some(&info_of(clip, model)),
-    )?)
+    clipkit_index::open(&address(args)?, Some(&info_of(clip, model))).map_err(|e| match e {
+        // The library does not know the flag; the hint belongs to the command line.
+        IndexError::ModelMismatch { ref stored, .. } => {
+            anyhow!("{e} (use a new store, or --model {stored})")
+        }
+        other => other.into(),
+    })
 }
 
 /// The model a store's queries must be embedded with: `--model` when given, else the

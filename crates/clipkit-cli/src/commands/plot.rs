@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use clipkit_core::image::Pixels;
-use clipkit_core::scores;
+use clipkit_core::scoring;
 use clipkit_plot::{probability_chart, Bar};
 
 use super::Outcome;
@@ -16,15 +16,12 @@ pub fn run(args: &PlotArgs) -> Result<Outcome> {
         .preprocessor()
         .normalize(&clip.preprocessor().resize_and_crop(&decoded));
     let embedding = clip.embed_pixels(&[pixels])?.remove(0);
-    let logits = scores::logits(&[embedding], &label_embeddings, clip.logit_scale()).remove(0);
-    let probs = scores::softmax(&logits);
-    let bars: Vec<Bar> = labels
-        .labels
-        .iter()
-        .zip(&probs)
-        .map(|(label, &prob)| Bar {
-            label: label.clone(),
-            prob,
+    let bars: Vec<Bar> = scoring::classify(&[embedding], &label_embeddings, &clip.scoring(), None)
+        .remove(0)
+        .into_iter()
+        .map(|s| Bar {
+            label: labels.labels[s.label].clone(),
+            prob: s.probability,
         })
         .collect();
     // Show the picture as the user sees it (with transparency on white), not the model crop.

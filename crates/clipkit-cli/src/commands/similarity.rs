@@ -1,5 +1,5 @@
 use anyhow::Result;
-use clipkit_core::scores;
+use clipkit_core::scoring;
 use serde_json::json;
 
 use super::{embed_images, Outcome};
@@ -15,14 +15,18 @@ pub fn run(args: &SimilarityArgs) -> Result<Outcome> {
     let text_embeddings = clip.embed_texts(&texts)?;
     let (embedded, failures) = embed_images(&clip, &images);
     let image_embeddings: Vec<Vec<f32>> = embedded.iter().map(|(_, e)| e.clone()).collect();
-    let logits = scores::logits(&image_embeddings, &text_embeddings, clip.logit_scale());
-    let probs: Vec<Vec<f32>> = logits.iter().map(|row| scores::softmax(row)).collect();
+    let head = clip.scoring();
+    let scoring::Similarity {
+        logits,
+        probabilities: probs,
+        ..
+    } = scoring::similarity(&image_embeddings, &text_embeddings, &head);
 
     match args.print.format {
         Format::Json => print_json(&json!({
             "images": embedded.iter().map(|(p, _)| path_str(p)).collect::<Vec<_>>(),
             "texts": texts,
-            "logit_scale": clip.logit_scale(),
+            "logit_scale": head.logit_scale(),
             "logits_per_image": logits,
             "probs_per_image": probs,
         }))?,

@@ -19,6 +19,7 @@ use super::dense::Dense;
 use super::layers::{Encoder, Mask};
 use crate::config::EosRule;
 use crate::error::Result;
+use crate::scoring::Scoring;
 
 /// What the embeddings stage hands the encoder: the hidden states `[batch, seq, hidden]`, the
 /// attention mask, and the flat rows (of `[batch·seq, hidden]`) a token pooling reads.
@@ -150,10 +151,8 @@ pub trait DualEncoder: Send + Sync {
     fn text_features(&self, batch: &TextBatch) -> Result<Tensor>;
     /// How prompts must be laid out for [`text_features`](Self::text_features).
     fn text_input(&self) -> TextInput;
-    /// `exp(logit_scale)`: multiplies cosine similarities into logits.
-    fn logit_scale(&self) -> f32;
-    /// Added to the scaled cosines (SigLIP's `logit_bias`); `None` where the family has none.
-    fn logit_bias(&self) -> Option<f32>;
+    /// The family's scoring head with this checkpoint's learned scale (and bias).
+    fn scoring(&self) -> Scoring;
     /// Size of the shared embedding space.
     fn embedding_dim(&self) -> usize;
     /// Side of the square input image, in pixels.

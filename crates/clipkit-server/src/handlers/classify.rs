@@ -4,7 +4,7 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use clipkit_core::scores;
+use clipkit_core::scoring;
 use clipkit_plot::{probability_chart_png, Bar};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -171,19 +171,16 @@ pub async fn classify(
     }
     let label_vectors = label_embeddings(&state, &req.labels, &req.templates).await?;
     let mut embedded = state.embed_images(vec![req.image], chart).await?;
-    let image = embedded.vectors.remove(0);
-    let logits = scores::logits(&[image], &label_vectors, state.clip.logit_scale()).remove(0);
-    let probs = scores::softmax(&logits);
+    let scoring = state.clip.scoring();
 
     if chart {
         let shown = embedded.shown.remove(0).expect("kept for the chart");
-        let bars: Vec<Bar> = req
-            .labels
-            .iter()
-            .zip(&probs)
-            .map(|(label, &prob)| Bar {
-                label: label.clone(),
-                prob,
+        let bars: Vec<Bar> = scoring::classify(&embedded.vectors, &label_vectors, &scoring, None)
+            .remove(0)
+            .into_iter()
+            .map(|s| Bar {
+                label: req.labels[s.label].clone(),
+                prob: s.probability,
             })
             .collect();
         let title = req.title;
@@ -196,22 +193,20 @@ pub async fn classify(
         return Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response());
     }
 
-    let order: Vec<usize> = match req.top_k {
-        Some(k) => scores::top_k(&probs, k),
-        None => (0..logits.len()).collect(),
-    };
+    let scores =
+        scoring::classify(&embedded.vectors, &label_vectors, &scoring, req.top_k).remove(0);
     let mut prompts = req.labels.clone();
     if !req.templates.is_empty() {
         prompts = prompts_for(&req.labels, &req.templates)?;
     }
     Ok(Json(ClassifyResponse {
         model: state.config.served_model_name.clone(),
-        scores: order
+        scores: scores
             .into_iter()
-            .map(|i| LabelScore {
-                label: req.labels[i].clone(),
-                logit: logits[i],
-                prob: probs[i],
+            .map(|s| LabelScore {
+                label: req.labels[s.label].clone(),
+                logit: s.logit,
+                prob: s.probability,
             })
             .collect(),
         warnings: state.truncation_warnings(&prompts),
@@ -224,7 +219,7 @@ fn prompts_for(labels: &[String], templates: &[String]) -> Result<Vec<String>, A
     for label in labels {
         for t in templates {
             prompts.push(
-                scores::apply_template(t, label)
+                scoring::apply_template(t, label)
                     .map_err(|e| ApiError::BadTemplate(e.to_string()))?,
             );
         }
@@ -254,6 +249,6 @@ pub async fn label_embeddings(
     let vectors = state.embed_texts(&prompts).await?;
     Ok(vectors
         .chunks(templates.len())
-        .map(scores::ensemble)
+        .map(scoring::ensemble)
         .collect())
 }

@@ -11,7 +11,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::Shared;
 use crate::batcher::{Input, LastBatch};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{store_error, ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// A batch that went through the model this recently proves the pipeline works; otherwise
@@ -204,7 +204,11 @@ pub struct LimitsInfo {
     get,
     path = "/v1/info",
     tag = "operations",
-    responses((status = 200, description = "The model, the collection and the limits", body = InfoResponse))
+    responses(
+        (status = 200, description = "The model, the collection and the limits", body = InfoResponse),
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The store's backend is down (see Retry-After)", body = ErrorBody),
+    )
 )]
 pub async fn info(state: Shared) -> Result<Json<InfoResponse>, ApiError> {
     let store = match &state.store {
@@ -213,7 +217,7 @@ pub async fn info(state: Shared) -> Result<Json<InfoResponse>, ApiError> {
             let images = tokio::task::spawn_blocking(move || handle.len())
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::Internal(format!("the collection failed: {e}")))?;
+                .map_err(|e| store_error("the collection failed", &e))?;
             Some(StoreInfo {
                 address: s.store.address(),
                 images,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::Shared;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{store_error, ApiError, ErrorBody};
 use crate::extract::{ApiQuery, JsonOrForm};
 use crate::images::parse_image_string;
 use crate::state::AppState;
@@ -116,7 +116,7 @@ fn text_terms(q: Option<&str>, not: Option<&str>) -> Vec<(Sign, String)> {
         (status = 422, description = "Empty query or bad parameters", body = ErrorBody),
         (status = 429, description = "Server full", body = ErrorBody),
         (status = 500, description = "The model or the store failed", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the store's backend is down (see Retry-After)", body = ErrorBody),
         (status = 504, description = "Past the request timeout", body = ErrorBody),
     )
 )]
@@ -147,7 +147,7 @@ pub async fn search_text(
         (status = 422, description = "Undecodable image or bad parameters", body = ErrorBody),
         (status = 429, description = "Server full", body = ErrorBody),
         (status = 500, description = "The model or the store failed", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the store's backend is down (see Retry-After)", body = ErrorBody),
         (status = 504, description = "Past the request timeout", body = ErrorBody),
     )
 )]
@@ -220,7 +220,7 @@ async fn run(
                 "q",
                 "the query has only negative parts; add something to search for",
             ),
-            other => ApiError::Internal(format!("the collection failed: {other}")),
+            other => store_error("the collection failed", &other),
         })?;
     let results = hits
         .into_iter()

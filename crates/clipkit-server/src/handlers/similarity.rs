@@ -2,7 +2,7 @@
 //! image's softmax over the texts, as `clipkit similarity --format json` prints them.
 
 use axum::Json;
-use clipkit_core::scores;
+use clipkit_core::scoring;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -98,15 +98,14 @@ pub async fn similarity(
     state.check_inputs(images.len() + texts.len())?;
     let text_vectors = state.embed_texts(&texts).await?;
     let image_vectors = state.embed_images(images, false).await?.vectors;
-    let logit_scale = state.clip.logit_scale();
-    let logits = scores::logits(&image_vectors, &text_vectors, logit_scale);
-    let probs = logits.iter().map(|row| scores::softmax(row)).collect();
+    let scoring = state.clip.scoring();
+    let similarity = scoring::similarity(&image_vectors, &text_vectors, &scoring);
     Ok(Json(SimilarityResponse {
         model: state.config.served_model_name.clone(),
         warnings: state.truncation_warnings(&texts),
         texts,
-        logit_scale,
-        logits_per_image: logits,
-        probs_per_image: probs,
+        logit_scale: scoring.logit_scale(),
+        logits_per_image: similarity.logits,
+        probs_per_image: similarity.probabilities,
     }))
 }

@@ -11,6 +11,7 @@ use super::dense::{Dense, MatmulPath};
 use super::tower::{DualEncoder, Embeddings, TextBatch, TextInput, TextPoolingRule};
 use crate::config::ClipConfig;
 use crate::error::Result;
+use crate::scoring::Scoring;
 use crate::weights::Scope;
 
 pub use text::TextTower;
@@ -64,12 +65,10 @@ impl DualEncoder for ClipModel {
         }
     }
 
-    fn logit_scale(&self) -> f32 {
-        self.logit_scale
-    }
-
-    fn logit_bias(&self) -> Option<f32> {
-        None
+    fn scoring(&self) -> Scoring {
+        Scoring::Softmax {
+            logit_scale: self.logit_scale,
+        }
     }
 
     fn embedding_dim(&self) -> usize {

@@ -75,8 +75,9 @@ impl Embeddings for TextEmbeddings {
                 let positions: Vec<u32> = lengths.iter().flat_map(|&l| 0..l as u32).collect();
                 if positions.len() != total {
                     return Err(ClipError::InvalidArgument {
-                        what: "packed text batch".into(),
-                        problem: format!("lengths sum to {}, ids has {total}", positions.len()),
+                        what: "packed text batch",
+                        value: format!("{total} ids"),
+                        problem: format!("its lengths sum to {}", positions.len()),
                     });
                 }
                 let positions = Tensor::from_vec(positions, total, ids.device())?;
