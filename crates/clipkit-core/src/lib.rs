@@ -5,7 +5,8 @@
 //! - [`config`] and [`weights`] read `config.json` and the safetensors files ([`pack_cache`]
 //!   keeps the packed CPU weights for the next load),
 //! - [`tokenizer`] turns prompts into CLIP BPE ids,
-//! - [`image`] decodes files and reproduces `CLIPImageProcessor` (or OpenAI's original transform),
+//! - [`image`] (the clipkit-image crate) decodes files and reproduces `CLIPImageProcessor` (or
+//!   OpenAI's original transform),
 //! - [`model`] holds the two towers,
 //! - [`scores`] turns embeddings into logits, probabilities and prompt ensembles,
 //! - [`clip`] ties everything together behind [`Clip`], the type most users want.
@@ -15,7 +16,9 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod hub;
-pub mod image;
+/// Image decoding and preprocessing live in their own crate; re-exported so that
+/// `clipkit_core::image::…` paths keep working.
+pub use clipkit_image as image;
 pub mod model;
 pub mod pack_cache;
 pub mod scores;

@@ -5,6 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use clipkit_image::PreprocessMode;
 use clipkit_index::embedded::EmbeddedStore;
 use clipkit_index::{Batch, CollectionInfo, Entry, FileRecord, IndexError, Store};
 
@@ -12,7 +13,7 @@ fn info(dim: usize) -> CollectionInfo {
     CollectionInfo {
         model: "test-model".into(),
         dim,
-        preprocess: "hf".into(),
+        preprocess: PreprocessMode::Transformers,
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use clipkit_image::PreprocessMode;
 use clipkit_index::embedded::EmbeddedStore;
 use clipkit_index::indexer::{ImageEmbedder, Indexer, Progress, Report, WalkOptions};
 use clipkit_index::{CollectionInfo, Store};
@@ -97,7 +98,7 @@ fn only_unseen_content_is_decoded_and_moves_and_copies_reuse_vectors() {
             Some(&CollectionInfo {
                 model: "histogram".into(),
                 dim: DIM,
-                preprocess: "test".into(),
+                preprocess: PreprocessMode::default(),
             }),
         )
         .unwrap();

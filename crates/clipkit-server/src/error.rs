@@ -8,6 +8,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use clipkit_core::image::{ImageError, ImageProblem};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -179,23 +180,28 @@ impl IntoResponse for ApiError {
 }
 
 /// Turns an image decoding failure into the right client error, naming the input.
-pub fn image_error(index: usize, error: &clipkit_core::ClipError) -> ApiError {
-    use clipkit_core::error::ImageProblem;
-    match error {
-        clipkit_core::ClipError::Image {
-            problem: problem @ ImageProblem::TooManyPixels { .. },
-            ..
-        } => ApiError::ImageTooLarge {
+pub fn image_error(index: usize, error: &ImageError) -> ApiError {
+    match error.problem() {
+        Some(problem @ ImageProblem::TooManyPixels { .. }) => ApiError::ImageTooLarge {
+            index,
+            message: format!("{problem}{}", pixel_limit_hint(problem)),
+        },
+        Some(problem) => ApiError::BadImage {
             index,
             message: problem.to_string(),
         },
-        clipkit_core::ClipError::Image { problem, .. } => ApiError::BadImage {
+        None => ApiError::BadImage {
             index,
-            message: problem.to_string(),
+            message: error.to_string(),
         },
-        other => ApiError::BadImage {
-            index,
-            message: other.to_string(),
-        },
+    }
+}
+
+/// Where the limit an image went over is set, for the messages that report it: the library
+/// says what is wrong, the server says which of its settings decides it.
+pub fn pixel_limit_hint(problem: &ImageProblem) -> &'static str {
+    match problem {
+        ImageProblem::TooManyPixels { .. } => " (the server's `limits.max_pixels` setting)",
+        _ => "",
     }
 }

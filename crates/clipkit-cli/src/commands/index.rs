@@ -1,10 +1,12 @@
 //! `clipkit index add` and `clipkit index status`.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use clipkit_index::indexer::{self, Indexer, Progress, WalkOptions};
+use clipkit_core::Clip;
+use clipkit_index::indexer::{self, ImageEmbedder, Indexer, Progress, WalkOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -25,6 +27,23 @@ impl Progress for Bar {
     }
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+}
+
+/// The model, with the command line's hint added to a file's error: the indexer keeps errors
+/// as text, so the hint (which flag raises the pixel limit) goes in before they become text.
+struct HintedClip<'a>(&'a Clip);
+
+impl ImageEmbedder for HintedClip<'_> {
+    fn preprocess(&self, path: &Path, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.0
+            .crop_bytes(path, bytes)
+            .map(|crop| crop.into_raw())
+            .map_err(|e| format!("{e}{}", crate::output::hint(&e)))
+    }
+
+    fn embed_inputs(&self, inputs: Vec<Vec<u8>>) -> Result<Vec<Vec<f32>>, String> {
+        self.0.embed_inputs(inputs)
     }
 }
 
@@ -62,7 +81,7 @@ pub fn add(args: &IndexAddArgs) -> Result<Outcome> {
     let progress = Bar(bar);
     let mut indexer = Indexer {
         store: &mut *store,
-        embedder: &clip,
+        embedder: &HintedClip(&clip),
         batch_size: args.commit_every,
         walk: WalkOptions {
             exclude: args.exclude.clone(),
