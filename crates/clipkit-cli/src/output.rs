@@ -57,7 +57,7 @@ pub fn report_failure(error: &(dyn std::error::Error + 'static)) {
 /// over the pixel limit, but only the command line knows the flag that raises it.
 pub fn hint(error: &(dyn std::error::Error + 'static)) -> &'static str {
     if over_pixel_limit(error) {
-        " (raise the limit with --max-pixels)"
+        "; raise the limit with --max-pixels"
     } else {
         ""
     }

@@ -201,7 +201,34 @@ pub fn image_error(index: usize, error: &ImageError) -> ApiError {
 /// says what is wrong, the server says which of its settings decides it.
 pub fn pixel_limit_hint(problem: &ImageProblem) -> &'static str {
     match problem {
-        ImageProblem::TooManyPixels { .. } => " (the server's `limits.max_pixels` setting)",
+        ImageProblem::TooManyPixels { .. } => {
+            "; the limit is the server's `limits.max_pixels` setting"
+        }
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_over_the_pixel_limit_names_the_servers_setting() {
+        let error = ImageError::Image {
+            path: "input 0".into(),
+            problem: ImageProblem::TooManyPixels {
+                width: 2000,
+                height: 1000,
+                pixels: 2_000_000,
+                limit: 1_000_000,
+            },
+        };
+        match image_error(0, &error) {
+            ApiError::ImageTooLarge { index: 0, message } => {
+                assert!(message.contains("limits.max_pixels"), "{message}");
+                assert!(!message.contains("--"), "{message}");
+            }
+            other => panic!("expected ImageTooLarge, got {other:?}"),
+        }
     }
 }
