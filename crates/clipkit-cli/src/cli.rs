@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clipkit_image::PreprocessMode;
 
 pub mod values;
 
@@ -311,14 +312,6 @@ pub struct FormatArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Preprocess {
-    /// transformers' CLIPProcessor (PIL path): RGB first, transparent pixels on white.
-    Hf,
-    /// OpenAI's original transform: resize in the file's mode, crop rounded half to even.
-    Openai,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
     /// Full precision: the numbers transformers gives.
     F32,
@@ -347,8 +340,8 @@ pub struct ModelArgs {
     #[arg(long, short = 'm', env = "CLIPKIT_MODEL", default_value = clipkit_core::hub::DEFAULT_MODEL)]
     pub model: String,
     /// Which reference the image preprocessing reproduces.
-    #[arg(long, value_enum, default_value_t = Preprocess::Hf)]
-    pub preprocess: Preprocess,
+    #[arg(long, value_enum, default_value_t = PreprocessMode::Transformers)]
+    pub preprocess: PreprocessMode,
     /// Ignore EXIF orientation (transformers does; by default photos are turned upright).
     #[arg(long)]
     pub ignore_exif: bool,

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         // A reader that stops early (`clipkit … | head`) is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e:#}{}", output::hint(&*e));
             if let Some(hint) = flag_hint(&e) {
                 eprintln!("hint: {hint}");
             }

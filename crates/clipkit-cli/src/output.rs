@@ -49,6 +49,32 @@ pub fn path_str(path: &Path) -> String {
 }
 
 /// Reports a per-input failure (the error names the file) without stopping the batch.
-pub fn report_failure(error: &dyn std::fmt::Display) {
-    eprintln!("error: {error}");
+pub fn report_failure(error: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {error}{}", hint(error));
+}
+
+/// What to add to an image error that the command line can fix: the library says an image is
+/// over the pixel limit, but only the command line knows the flag that raises it.
+pub fn hint(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    if over_pixel_limit(error) {
+        "; raise the limit with --max-pixels"
+    } else {
+        ""
+    }
+}
+
+/// Whether `error`, or anything in its chain of sources, is an image over the pixel limit.
+fn over_pixel_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    use clipkit_core::image::{ImageError, ImageProblem};
+    use clipkit_core::ClipError;
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        let problem = if let Some(e) = e.downcast_ref::<ClipError>() {
+            e.image_problem()
+        } else if let Some(e) = e.downcast_ref::<ImageError>() {
+            e.problem()
+        } else {
+            e.downcast_ref::<ImageProblem>()
+        };
+        matches!(problem, Some(ImageProblem::TooManyPixels { .. }))
+    })
 }

@@ -6,16 +6,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clipkit_core::device::{CpuKernels, Precision};
 use clipkit_core::image::DecodeOptions;
-use clipkit_core::{Clip, Embedder, LoadOptions, PreprocessMode};
+use clipkit_core::{Clip, Embedder, LoadOptions};
 
-use crate::cli::{CpuKernelsArg, LabelArgs, ModelArgs, PrecisionArg, Preprocess, ServeArgs};
+use crate::cli::{CpuKernelsArg, LabelArgs, ModelArgs, PrecisionArg, ServeArgs};
 
 pub fn load_model(args: &ModelArgs) -> Result<Clip> {
     let options = LoadOptions {
-        preprocess: match args.preprocess {
-            Preprocess::Hf => PreprocessMode::Transformers,
-            Preprocess::Openai => PreprocessMode::OpenAi,
-        },
+        preprocess: args.preprocess,
         decode: DecodeOptions {
             max_pixels: args.max_pixels,
             apply_exif_orientation: !args.ignore_exif,

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub use clipkit_image::{ImageError, ImageProblem};
+
 pub type Result<T, E = ClipError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +74,10 @@ pub enum ClipError {
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
 
-    #[error("{path}: {problem}")]
-    Image {
-        path: PathBuf,
-        problem: ImageProblem,
-    },
+    /// An image that did not decode, or a `preprocessor_config.json` that is wrong; the
+    /// message names the file either way.
+    #[error(transparent)]
+    Image(#[from] ImageError),
 
     #[error("no labels given: zero-shot classification needs at least one label")]
     EmptyLabels,
@@ -122,35 +123,16 @@ pub enum ClipError {
     Candle(#[from] candle_core::Error),
 }
 
-/// Why an image could not be turned into pixels. Kept separate from [`ClipError`] so batch
-/// callers can report the problem per file and carry on.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageProblem {
-    #[error("file is empty")]
-    Empty,
-    #[error("not a recognised image format")]
-    UnknownFormat,
-    #[error("image format {0} is not supported")]
-    Unsupported(String),
-    #[error("image has zero width or height")]
-    ZeroSize,
-    #[error(
-        "image is {width}x{height} = {pixels} pixels, over the limit of {limit} \
-         (possible decompression bomb; raise it with --max-pixels)"
-    )]
-    TooManyPixels {
-        width: u32,
-        height: u32,
-        pixels: u64,
-        limit: u64,
-    },
-    #[error("corrupt or truncated image data: {0}")]
-    Corrupt(String),
-    #[error("cannot read file: {0}")]
-    Io(#[from] std::io::Error),
-}
-
 impl ClipError {
+    /// Why an image failed, when that is what this error is: for callers that report a
+    /// per-file problem, or add their own hint to one (how to raise the pixel limit).
+    pub fn image_problem(&self) -> Option<&ImageProblem> {
+        match self {
+            Self::Image(e) => e.problem(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

@@ -7,7 +7,8 @@
 //! - [`config`] and [`weights`] read `config.json` and the safetensors files ([`pack_cache`]
 //!   keeps the packed CPU weights for the next load),
 //! - [`tokenizer`] turns prompts into CLIP BPE ids,
-//! - [`image`] decodes files and reproduces `CLIPImageProcessor` (or OpenAI's original transform),
+//! - [`image`] (the clipkit-image crate) decodes files and reproduces `CLIPImageProcessor` (or
+//!   OpenAI's original transform),
 //! - [`model`] holds the towers: the shape all families share ([`model::tower`]) and each
 //!   family's own,
 //! - [`device`] decides once how the matmuls run (device, precision, kernels),
@@ -24,7 +25,9 @@ pub mod embedder;
 pub mod error;
 pub mod family;
 pub mod hub;
-pub mod image;
+/// Image decoding and preprocessing live in their own crate; re-exported so that
+/// `clipkit_core::image::…` paths keep working.
+pub use clipkit_image as image;
 pub mod model;
 pub mod pack_cache;
 pub mod scores;

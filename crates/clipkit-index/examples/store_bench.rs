@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use clipkit_image::PreprocessMode;
 use clipkit_index::embedded::EmbeddedStore;
 use clipkit_index::label::{label, LabelOptions};
 use clipkit_index::{Batch, CollectionInfo, Entry, FileRecord, LabelVector, Store};
@@ -96,7 +97,7 @@ fn main() {
     let info = CollectionInfo {
         model: "bench".into(),
         dim: a.dim,
-        preprocess: "hf".into(),
+        preprocess: PreprocessMode::Transformers,
     };
     let mut store = EmbeddedStore::open_dir(&a.dir, Some(&info)).expect("store");
     let mut gen = Gen(42);

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use clipkit_image::PreprocessMode;
 use rayon::prelude::*;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -715,6 +716,9 @@ fn read_info(conn: &Connection) -> rusqlite::Result<Option<CollectionInfo>> {
     else {
         return Ok(None);
     };
+    let preprocess = preprocess.parse::<PreprocessMode>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(Some(CollectionInfo {
         model,
         dim: dim.parse().unwrap_or(0),
@@ -726,7 +730,7 @@ fn write_info(conn: &Connection, info: &CollectionInfo) -> rusqlite::Result<()> 
     set_meta(conn, "format", FORMAT_VERSION)?;
     set_meta(conn, "model", &info.model)?;
     set_meta(conn, "dim", &info.dim.to_string())?;
-    set_meta(conn, "preprocess", &info.preprocess)?;
+    set_meta(conn, "preprocess", &info.preprocess.to_string())?;
     set_meta(conn, "generation", "0")?;
     set_meta(conn, "log_since", "0")
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use ::milvus::v2::prelude::*;
 use ::milvus::v2::{ConsistencyLevel, DataType};
+use clipkit_image::PreprocessMode;
 
 use crate::paths::{decode_path, encode_path, path_id};
 use crate::Store;
@@ -119,7 +120,7 @@ impl MilvusStore {
             info: CollectionInfo {
                 model: String::new(),
                 dim: 0,
-                preprocess: String::new(),
+                preprocess: PreprocessMode::default(),
             },
         };
         let exists = store.has_collection(collection)?;
@@ -206,7 +207,8 @@ impl MilvusStore {
         let preprocess = props
             .get(PROP_PREPROCESS)
             .ok_or_else(|| not_ours(&format!("{PROP_PREPROCESS} property")))?
-            .clone();
+            .parse::<PreprocessMode>()
+            .map_err(|e| self.error("opening", format!("{PROP_PREPROCESS} property: {e}")))?;
         let dim = desc
             .get_schema()
             .get_fields()
@@ -259,7 +261,7 @@ impl MilvusStore {
             );
         let properties = HashMap::from([
             (PROP_MODEL.to_owned(), self.info.model.clone()),
-            (PROP_PREPROCESS.to_owned(), self.info.preprocess.clone()),
+            (PROP_PREPROCESS.to_owned(), self.info.preprocess.to_string()),
             (PROP_ROOTS.to_owned(), "[]".to_owned()),
         ]);
         self.create_collection(&self.collection, schema, properties)?;

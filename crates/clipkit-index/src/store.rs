@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use clipkit_image::PreprocessMode;
 use serde::{Deserialize, Serialize};
 
 use crate::paths;
@@ -18,8 +19,9 @@ use crate::Result;
 pub struct CollectionInfo {
     pub model: String,
     pub dim: usize,
-    /// `hf` or `openai`: the preprocessing the image embeddings were made with.
-    pub preprocess: String,
+    /// The preprocessing the image embeddings were made with; stored by its name (`hf` or
+    /// `openai`), so collections written before it was an enum still open.
+    pub preprocess: PreprocessMode,
 }
 
 /// What a store knows about one indexed file, enough to tell whether it changed.

@@ -5,6 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use clipkit_image::PreprocessMode;
 use clipkit_index::embedded::EmbeddedStore;
 use clipkit_index::{Batch, CollectionInfo, Entry, FileRecord, IndexError, Store};
 
@@ -12,7 +13,7 @@ fn info(dim: usize) -> CollectionInfo {
     CollectionInfo {
         model: "test-model".into(),
         dim,
-        preprocess: "hf".into(),
+        preprocess: PreprocessMode::Transformers,
     }
 }
 
@@ -294,4 +295,29 @@ fn passes_the_backend_conformance_suite() {
         };
         common::conformance::run_all(&open);
     }
+}
+
+/// The preprocessing is stored as its name, the text stores have always held: a store written
+/// with `openai` says so in its meta table, and one whose meta says `hf` opens as transformers'.
+#[test]
+fn preprocessing_is_stored_by_its_stable_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let openai = CollectionInfo {
+        preprocess: PreprocessMode::OpenAi,
+        ..info(4)
+    };
+    drop(EmbeddedStore::open_dir(&dir, Some(&openai)).unwrap());
+    let db = rusqlite::Connection::open(dir.join("store.sqlite")).unwrap();
+    let stored: String = db
+        .query_row("SELECT value FROM meta WHERE key = 'preprocess'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, "openai");
+    db.execute("UPDATE meta SET value = 'hf' WHERE key = 'preprocess'", [])
+        .unwrap();
+    drop(db);
+    let reopened = EmbeddedStore::open_dir(&dir, None).unwrap();
+    assert_eq!(reopened.info().preprocess, PreprocessMode::Transformers);
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use clipkit_core::error::ImageProblem;
 use clipkit_core::{ClipError, Crop, Embedder, Scoring};
+use clipkit_image::{ImageError, ImageProblem, PreprocessMode};
 use clipkit_index::embedded::EmbeddedStore;
 use clipkit_index::indexer::{Indexer, Progress, Report, WalkOptions};
 use clipkit_index::{CollectionInfo, Store};
@@ -38,10 +38,10 @@ impl Embedder for Histogram {
     fn preprocess(&self, path: &Path, bytes: &[u8]) -> Result<Crop, ClipError> {
         self.decoded.lock().unwrap().push(path.to_owned());
         if bytes.starts_with(b"bad") {
-            return Err(ClipError::Image {
+            return Err(ClipError::Image(ImageError::Image {
                 path: path.to_owned(),
                 problem: ImageProblem::Corrupt("not an image".into()),
-            });
+            }));
         }
         let grey: Vec<u8> = bytes.iter().flat_map(|&b| [b, b, b]).collect();
         Ok(Crop::from_raw(bytes.len() as u32, 1, grey).unwrap())
@@ -119,7 +119,7 @@ fn only_unseen_content_is_decoded_and_moves_and_copies_reuse_vectors() {
             Some(&CollectionInfo {
                 model: "histogram".into(),
                 dim: DIM,
-                preprocess: "test".into(),
+                preprocess: PreprocessMode::default(),
             }),
         )
         .unwrap();

@@ -8,6 +8,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use clipkit_core::image::{ImageError, ImageProblem};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -205,24 +206,31 @@ pub fn store_error(what: &str, error: &clipkit_index::IndexError) -> ApiError {
 }
 
 /// Turns an image decoding failure into the right client error, naming the input.
-pub fn image_error(index: usize, error: &clipkit_core::ClipError) -> ApiError {
-    use clipkit_core::error::ImageProblem;
-    match error {
-        clipkit_core::ClipError::Image {
-            problem: problem @ ImageProblem::TooManyPixels { .. },
-            ..
-        } => ApiError::ImageTooLarge {
+pub fn image_error(index: usize, error: &ImageError) -> ApiError {
+    match error.problem() {
+        Some(problem @ ImageProblem::TooManyPixels { .. }) => ApiError::ImageTooLarge {
+            index,
+            message: format!("{problem}{}", pixel_limit_hint(problem)),
+        },
+        Some(problem) => ApiError::BadImage {
             index,
             message: problem.to_string(),
         },
-        clipkit_core::ClipError::Image { problem, .. } => ApiError::BadImage {
+        None => ApiError::BadImage {
             index,
-            message: problem.to_string(),
+            message: error.to_string(),
         },
-        other => ApiError::BadImage {
-            index,
-            message: other.to_string(),
-        },
+    }
+}
+
+/// Where the limit an image went over is set, for the messages that report it: the library
+/// says what is wrong, the server says which of its settings decides it.
+pub fn pixel_limit_hint(problem: &ImageProblem) -> &'static str {
+    match problem {
+        ImageProblem::TooManyPixels { .. } => {
+            "; the limit is the server's `limits.max_pixels` setting"
+        }
+        _ => "",
     }
 }
 
@@ -247,5 +255,25 @@ mod tests {
         let response = store_error("the collection failed", &refused).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn an_image_over_the_pixel_limit_names_the_servers_setting() {
+        let error = ImageError::Image {
+            path: "input 0".into(),
+            problem: ImageProblem::TooManyPixels {
+                width: 2000,
+                height: 1000,
+                pixels: 2_000_000,
+                limit: 1_000_000,
+            },
+        };
+        match image_error(0, &error) {
+            ApiError::ImageTooLarge { index: 0, message } => {
+                assert!(message.contains("limits.max_pixels"), "{message}");
+                assert!(!message.contains("--"), "{message}");
+            }
+            other => panic!("expected ImageTooLarge, got {other:?}"),
+        }
     }
 }

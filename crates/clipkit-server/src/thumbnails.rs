@@ -14,7 +14,7 @@ use clipkit_core::image::{DecodeOptions, Pixels};
 use clipkit_index::paths::path_id;
 use clipkit_index::Store;
 
-use crate::error::{store_error, ApiError};
+use crate::error::{pixel_limit_hint, store_error, ApiError};
 
 /// Longest side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIZE: u32 = 256;
@@ -83,7 +83,8 @@ impl Thumbnails {
         };
         let decoded = clipkit_core::image::decode_file(path, &options).map_err(|e| {
             ApiError::NotFound(format!(
-                "the image behind this thumbnail is unreadable: {e}"
+                "the image behind this thumbnail is unreadable: {e}{}",
+                pixel_limit_hint(&e)
             ))
         })?;
         let rgb = match decoded.pixels {

@@ -994,7 +994,7 @@ async fn a_store_that_is_down_answers_503_with_retry_after() {
         info: clipkit_index::CollectionInfo {
             model: clip.name().to_owned(),
             dim: clip.embedding_dim(),
-            preprocess: "hf".into(),
+            preprocess: clipkit_core::PreprocessMode::Transformers,
         },
     };
     let s = TestServer::start_with(clip, config(), Some(Box::new(store)), true).await;

@@ -144,7 +144,7 @@ fn contact_sheet<'a>(
                 imageops::overlay(&mut sheet, &thumb, x as i64, y as i64);
             }
             Err(e) => {
-                eprintln!("warning: {e}");
+                eprintln!("warning: {e}{}", crate::output::hint(&e));
                 failures += 1;
             }
         }

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clipkit_core::Clip;
 use clipkit_index::{CollectionInfo, IndexError, Store, StoreAddress};
 
-use crate::cli::{ModelArgs, Preprocess, StoreArgs};
+use crate::cli::{ModelArgs, StoreArgs};
 use crate::settings::load_model;
 
 pub fn address(args: &StoreArgs) -> Result<StoreAddress> {
@@ -17,14 +17,7 @@ pub fn info_of(clip: &Clip, args: &ModelArgs) -> CollectionInfo {
     CollectionInfo {
         model: clip.name().to_owned(),
         dim: clip.embedding_dim(),
-        preprocess: preprocess_name(args.preprocess).to_owned(),
-    }
-}
-
-fn preprocess_name(p: Preprocess) -> &'static str {
-    match p {
-        Preprocess::Hf => "hf",
-        Preprocess::Openai => "openai",
+        preprocess: args.preprocess,
     }
 }
 
@@ -53,11 +46,7 @@ pub fn model_for(store: &dyn Store, args: &ModelArgs) -> Result<Clip> {
     let clip = if defaulted {
         let stored = ModelArgs {
             model: info.model.clone(),
-            preprocess: if info.preprocess == "openai" {
-                Preprocess::Openai
-            } else {
-                Preprocess::Hf
-            },
+            preprocess: info.preprocess,
             ignore_exif: args.ignore_exif,
             jpeg_draft: args.jpeg_draft,
             max_pixels: args.max_pixels,

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use clipkit_image::PreprocessMode;
 use clipkit_index::{
     Batch, CollectionInfo, Entry, FileRecord, IndexError, LabelVector, Result, Store,
 };
@@ -50,7 +51,7 @@ pub fn info(dim: usize) -> CollectionInfo {
     CollectionInfo {
         model: "ViT-B-32/openai".into(),
         dim,
-        preprocess: "openai".into(),
+        preprocess: PreprocessMode::OpenAi,
     }
 }
 
@@ -278,7 +279,7 @@ pub fn refuses_other_models_and_dims(open: Open) {
         Ok(_) => panic!("other model accepted"),
     }
     let other_preprocess = CollectionInfo {
-        preprocess: "hf".into(),
+        preprocess: PreprocessMode::Transformers,
         ..info(8)
     };
     assert!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use clipkit_core::{Clip, LoadOptions};
+use clipkit_core::{Clip, LoadOptions, PreprocessMode};
 use clipkit_index::indexer::{canonical_roots, Indexer, NoProgress, WalkOptions};
 use clipkit_index::{CollectionInfo, Store, StoreAddress};
 use clipkit_server::{Server, ServerConfig};
@@ -70,7 +70,7 @@ pub fn build_store(dir: &Path, clip: &Clip) -> Box<dyn Store> {
     let info = CollectionInfo {
         model: clip.name().to_owned(),
         dim: clip.embedding_dim(),
-        preprocess: "hf".into(),
+        preprocess: PreprocessMode::Transformers,
     };
     let mut store =
         clipkit_index::open(&StoreAddress::Embedded(dir.join("store")), Some(&info)).unwrap();

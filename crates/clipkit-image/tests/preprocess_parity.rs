@@ -3,15 +3,42 @@
 //! on the OpenAI path, which PIL resizes in CMYK before converting to RGB; it is held to a mean
 //! bound.
 
-mod common;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use clipkit_core::image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
+use clipkit_image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
+
+/// The committed fixtures (`fixtures/` at the workspace root), written by
+/// `tools/fixtures/make_fixtures.py` from transformers.
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// The u8 reference crops of a safetensors file, flattened, by tensor name.
+fn load_u8_tensors(path: &Path) -> HashMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::U8, "{name}");
+            (name, view.data().to_vec())
+        })
+        .collect()
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
 
 /// (max abs difference, mean abs difference) between our crop and the reference.
 fn compare(mode: PreprocessMode, key: &str) -> Vec<(String, u8, f64)> {
-    let fixtures = common::fixtures();
-    let reference = common::load_tensors(&fixtures.join("reference/preprocess.safetensors"));
-    let meta = common::read_json(&fixtures.join("reference/preprocess.json"));
+    let fixtures = fixtures();
+    let reference = load_u8_tensors(&fixtures.join("reference/preprocess.safetensors"));
+    let meta = read_json(&fixtures.join("reference/preprocess.json"));
     // The references were made from PIL images, which transformers does not EXIF-rotate.
     let decode = DecodeOptions {
         apply_exif_orientation: false,
@@ -20,11 +47,7 @@ fn compare(mode: PreprocessMode, key: &str) -> Vec<(String, u8, f64)> {
     let pre = Preprocessor::new(PreprocessorConfig::openai(224), mode, decode);
     let mut out = Vec::new();
     for name in meta["files"].as_object().unwrap().keys() {
-        let expected = reference[&format!("{key}/{name}")]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<u8>()
-            .unwrap();
+        let expected = &reference[&format!("{key}/{name}")];
         let decoded = pre
             .decode_file(&fixtures.join("images").join(name))
             .unwrap();
@@ -32,7 +55,7 @@ fn compare(mode: PreprocessMode, key: &str) -> Vec<(String, u8, f64)> {
         assert_eq!(got.len(), expected.len(), "{name}");
         let diffs: Vec<u8> = got
             .iter()
-            .zip(&expected)
+            .zip(expected)
             .map(|(a, b)| a.abs_diff(*b))
             .collect();
         let max = *diffs.iter().max().unwrap();
@@ -85,7 +108,7 @@ fn openai_path_is_bit_identical_but_for_cmyk() {
 
 #[test]
 fn exif_orientation_is_applied_by_default() {
-    let path = common::fixtures().join("images/rotated_exif.jpg");
+    let path = fixtures().join("images/rotated_exif.jpg");
     let pre = |apply| {
         Preprocessor::new(
             PreprocessorConfig::openai(224),

@@ -4,10 +4,16 @@
 //! lands up to 5 levels away from Pillow on real photos, which breaks the one-level parity
 //! with transformers; Pillow itself uses 22-bit fixed-point weights and clamps to 8 bits
 //! between its horizontal and vertical pass. This module follows that arithmetic:
-//! normalised filter weights per output pixel, rounded to fixed point, horizontal pass
-//! first, then vertical.
+//! normalised filter weights per output pixel, rounded to fixed point, one pass per axis whose
+//! size changes, clamped to 8 bits in between.
+//!
+//! The order of the passes is Pillow's too, since it changes that 8-bit intermediate: the
+//! horizontal pass runs first, except when both axes change and the height shrinks by more
+//! than twice as many pixels as the width does (`height - out_h > 2 * (width - out_w)`),
+//! where the vertical pass runs first ([`resize_window`]). An axis that keeps its size has no
+//! pass; `Nearest` and an unchanged size are plain pixel copies.
 
-use super::config::Resample;
+use crate::config::Resample;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 

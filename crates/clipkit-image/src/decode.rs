@@ -9,75 +9,10 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, RgbImage, RgbaImage};
 
-use super::jpeg;
+use crate::decoded::check_frame_size;
+pub use crate::decoded::{DecodeOptions, DecodedImage, Pixels, SourceMode, DEFAULT_MAX_PIXELS};
 use crate::error::ImageProblem;
-
-/// PIL's `Image.MAX_IMAGE_PIXELS` doubled: the point where PIL itself refuses to decode.
-pub const DEFAULT_MAX_PIXELS: u64 = 2 * 89_478_485;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecodeOptions {
-    pub max_pixels: u64,
-    /// Rotate/flip according to the EXIF orientation tag. transformers does not do this, so
-    /// a phone photo taken upright is embedded sideways there; we default to what the user sees.
-    pub apply_exif_orientation: bool,
-    /// JPEGs only: decode at 1/2, 1/4 or 1/8 scale inside the IDCT when the shortest edge
-    /// stays at least this long (PIL's `Image.draft`). Several times faster on photos much
-    /// larger than the model input, but the pixels differ from a full decode and resize, so
-    /// it is off unless asked for (the README gives its measured effect on embeddings).
-    pub draft_shortest_edge: Option<u32>,
-}
-
-impl Default for DecodeOptions {
-    fn default() -> Self {
-        Self {
-            max_pixels: DEFAULT_MAX_PIXELS,
-            apply_exif_orientation: true,
-            draft_shortest_edge: None,
-        }
-    }
-}
-
-/// What the file stored, before it was widened to RGB(A); PIL's mode decides a few steps of
-/// OpenAI's transform (palette images are resized with nearest neighbour there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceMode {
-    Rgb,
-    Rgba,
-    Gray,
-    GrayAlpha,
-    Palette,
-    Other,
-}
-
-#[derive(Debug, Clone)]
-pub enum Pixels {
-    Rgb(RgbImage),
-    /// Only kept when some pixel is not fully opaque.
-    Rgba(RgbaImage),
-}
-
-#[derive(Debug, Clone)]
-pub struct DecodedImage {
-    pub pixels: Pixels,
-    pub mode: SourceMode,
-}
-
-impl DecodedImage {
-    pub fn width(&self) -> u32 {
-        match &self.pixels {
-            Pixels::Rgb(i) => i.width(),
-            Pixels::Rgba(i) => i.width(),
-        }
-    }
-
-    pub fn height(&self) -> u32 {
-        match &self.pixels {
-            Pixels::Rgb(i) => i.height(),
-            Pixels::Rgba(i) => i.height(),
-        }
-    }
-}
+use crate::jpeg;
 
 pub fn decode_file(path: &Path, options: &DecodeOptions) -> Result<DecodedImage, ImageProblem> {
     decode_bytes(&std::fs::read(path)?, options)
@@ -110,18 +45,7 @@ fn decode_reader<R: std::io::BufRead + Seek>(
     let format = reader.format().ok_or(ImageProblem::UnknownFormat)?;
     let mut decoder = reader.into_decoder().map_err(problem)?;
     let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(ImageProblem::ZeroSize);
-    }
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > options.max_pixels {
-        return Err(ImageProblem::TooManyPixels {
-            width,
-            height,
-            pixels,
-            limit: options.max_pixels,
-        });
-    }
+    check_frame_size(width, height, options.max_pixels)?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(options.max_pixels.saturating_mul(8).max(64 << 20));
     decoder.set_limits(limits).map_err(problem)?;

@@ -2,7 +2,7 @@
 //! layouts, qualities, optimised Huffman tables, restart intervals and odd sizes.
 
 use super::*;
-use crate::image::jpeg::libjpeg_eighth;
+use crate::test_support::libjpeg_eighth;
 use turbojpeg::PixelFormat;
 use turbojpeg_sys as tj;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{ClipError, Result};
+use crate::error::{ImageError, Result};
 
 pub const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 pub const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
@@ -83,8 +83,11 @@ impl PreprocessorConfig {
     /// Reads `preprocessor_config.json`; `image_size` (from the model config) fills what the
     /// file leaves out.
     pub fn from_file(path: &Path, image_size: u32) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
-        let raw: Value = serde_json::from_str(&text).map_err(|source| ClipError::Json {
+        let text = std::fs::read_to_string(path).map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: Value = serde_json::from_str(&text).map_err(|source| ImageError::Json {
             path: path.to_path_buf(),
             source,
         })?;
@@ -93,7 +96,7 @@ impl PreprocessorConfig {
 
     pub fn from_json(raw: &Value, image_size: u32, path: &Path) -> Result<Self> {
         let mut c = Self::openai(image_size);
-        let bad = |field: &str, problem: &str| ClipError::config(path, field, problem);
+        let bad = |field: &str, problem: &str| ImageError::config(path, field, problem);
         let flag = |name: &str, default: bool| -> Result<bool> {
             match raw.get(name) {
                 None | Some(Value::Null) => Ok(default),

@@ -12,9 +12,9 @@ use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
-use super::decode::{DecodeOptions, DecodedImage, Pixels, SourceMode};
-use super::jpeg_eighth;
+use crate::decoded::{check_frame_size, DecodeOptions, DecodedImage, Pixels, SourceMode};
 use crate::error::ImageProblem;
+use crate::jpeg_eighth;
 
 /// Does the buffer start like a JPEG (SOI followed by another marker)?
 pub fn is_jpeg(bytes: &[u8]) -> bool {
@@ -26,18 +26,8 @@ pub fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Option<DecodedIma
     let mut decompressor = Decompressor::new().map_err(corrupt)?;
     let header = decompressor.read_header(bytes).map_err(corrupt)?;
     let (width, height) = (header.width, header.height);
-    if width == 0 || height == 0 {
-        return Err(ImageProblem::ZeroSize);
-    }
-    let pixels = width as u64 * height as u64;
-    if pixels > options.max_pixels {
-        return Err(ImageProblem::TooManyPixels {
-            width: width as u32,
-            height: height as u32,
-            pixels,
-            limit: options.max_pixels,
-        });
-    }
+    // JPEG dimensions are 16-bit, so they fit.
+    check_frame_size(width as u32, height as u32, options.max_pixels)?;
     let (format, mode) = match header.colorspace {
         Colorspace::YCbCr | Colorspace::RGB => (PixelFormat::RGB, SourceMode::Rgb),
         Colorspace::Gray => (PixelFormat::GRAY, SourceMode::Gray),
@@ -111,20 +101,6 @@ fn blank_image(width: usize, height: usize, format: PixelFormat) -> Image<Vec<u8
         height,
         format,
     }
-}
-
-/// libjpeg-turbo's own decode at 1/8 scale, as `(width, height, pixels)`: the reference the
-/// 1/8-scale decoder is held to.
-#[cfg(test)]
-pub(super) fn libjpeg_eighth(bytes: &[u8], format: PixelFormat) -> (usize, usize, Vec<u8>) {
-    let mut d = Decompressor::new().unwrap();
-    let header = d.read_header(bytes).unwrap();
-    let factor = ScalingFactor::new(1, 8);
-    d.set_scaling_factor(factor).unwrap();
-    let scaled = header.scaled(factor);
-    let mut image = blank_image(scaled.width, scaled.height, format);
-    d.decompress(bytes, image.as_deref_mut()).unwrap();
-    (scaled.width, scaled.height, image.pixels)
 }
 
 /// `CLIPKIT_JPEG_EIGHTH=off` sends 1/8-scale decodes to libjpeg-turbo too (to compare the
@@ -228,6 +204,7 @@ fn corrupt(e: turbojpeg::Error) -> ImageProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::libjpeg_eighth;
 
     #[test]
     fn draft_keeps_the_shortest_edge_at_or_above_the_target() {

@@ -1,13 +1,13 @@
 //! Decode + preprocess cost per image on one thread, full decode against JPEG draft:
-//! `cargo run --release -p clipkit-core --example decode_bench -- DIR [REPS] [full|draft]`.
+//! `cargo run --release -p clipkit-image --example decode_bench -- DIR [REPS] [full|draft]`.
 //! The end-to-end rate can only reach model speed when this is small beside the model's
 //! CPU time per image, since both share the same cores.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clipkit_core::image::files::find_images;
-use clipkit_core::image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
+use clipkit_image::files::find_images;
+use clipkit_image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -5,37 +5,13 @@ use std::path::Path;
 
 use image::{RgbImage, RgbaImage};
 
-use super::config::{PreprocessorConfig, Resample};
-use super::decode::{decode_bytes, decode_file, DecodeOptions, DecodedImage, Pixels, SourceMode};
-use super::pil::{self, CropRounding};
-use super::resample;
-use crate::error::{ClipError, ImageProblem, Result};
-
-/// Which reference the pixels should match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PreprocessMode {
-    /// transformers' PIL image processor (`CLIPProcessor` as most people ran it): RGB first
-    /// (transparent pixels on white), resize, crop with the offset rounded down.
-    #[default]
-    Transformers,
-    /// OpenAI's `clip` package: resize in the file's own mode (premultiplied alpha, nearest
-    /// neighbour for palette images), crop with the offset rounded half to even, then RGB
-    /// (alpha dropped).
-    OpenAi,
-}
-
-impl std::str::FromStr for PreprocessMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "hf" | "transformers" => Ok(Self::Transformers),
-            "openai" => Ok(Self::OpenAi),
-            other => Err(format!(
-                "unknown preprocessing `{other}` (expected `hf` or `openai`)"
-            )),
-        }
-    }
-}
+use crate::config::{PreprocessorConfig, Resample};
+use crate::decode::{decode_bytes, decode_file};
+use crate::decoded::{DecodeOptions, DecodedImage, Pixels, SourceMode};
+use crate::error::{ImageError, Result};
+use crate::mode::PreprocessMode;
+use crate::pil::{self, CropRounding};
+use crate::resample;
 
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -59,11 +35,11 @@ impl Preprocessor {
     }
 
     pub fn decode_file(&self, path: &Path) -> Result<DecodedImage> {
-        decode_file(path, &self.decode).map_err(|problem| image_error(path, problem))
+        decode_file(path, &self.decode).map_err(|problem| ImageError::image(path, problem))
     }
 
     pub fn decode_bytes(&self, name: &Path, bytes: &[u8]) -> Result<DecodedImage> {
-        decode_bytes(bytes, &self.decode).map_err(|problem| image_error(name, problem))
+        decode_bytes(bytes, &self.decode).map_err(|problem| ImageError::image(name, problem))
     }
 
     /// Normalised `[3, H, W]` values of an image file.
@@ -163,13 +139,6 @@ impl Preprocessor {
                 out[ch * plane + i] = (f32::from(p[ch]) * scale - mean[ch]) / std[ch];
             }
         }
-    }
-}
-
-fn image_error(path: &Path, problem: ImageProblem) -> ClipError {
-    ClipError::Image {
-        path: path.to_path_buf(),
-        problem,
     }
 }
 
