@@ -1,4 +1,4 @@
-//! Activations and `exp`: scalar, AVX-512 ([`avx512`]) and AVX2 + FMA ([`avx2`]). The vector
+//! Activations and `exp`: scalar, AVX-512 (`avx512`) and AVX2 + FMA (`avx2`). The vector
 //! versions are what the GEMM epilogue and the attention softmax call on registers; the scalar ones are the portable path and the
 //! reference the tests hold the vector ones to.
 

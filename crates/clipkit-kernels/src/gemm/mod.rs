@@ -13,7 +13,7 @@
 //! Each module uses only those listed before it (checked by `tools/module_cycles.py` in this
 //! crate), so none needs another's internals to be understood:
 //!
-//! 1. [`tile`]: the micro-tile contract: tile and pass sizes, [`Epilogue`], the prefetch hint,
+//! 1. `tile`: the micro-tile contract: tile and pass sizes, [`Epilogue`], the prefetch hint,
 //!    int8 dequantisation, the one argument struct every kernel takes, scalar rounding.
 //! 2. `portable`, `avx512`, `avx2` (the kernels, one file per instruction set) and `amx` (the
 //!    AMX tiles, the retiling for them, and whether this CPU has them): the contract only.
@@ -24,9 +24,9 @@
 //! 5. `driver`: a matmul split into tasks on rayon's pool, each running tiles on its block.
 //! 6. this file: the public API ([`PackedWeights`], [`WeightFormat`], [`kernel_name`]).
 //!
-//! Below all of them: [`crate::simd`] (feature checks), [`crate::buf`] (owned or mapped panel
+//! Below all of them: `crate::simd` (feature checks), [`crate::buf`] (owned or mapped panel
 //! memory) and [`crate::act`] (activations); above: [`crate::attention`], which runs its two
-//! products on [`tile`]'s f32 tile.
+//! products on the f32 tile (through `kernels`).
 
 use std::mem::MaybeUninit;
 
