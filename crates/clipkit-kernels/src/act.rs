@@ -1,5 +1,5 @@
-//! Activations and `exp`, scalar and AVX-512 (the AVX2 versions are in [`crate::avx2`]). The vector versions are what the GEMM epilogue
-//! and the attention softmax call on registers; the scalar ones are the portable path and the
+//! Activations and `exp`: scalar, AVX-512 (`avx512`) and AVX2 + FMA (`avx2`). The vector
+//! versions are what the GEMM epilogue and the attention softmax call on registers; the scalar ones are the portable path and the
 //! reference the tests hold the vector ones to.
 
 /// The activations CLIP checkpoints use (`hidden_act`).
@@ -91,7 +91,7 @@ impl Activation {
         #[cfg(target_arch = "x86_64")]
         if crate::simd::avx2() {
             // SAFETY: the CPU has AVX2 and FMA.
-            unsafe { crate::avx2::apply_slice(self, xs) };
+            unsafe { avx2::apply_slice(self, xs) };
             return;
         }
         for x in xs {
@@ -104,14 +104,14 @@ impl Activation {
 pub fn exp_slice(xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::avx512() {
-        // SAFETY: as above.
+        // SAFETY: the CPU has AVX-512 (checked just above).
         unsafe { avx512::exp_slice(xs) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::avx2() {
-        // SAFETY: as above.
-        unsafe { crate::avx2::exp_slice(xs) };
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        unsafe { avx2::exp_slice(xs) };
         return;
     }
     for x in xs {
@@ -191,32 +191,200 @@ pub(crate) mod avx512 {
         }
     }
 
+    /// [`Activation::apply_slice`] on AVX-512.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and DQ.
     #[target_feature(enable = "avx512f,avx512dq")]
     pub unsafe fn apply_slice(act: Activation, xs: &mut [f32]) {
         let mut chunks = xs.chunks_exact_mut(16);
         for c in &mut chunks {
             let p = c.as_mut_ptr();
-            _mm512_storeu_ps(p, apply(act, _mm512_loadu_ps(p)));
+            // SAFETY: `p` points at 16 floats of `xs`.
+            unsafe { _mm512_storeu_ps(p, apply(act, _mm512_loadu_ps(p))) };
         }
         let rest = chunks.into_remainder();
         let mask = (1u32 << rest.len()) as u16 - 1;
         let p = rest.as_mut_ptr();
-        let v = apply(act, _mm512_maskz_loadu_ps(mask, p));
-        _mm512_mask_storeu_ps(p, mask, v);
+        // SAFETY: the mask covers exactly the `rest.len()` floats left at `p`.
+        unsafe {
+            let v = apply(act, _mm512_maskz_loadu_ps(mask, p));
+            _mm512_mask_storeu_ps(p, mask, v);
+        }
     }
 
+    /// [`super::exp_slice`] on AVX-512.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn exp_slice(xs: &mut [f32]) {
         let mut chunks = xs.chunks_exact_mut(16);
         for c in &mut chunks {
             let p = c.as_mut_ptr();
-            _mm512_storeu_ps(p, exp(_mm512_loadu_ps(p)));
+            // SAFETY: `p` points at 16 floats of `xs`.
+            unsafe { _mm512_storeu_ps(p, exp(_mm512_loadu_ps(p))) };
         }
         let rest = chunks.into_remainder();
         let mask = (1u32 << rest.len()) as u16 - 1;
         let p = rest.as_mut_ptr();
-        let v = exp(_mm512_maskz_loadu_ps(mask, p));
-        _mm512_mask_storeu_ps(p, mask, v);
+        // SAFETY: the mask covers exactly the `rest.len()` floats left at `p`.
+        unsafe {
+            let v = exp(_mm512_maskz_loadu_ps(mask, p));
+            _mm512_mask_storeu_ps(p, mask, v);
+        }
+    }
+}
+
+/// The AVX2 + FMA versions, for the x86-64 CPUs without AVX-512: the AVX-512 versions'
+/// reductions and polynomials on eight lanes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Activation, ERFC_POLY, EXP_POLY, LN2_HI, LN2_LO};
+
+    /// `2ⁿ` for integral `n` in `[-150, 128]`, as two factors that are each representable, so
+    /// the product over- and underflows as `exp` should (AVX-512's `vscalefps` does this in
+    /// one).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (this is inlined into the `avx2` functions below).
+    #[inline(always)]
+    unsafe fn exp2_int(n: __m256) -> (__m256, __m256) {
+        // SAFETY: register-only AVX2 intrinsics; the caller guarantees AVX2.
+        unsafe {
+            let n = _mm256_cvtps_epi32(n);
+            let n1 = _mm256_srai_epi32::<1>(n);
+            let n2 = _mm256_sub_epi32(n, n1);
+            let bias = _mm256_set1_epi32(127);
+            let pow = |e: __m256i| {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(e, bias)))
+            };
+            (pow(n1), pow(n2))
+        }
+    }
+
+    /// `exp` to about 1 ulp: the AVX-512 version's reduction and polynomial.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub fn exp(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-104.0)),
+            _mm256_set1_ps(89.0),
+        );
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        // SAFETY: this function is compiled for (and only callable with) AVX2.
+        let (s1, s2) = unsafe { exp2_int(n) };
+        _mm256_mul_ps(_mm256_mul_ps(p, s1), s2)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn erfc_poly(t: __m256) -> __m256 {
+        let mut p = _mm256_set1_ps(ERFC_POLY[0]);
+        for &c in &ERFC_POLY[1..] {
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c));
+        }
+        p
+    }
+
+    /// [`Activation::apply`] on eight lanes, with the scalar version's formulas.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub fn apply(act: Activation, x: __m256) -> __m256 {
+        let one = _mm256_set1_ps(1.0);
+        match act {
+            Activation::Identity => x,
+            Activation::QuickGelu => {
+                let e = exp(_mm256_mul_ps(x, _mm256_set1_ps(-1.702)));
+                _mm256_div_ps(x, _mm256_add_ps(one, e))
+            }
+            Activation::Gelu => {
+                let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+                let a = _mm256_and_ps(z, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+                let t = _mm256_div_ps(one, _mm256_fmadd_ps(a, _mm256_set1_ps(0.5), one));
+                let erfc = _mm256_mul_ps(t, exp(_mm256_fnmadd_ps(a, a, erfc_poly(t))));
+                let half_x = _mm256_mul_ps(x, _mm256_set1_ps(0.5));
+                let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(z, _mm256_setzero_ps());
+                let pos = _mm256_mul_ps(half_x, _mm256_sub_ps(_mm256_set1_ps(2.0), erfc));
+                _mm256_blendv_ps(pos, _mm256_mul_ps(half_x, erfc), neg)
+            }
+            Activation::GeluTanh => {
+                let x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+                let y = _mm256_mul_ps(
+                    _mm256_fmadd_ps(x3, _mm256_set1_ps(0.044_715), x),
+                    _mm256_set1_ps(0.797_884_6),
+                );
+                let e = exp(_mm256_mul_ps(y, _mm256_set1_ps(-2.0)));
+                _mm256_div_ps(x, _mm256_add_ps(one, e))
+            }
+            Activation::Relu => _mm256_max_ps(x, _mm256_setzero_ps()),
+        }
+    }
+
+    /// Lane mask for `_mm256_mask{load,store}_ps`: the first `lanes` (≤ 8) lanes set.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (this is inlined into AVX2 functions).
+    #[inline(always)]
+    pub(crate) unsafe fn lane_mask(lanes: usize) -> __m256i {
+        // SAFETY: register-only AVX2 intrinsics; the caller guarantees AVX2.
+        unsafe {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), idx)
+        }
+    }
+
+    /// `f(chunk)` over `xs` eight floats at a time, the tail through masked loads and stores.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (this is inlined into AVX2 functions).
+    #[inline(always)]
+    unsafe fn map_slice(xs: &mut [f32], f: impl Fn(__m256) -> __m256) {
+        let mut chunks = xs.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let p = c.as_mut_ptr();
+            // SAFETY: `p` points at eight floats of `xs`; AVX2 is the caller's guarantee.
+            unsafe { _mm256_storeu_ps(p, f(_mm256_loadu_ps(p))) };
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let p = rest.as_mut_ptr();
+            // SAFETY: the mask covers exactly the `rest.len()` floats left; AVX2 as above.
+            unsafe {
+                let m = lane_mask(rest.len());
+                _mm256_maskstore_ps(p, m, f(_mm256_maskload_ps(p, m)));
+            }
+        }
+    }
+
+    /// [`Activation::apply_slice`] on AVX2.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn apply_slice(act: Activation, xs: &mut [f32]) {
+        // SAFETY: this function is compiled for AVX2 and FMA, which the caller guarantees.
+        unsafe { map_slice(xs, |v| apply(act, v)) };
+    }
+
+    /// [`super::exp_slice`] on AVX2.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_slice(xs: &mut [f32]) {
+        // SAFETY: as in `apply_slice`.
+        unsafe { map_slice(xs, |v| exp(v)) };
     }
 }
 

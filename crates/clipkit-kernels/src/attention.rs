@@ -12,7 +12,9 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::act::exp_slice;
-use crate::gemm::{tile_f32, Prefetch, MR, NR};
+use crate::gemm::driver::SharedOut;
+use crate::gemm::kernels::tile_f32;
+use crate::gemm::tile::{Prefetch, Tile, MR, NR};
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -27,19 +29,6 @@ pub struct AttentionShape {
 impl AttentionShape {
     pub fn hidden(&self) -> usize {
         self.heads * self.head_dim
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: each task writes only its own (batch item, head) columns.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// A method, so closures capture the whole (Sync) wrapper rather than its raw field.
-    fn ptr(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -100,7 +89,7 @@ fn run(qkv: &[f32], segments: &[(usize, usize)], shape: AttentionShape, out: &mu
         segments.iter().all(|&(s, l)| s + l <= rows),
         "sequences overrun the rows"
     );
-    let shared = SharedOut(out.as_mut_ptr());
+    let shared = SharedOut::new(out.as_mut_ptr());
     (0..segments.len() * heads).into_par_iter().for_each(|t| {
         let (start, len) = segments[t / heads];
         SCRATCH.with_borrow_mut(|(kt, scores)| {
@@ -156,21 +145,23 @@ unsafe fn head(
         // Keys this row tile can see: all, or up to its last row when causal.
         let visible = if s.causal { i0 + rows } else { seq };
         for p in 0..visible.div_ceil(NR) {
-            let c = sp.add(i0 * ld + p * NR);
-            tile_f32(
-                rows,
-                q,
-                row,
-                &kt[p * d * NR..],
-                NR,
-                d,
-                c,
-                ld,
-                NR,
-                true,
-                None,
-                Prefetch::NONE,
-            );
+            let t = Tile {
+                h: rows,
+                a: q,
+                lda: row,
+                b: &kt[p * d * NR..],
+                ldb: NR,
+                kc: d,
+                c: sp.wrapping_add(i0 * ld + p * NR),
+                ldc: ld,
+                cols: NR,
+                first: true,
+                epi: None,
+                pf: Prefetch::NONE,
+            };
+            // SAFETY: `c` is rows `i0..i0 + rows`, columns `p·NR..(p + 1)·NR` of the
+            // `seq × ld` score matrix (`ld` is whole panels), which this task owns.
+            unsafe { tile_f32(&t) };
         }
         for i in i0..i0 + rows {
             let len = if s.causal { i + 1 } else { seq };
@@ -181,22 +172,23 @@ unsafe fn head(
         let mut c0 = 0;
         while c0 < d {
             let cols = NR.min(d - c0);
-            let c = out.add((start + i0) * hidden + h * d + c0);
-            let v = &base[v_off + c0..];
-            tile_f32(
-                rows,
-                &scores[i0 * ld..],
-                ld,
-                v,
-                row,
-                visible,
-                c,
-                hidden,
+            let t = Tile {
+                h: rows,
+                a: &scores[i0 * ld..],
+                lda: ld,
+                b: &base[v_off + c0..],
+                ldb: row,
+                kc: visible,
+                c: out.wrapping_add((start + i0) * hidden + h * d + c0),
+                ldc: hidden,
                 cols,
-                true,
-                None,
-                Prefetch::NONE,
-            );
+                first: true,
+                epi: None,
+                pf: Prefetch::NONE,
+            };
+            // SAFETY: `c` is rows `start + i0..` (`rows` of them), columns `h·d + c0..` (`cols`)
+            // of the `[rows, hidden]` output: this head's own, which the caller lets us write.
+            unsafe { tile_f32(&t) };
             c0 += cols;
         }
         i0 += rows;

@@ -12,15 +12,16 @@
 //! Every kernel has an AVX-512 path, chosen at run time, an AVX2 + FMA path for the x86 CPUs
 //! without AVX-512 (f32 and int8), and a portable path with the same arithmetic contract; the
 //! tests hold all of them to a plain reference.
+//!
+//! Modules, lowest first (each uses only those before it): `simd` (feature checks), [`buf`],
+//! [`act`], [`gemm`] (its own order is in its documentation), [`attention`].
+
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod act;
-mod amx;
 pub mod attention;
-#[cfg(target_arch = "x86_64")]
-mod avx2;
 pub mod buf;
 pub mod gemm;
-mod int8;
 mod simd;
 
 pub use act::Activation;
@@ -54,10 +55,10 @@ pub fn has_avx512_fp16() -> bool {
 
 /// Whether this CPU and OS run the bf16 path on AMX tiles (Sapphire Rapids and later Xeons).
 pub fn has_amx_bf16() -> bool {
-    amx::bf16_available()
+    gemm::amx::bf16_available()
 }
 
 /// Whether this CPU and OS run the int8 path on AMX tiles.
 pub fn has_amx_int8() -> bool {
-    amx::int8_available()
+    gemm::amx::int8_available()
 }

@@ -11,14 +11,18 @@
 //! Rust has no stable AMX intrinsics, so the inner loop is inline assembly; the tile
 //! registers are touched by nothing else, and each assembly block zeroes, fills and stores
 //! the tiles it uses, so no tile state is assumed between blocks.
+//!
+//! Besides the tile kernel this file holds what only the AMX path needs: the availability
+//! check, the weights' retiling and the activations' tile layout. The epilogue after the
+//! tiles are stored is AVX-512's ([`super::avx512::store_sums`]).
 
 /// Columns (and rows) of an f32 output tile.
 const TILE: usize = 16;
 /// 4-byte elements along `k` (bf16 pairs, int8 quads) per tile step: an A tile's rows and a
 /// B tile's rows are 64 bytes.
 pub(crate) const PER_STEP: usize = 16;
-/// Output columns per packed panel: as the AVX-512 kernels' [`crate::gemm::NR`].
-const NR: usize = crate::gemm::NR;
+use super::tile::NR;
+
 /// u32 pairs in one panel-half's tile step: two B tiles (32 columns × 16 pair-rows).
 const HALF_STEP: usize = 2 * TILE * PER_STEP;
 
@@ -193,11 +197,15 @@ pub(crate) unsafe fn panel_block(
     out: &mut Scratch,
 ) {
     for half in 0..cols.div_ceil(2 * TILE) {
-        let b = panel.add(half * kt * HALF_STEP);
-        let o = out.0.as_mut_ptr().cast::<f32>().add(half * 2 * TILE);
-        match op {
-            Op::Bf16 => x86::bf16_32x32(a, b, kt, o),
-            Op::Int8 => x86::int8_32x32(a, b, kt, o),
+        // SAFETY: `half` is 0 or 1: the panel's half and the scratch's 32 columns both exist;
+        // the tiles are configured and `a` and the panel valid (the caller's contract).
+        unsafe {
+            let b = panel.add(half * kt * HALF_STEP);
+            let o = out.0.as_mut_ptr().cast::<f32>().add(half * 2 * TILE);
+            match op {
+                Op::Bf16 => x86::bf16_32x32(a, b, kt, o),
+                Op::Int8 => x86::int8_32x32(a, b, kt, o),
+            }
         }
     }
 }
@@ -212,7 +220,9 @@ impl Tiles {
     /// [`tiles_usable`] is true. No other [`Tiles`] is alive on this thread.
     #[cfg(target_arch = "x86_64")]
     pub(crate) unsafe fn configure() -> Self {
-        x86::load_config();
+        // SAFETY: AMX is usable (the caller's contract), and no other configuration is live
+        // on this thread to be overwritten.
+        unsafe { x86::load_config() };
         Tiles(())
     }
 }
@@ -251,12 +261,23 @@ mod x86 {
         rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
     };
 
+    /// Loads [`CONFIG`]: eight tiles of 16 rows × 64 bytes.
+    ///
+    /// # Safety
+    /// The CPU has AMX-TILE and the OS granted this process the tile state.
     pub(super) unsafe fn load_config() {
-        asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+        // SAFETY: `CONFIG` is a valid 64-byte, 64-aligned palette-1 configuration; the
+        // instruction is available (the caller's contract).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
     }
 
+    /// Returns the tile state to its initial (unused) state.
+    ///
+    /// # Safety
+    /// The CPU has AMX-TILE and the OS granted this process the tile state.
     pub(super) unsafe fn release() {
-        asm!("tilerelease", options(nostack, nomem));
+        // SAFETY: the instruction is available (the caller's contract); it touches no memory.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 
     /// Bytes between the output rows the tiles store (the scratch block's rows).
@@ -267,8 +288,17 @@ mod x86 {
     /// with `$op` the tile multiply.
     macro_rules! kernels {
         ($op:literal, $big:ident) => {
+            /// One 32 × 32 output block over `kt` tile steps (see [`kernels`]).
+            ///
+            /// # Safety
+            /// The tile configuration is loaded ([`super::Tiles`]) and the CPU has the
+            /// instruction; `a` is valid for two row tiles of `kt` steps each (`kt ·
+            /// TILE_LEN` u32 apart), `b` for `kt` steps of `HALF_STEP` u32, and `o` for
+            /// 32 rows of `LDO` bytes (32 floats each written); `kt ≥ 1`.
             pub(super) unsafe fn $big(a: *const u32, b: *const u32, kt: usize, o: *mut f32) {
-                asm!(
+                // SAFETY: the loads and stores stay inside the ranges of the contract above;
+                // the loop runs `kt` times and the tile registers are ours (configured).
+                unsafe { asm!(
                     "tilezero tmm0",
                     "tilezero tmm1",
                     "tilezero tmm2",
@@ -301,7 +331,7 @@ mod x86 {
                     o2 = in(reg) o.byte_add(TILE * LDO),
                     ldo = in(reg) LDO,
                     options(nostack),
-                );
+                ) };
             }
         };
     }
