@@ -3,7 +3,7 @@
 
 Why this exists
 ---------------
-The README's benchmark table must compare engines that ran on the same machine, in the same
+The benchmark tables (README, docs/benchmarks.md) must compare engines that ran on the same machine, in the same
 minutes, on the same models and inputs, with the same thread count -- numbers collected on
 different days (or while someone else was compiling) are not comparable. This script builds
 random-weight, full-size CLIP checkpoints (no model hub needed, weights do not change speed),

@@ -316,13 +316,13 @@ pub enum PrecisionArg {
     /// Full precision: the numbers transformers gives.
     F32,
     /// bf16 weights and activations, f32 accumulation (AVX-512 BF16 on the CPU, or CUDA):
-    /// about twice the speed, embeddings within cosine 0.999 of f32 (see the README).
+    /// about twice the speed, embeddings within cosine 0.999 of f32 (docs/kernels.md#precision).
     Bf16,
     /// f16 weights and activations (AVX-512 FP16 on the CPU: Sapphire Rapids+ Xeons, where it
     /// is the fast one; or CUDA).
     F16,
-    /// int8 weights and activations, exact integer sums (AVX-512 VNNI, or AVX2 with 7-bit
-    /// weights): the fastest on a CPU, embeddings within cosine 0.999 of f32 (see the README).
+    /// int8 weights and activations, exact integer sums (AVX-512 VNNI or AMX, or AVX2): the
+    /// fastest on a CPU, embeddings within cosine 0.999 of f32 (docs/kernels.md#precision).
     Int8,
 }
 
@@ -347,7 +347,7 @@ pub struct ModelArgs {
     pub ignore_exif: bool,
     /// Decode JPEGs at 1/2, 1/4 or 1/8 scale in the DCT when they stay larger than the model's
     /// resize target (PIL's draft mode). Several times faster on large photos; the pixels are
-    /// no longer transformers' (see the README for the effect on embeddings).
+    /// no longer transformers' (the effect on embeddings: docs/benchmarks.md, end to end).
     #[arg(long)]
     pub jpeg_draft: bool,
     /// Refuse images with more pixels than this (decompression-bomb guard; PIL's limit).

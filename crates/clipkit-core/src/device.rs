@@ -34,7 +34,7 @@ impl MatmulPath {
 }
 
 /// The numeric precision the model runs in: an explicit choice, since anything below f32
-/// moves the embeddings (see the README for the measured cosine to f32).
+/// moves the embeddings (docs/kernels.md#precision has the measured cosine to f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]
@@ -46,7 +46,7 @@ pub enum Precision {
     /// the dot product, added up in f32), candle's f16 tensors on CUDA.
     F16,
     /// int8 weights (per output channel) and activations (per token, at run time), exact
-    /// integer accumulation: AVX-512 VNNI on the CPU, or AVX2 with 7-bit weights.
+    /// integer accumulation: AVX-512 VNNI on the CPU, or AVX2 (i16 products of the same 8-bit weights).
     Int8,
 }
 

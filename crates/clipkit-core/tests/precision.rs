@@ -1,6 +1,6 @@
 //! Reduced precision is an explicit choice with a measured cost: bf16, f16 and int8 embeddings stay within
 //! cosine 0.999 of f32 on the committed tiny models (real photos and prompts), and top-1
-//! zero-shot agreement holds. The full-size figures are in the README. The candle path in bf16
+//! zero-shot agreement holds. The full-size figures are in docs/kernels.md#precision. The candle path in bf16
 //! and f16 tensors, which is what CUDA runs, is held to the same bounds here on the CPU.
 
 mod common;
@@ -58,7 +58,7 @@ fn bf16_stays_within_cosine_0_999_of_f32() {
 
 #[test]
 fn int8_stays_within_cosine_0_999_of_f32() {
-    // AVX-512 VNNI, or AVX2 (`vpmaddubsw`, 7-bit weights); refused only without either.
+    // AVX-512 VNNI, or AVX2 (i16 products, the same 8-bit weights); refused only without either.
     stays_close(
         Precision::Int8,
         cpu_has("avx512vnni") || cpu_has("avx2"),

@@ -18,7 +18,7 @@ pub struct DecodeOptions {
     /// JPEGs only: decode at 1/2, 1/4 or 1/8 scale inside the IDCT when the shortest edge
     /// stays at least this long (PIL's `Image.draft`). Several times faster on photos much
     /// larger than the model input, but the pixels differ from a full decode and resize, so
-    /// it is off unless asked for (the README gives its measured effect on embeddings).
+    /// it is off unless asked for (docs/parity.md gives its measured effect on embeddings).
     pub draft_shortest_edge: Option<u32>,
 }
 

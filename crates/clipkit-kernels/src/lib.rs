@@ -1,5 +1,5 @@
 //! CPU kernels for the parts of a CLIP forward pass where a measurement showed the general
-//! tensor library to be the bottleneck (see the README's benchmark section):
+//! tensor library to be the bottleneck (docs/kernels.md and docs/benchmarks.md have the measurements):
 //!
 //! - [`gemm`]: `y = act(x·Wᵀ + b) + residual` with the weights packed once at load time into
 //!   the panel layout the micro-kernel streams, and the bias, activation and residual applied

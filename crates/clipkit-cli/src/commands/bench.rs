@@ -1,5 +1,5 @@
-//! `clipkit bench`: throughput measured the way the README reports it. Model-only numbers use
-//! synthetic inputs of the real shapes; `--images` adds decode + preprocess + model from files.
+//! `clipkit bench`: throughput measured the way docs/benchmarks.md reports it. Model-only numbers
+//! use synthetic inputs of the real shapes; `--images` adds decode + preprocess + model from files.
 
 use std::time::Instant;
 
