@@ -11,11 +11,11 @@ use crate::device::{matmul_path, CpuKernels, MatmulPath, Precision};
 use crate::error::{ClipError, Result};
 use crate::family::{self, ModelFamily};
 use crate::hub::{self, ResolvedModel};
-use crate::image::{DecodeOptions, PreprocessMode, Preprocessor};
 use crate::model::layers::l2_normalize;
 use crate::model::{DualEncoder, TextBatch, TextLayout};
 use crate::scoring::Scoring;
 use crate::tokenizer::ClipTokenizer;
+use clipkit_image::{DecodeOptions, DecodedImage, PreprocessMode, Preprocessor};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -81,7 +81,13 @@ impl Clip {
     fn from_resolved(resolved: ResolvedModel, options: &LoadOptions) -> Result<Self> {
         let family = ModelFamily::detect(&resolved.dir)?;
         let (path, dtype) = matmul_path(&options.device, options.precision, options.cpu_kernels)?;
-        let parts = family::load(family, &resolved.dir, options, path, dtype)?;
+        let plan = family::WeightsPlan {
+            device: &options.device,
+            path,
+            dtype,
+            pack_cache: options.pack_cache.as_deref(),
+        };
+        let parts = family::load(family, &resolved.dir, &plan)?;
         let mut decode = options.decode;
         if options.jpeg_draft {
             decode.draft_shortest_edge = parts.preprocess.draft_shortest_edge();
@@ -304,7 +310,7 @@ impl Clip {
 
     /// Resize and crop to the model's input, refusing a crop of another size (only possible
     /// without a centre crop, where sizes follow the file).
-    fn model_crop(&self, decoded: &crate::image::DecodedImage) -> Result<RgbImage> {
+    fn model_crop(&self, decoded: &DecodedImage) -> Result<RgbImage> {
         let crop = self.preprocessor.resize_and_crop(decoded);
         let (h, w) = self.preprocessor.output_size();
         if crop.dimensions() != (w, h) {

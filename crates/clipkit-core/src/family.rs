@@ -8,16 +8,15 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 
-use crate::clip::LoadOptions;
 use crate::config::ClipConfig;
 use crate::device::MatmulPath;
 use crate::error::{ClipError, Result};
-use crate::image::PreprocessorConfig;
 use crate::model::{ClipModel, DualEncoder};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::Weights;
+use clipkit_image::PreprocessorConfig;
 
 /// The model families clipkit knows by their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,18 +97,20 @@ pub(crate) struct Parts {
     pub preprocess: PreprocessorConfig,
 }
 
-/// Loads the checkpoint in `dir` as `family`, its matmuls on `path` and its weights in `dtype`.
-/// Configs, preprocessing and tokenizer are read first, so a broken small file is reported
-/// before gigabytes of weights are read.
-pub(crate) fn load(
-    family: ModelFamily,
-    dir: &Path,
-    options: &LoadOptions,
-    path: MatmulPath,
-    dtype: DType,
-) -> Result<Parts> {
+/// How a family's weights are loaded: where, on which matmul path, in which dtype, and the
+/// directory of packed CPU weights kept between loads (if any).
+pub(crate) struct WeightsPlan<'a> {
+    pub device: &'a Device,
+    pub path: MatmulPath,
+    pub dtype: DType,
+    pub pack_cache: Option<&'a Path>,
+}
+
+/// Loads the checkpoint in `dir` as `family` by `plan`. Configs, preprocessing and tokenizer
+/// are read first, so a broken small file is reported before gigabytes of weights are read.
+pub(crate) fn load(family: ModelFamily, dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     match family {
-        ModelFamily::Clip => load_clip(dir, options, path, dtype),
+        ModelFamily::Clip => load_clip(dir, plan),
         ModelFamily::Siglip | ModelFamily::OpenClip => Err(ClipError::UnsupportedFamily {
             dir: dir.to_path_buf(),
             family: family.name().into(),
@@ -117,7 +118,7 @@ pub(crate) fn load(
     }
 }
 
-fn load_clip(dir: &Path, options: &LoadOptions, path: MatmulPath, dtype: DType) -> Result<Parts> {
+fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     let config = ClipConfig::from_file(&dir.join("config.json"))?;
     let image_size = config.vision_config.image_size as u32;
     let pp_path = dir.join("preprocessor_config.json");
@@ -137,8 +138,8 @@ fn load_clip(dir: &Path, options: &LoadOptions, path: MatmulPath, dtype: DType) 
         ));
     }
     let tokenizer = ClipTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
-    let model = with_weights(dir, options, path, dtype, |w| {
-        ClipModel::load(&w.root(), &config, path)
+    let model = with_weights(dir, plan, |w| {
+        ClipModel::load(&w.root(), &config, plan.path)
     })?;
     Ok(Parts {
         model: Box::new(model),
@@ -151,13 +152,11 @@ fn load_clip(dir: &Path, options: &LoadOptions, path: MatmulPath, dtype: DType) 
 /// the model from them, and completes the cache file.
 fn with_weights<M>(
     dir: &Path,
-    options: &LoadOptions,
-    path: MatmulPath,
-    dtype: DType,
+    plan: &WeightsPlan,
     build: impl FnOnce(&Weights) -> Result<M>,
 ) -> Result<M> {
-    let mut weights = Weights::open(dir, dtype, &options.device)?;
-    if let (Some(cache), MatmulPath::Packed(format)) = (&options.pack_cache, path) {
+    let mut weights = Weights::open(dir, plan.dtype, plan.device)?;
+    if let (Some(cache), MatmulPath::Packed(format)) = (plan.pack_cache, plan.path) {
         weights.use_pack_cache(cache, format);
     }
     if !weights.pack_cache().is_some_and(|c| c.is_hit()) {
@@ -220,7 +219,8 @@ mod tests {
     #[test]
     fn a_known_family_without_a_loader_says_which_and_where() {
         let siglip = dir_with(&[("config.json", r#"{"model_type": "siglip"}"#)]);
-        let err = crate::Clip::from_dir(siglip.path(), &LoadOptions::default())
+        let options = crate::clip::LoadOptions::default();
+        let err = crate::clip::Clip::from_dir(siglip.path(), &options)
             .err()
             .expect("SigLIP does not load yet");
         assert!(

@@ -10,8 +10,8 @@
 //!
 //! # Modules, by job
 //!
-//! Each module uses only those listed before it (checked by `tools/module_cycles.py` in this
-//! crate), so none needs another's internals to be understood:
+//! Each module uses only those listed before it (CI checks it with the repository's
+//! `tools/module-cycles`), so none needs another's internals to be understood:
 //!
 //! 1. `tile`: the micro-tile contract: tile and pass sizes, [`Epilogue`], the prefetch hint,
 //!    int8 dequantisation, the one argument struct every kernel takes, scalar rounding.
