@@ -102,31 +102,29 @@ pub struct EncoderShape {
     pub act: Activation,
 }
 
-impl ClipTextConfig {
-    pub fn encoder_shape(&self) -> EncoderShape {
-        EncoderShape {
-            hidden: self.hidden_size,
-            intermediate: self.intermediate_size,
-            heads: self.num_attention_heads,
-            layers: self.num_hidden_layers,
-            eps: self.layer_norm_eps,
-            act: self.hidden_act,
+/// `encoder_shape()` for tower configs that use transformers' field names for the encoder
+/// (`hidden_size`, `intermediate_size`, `num_attention_heads`, `num_hidden_layers`,
+/// `layer_norm_eps`, `hidden_act`), as CLIP's and SigLIP's do.
+macro_rules! encoder_shape_from_hf_fields {
+    ($($config:ty),+) => {$(
+        impl $config {
+            pub fn encoder_shape(&self) -> EncoderShape {
+                EncoderShape {
+                    hidden: self.hidden_size,
+                    intermediate: self.intermediate_size,
+                    heads: self.num_attention_heads,
+                    layers: self.num_hidden_layers,
+                    eps: self.layer_norm_eps,
+                    act: self.hidden_act,
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl ClipVisionConfig {
-    pub fn encoder_shape(&self) -> EncoderShape {
-        EncoderShape {
-            hidden: self.hidden_size,
-            intermediate: self.intermediate_size,
-            heads: self.num_attention_heads,
-            layers: self.num_hidden_layers,
-            eps: self.layer_norm_eps,
-            act: self.hidden_act,
-        }
-    }
+encoder_shape_from_hf_fields!(ClipTextConfig, ClipVisionConfig);
 
+impl ClipVisionConfig {
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
     }
