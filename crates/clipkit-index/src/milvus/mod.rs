@@ -1,0 +1,220 @@
+//! Milvus backend: a collection on a Milvus server (standalone, distributed, or milvus-lite)
+//! reached over its gRPC API.
+//!
+//! One Milvus collection holds the image entries, keyed by
+//! [`paths::path_id`](crate::paths::path_id) so that an upsert of the same path replaces the
+//! row instead of adding one — that is what makes [`Batch`](crate::Batch)es idempotent on a
+//! server without transactions. The collection's
+//! [`CollectionInfo`] and the indexed roots live in the collection's own properties, so they
+//! are created, read and dropped together with the data. Each label set is a separate small
+//! collection next to it.
+//!
+//! The [`Store`] trait is synchronous while the SDK is async, so the store owns a one-worker
+//! tokio runtime and blocks on it. A caller already inside a tokio runtime must therefore use
+//! the store from a blocking context (`spawn_blocking`), as with any blocking I/O.
+//!
+//! The backend is split by job: this file connects and opens the store and holds the field
+//! names and limits every part shares; `collection` manages collections (schema, vector
+//! index, loading, properties); `reads` pages rows out of a collection; `store` implements
+//! [`Store`] on top of those; `labels` keeps label sets in their own collections; and
+//! `errors` classifies the SDK's errors.
+
+mod collection;
+mod errors;
+mod labels;
+mod reads;
+mod store;
+
+use std::future::Future;
+use std::time::Duration;
+
+use ::milvus::v2::prelude::*;
+use clipkit_image::PreprocessMode;
+
+use crate::Store;
+use crate::{CollectionInfo, IndexError, Result};
+
+use collection::check_compatible;
+use errors::is_unreachable;
+pub use labels::label_collection_name;
+
+const ID: &str = "id";
+const PATH: &str = "path";
+const SIZE: &str = "size";
+const MTIME: &str = "mtime_ns";
+const HASH: &str = "hash";
+const VECTOR: &str = "vector";
+
+const PROP_MODEL: &str = "clipkit.model";
+const PROP_PREPROCESS: &str = "clipkit.preprocess";
+const PROP_ROOTS: &str = "clipkit.roots";
+
+/// Longest encoded path a row can hold, in bytes. PATH_MAX is 4096 bytes on Linux, and a
+/// non-UTF-8 path is stored hex-escaped (two characters per byte), so this leaves room for
+/// every path the OS can produce; Milvus allows VARCHARs up to 65,535 bytes.
+pub const MAX_PATH_BYTES: usize = 16_384;
+const MAX_HASH_BYTES: usize = 64;
+
+/// Milvus refuses more than this many results per query (`topk`) and per query page.
+pub const MAX_TOPK: usize = 16_384;
+
+/// Search-time candidate list. Well above any `k` the CLI asks for by default, so recall is
+/// effectively exact on small and medium collections while a query stays in the milliseconds.
+const HNSW_EF_SEARCH: usize = 256;
+
+/// Rows are written in requests of at most about this many bytes, well under the server's
+/// message limit (64 MiB on Milvus, 256 MiB on milvus-lite).
+const WRITE_REQUEST_BYTES: usize = 8 << 20;
+/// Reads are sized so that a response stays under about this many bytes even when a page
+/// comes back twice as full as planned: the SDK's gRPC client refuses messages over 4 MiB.
+const READ_RESPONSE_BYTES: usize = 3 << 19;
+/// What one row may take in a response besides its vector (id, a path, the other fields),
+/// generously: paths are usually far shorter.
+const ROW_OVERHEAD_BYTES: usize = 512;
+/// Primary keys per `id in [...]` filter: keeps the expression short.
+const IDS_PER_REQUEST: usize = 4_096;
+/// Query vectors per search request at most.
+const QUERIES_PER_REQUEST: usize = 256;
+
+/// How long to wait for the server to finish building an index or loading a collection.
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub struct MilvusStore {
+    client: ClientV2,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// `http://HOST:PORT`, as parsed from the address.
+    endpoint: String,
+    collection: String,
+    info: CollectionInfo,
+}
+
+impl MilvusStore {
+    /// Connects to `endpoint` and opens `collection`. With `create`, a missing collection is
+    /// created for that model and an existing one must have been built with it; without, the
+    /// collection must exist.
+    pub fn open(
+        endpoint: &str,
+        collection: &str,
+        create: Option<&CollectionInfo>,
+    ) -> Result<Box<dyn Store>> {
+        let address = display_address(endpoint, collection);
+        let fail = |what: &str, e: &dyn std::fmt::Display| IndexError::Milvus {
+            uri: address.clone(),
+            message: format!("{what}: {e}"),
+            transient: false,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("clipkit-milvus")
+            .enable_all()
+            .build()
+            .map_err(|e| fail("starting the I/O runtime", &e))?;
+        let client = runtime
+            .block_on(connect(endpoint))
+            .map_err(|e| IndexError::Milvus {
+                uri: address.clone(),
+                message: format!("connecting: {e}"),
+                transient: is_unreachable(&e),
+            })?;
+        let mut store = MilvusStore {
+            client,
+            runtime: Some(runtime),
+            endpoint: endpoint.to_owned(),
+            collection: collection.to_owned(),
+            info: CollectionInfo {
+                model: String::new(),
+                dim: 0,
+                preprocess: PreprocessMode::default(),
+            },
+        };
+        let exists = store.has_collection(collection)?;
+        if exists {
+            let stored = store.read_info()?;
+            if let Some(wanted) = create {
+                check_compatible(&address, &stored, wanted)?;
+            }
+            store.info = stored;
+            store.ensure_index(collection, IndexType::Hnsw)?;
+        } else {
+            let Some(wanted) = create else {
+                return Err(IndexError::NotFound { store: address });
+            };
+            if wanted.dim == 0 {
+                return Err(fail(
+                    "creating",
+                    &"vectors of 0 dimensions cannot be stored",
+                ));
+            }
+            store.info = wanted.clone();
+            store.create_image_collection()?;
+        }
+        store.load(collection)?;
+        Ok(Box::new(store))
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .block_on(future)
+    }
+
+    /// A failed call, as an error naming the store. Only the SDK's own errors can say that
+    /// the server was unreachable; any other cause (a bad row, our own checks) is not transient.
+    fn error(&self, what: &str, e: impl std::fmt::Display + 'static) -> IndexError {
+        let sdk = (&e as &dyn std::any::Any).downcast_ref::<::milvus::v2::error::Error>();
+        IndexError::Milvus {
+            uri: self.address(),
+            message: format!("{what}: {e}"),
+            transient: sdk.is_some_and(is_unreachable),
+        }
+    }
+
+    fn check_dim(&self, got: usize) -> Result<()> {
+        if got != self.info.dim {
+            return Err(IndexError::WrongVectorDimension {
+                store: self.address(),
+                expected: self.info.dim,
+                got,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MilvusStore {
+    /// Dropping a runtime normally waits for its worker, which panics when the store is
+    /// dropped inside async code (a server holding the store in its state); nothing is in
+    /// flight between calls, so the worker can simply be let go.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// `milvus://HOST:PORT/COLLECTION`, the form the user typed (see
+/// [`crate::StoreAddress::parse`]).
+fn display_address(endpoint: &str, collection: &str) -> String {
+    let host = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    format!("milvus://{host}/{collection}")
+}
+
+async fn connect(endpoint: &str) -> ::milvus::v2::error::Result<ClientV2> {
+    let mut config = ConnectConfig::new()
+        .uri(endpoint)
+        .connect_timeout(Duration::from_secs(10))
+        // Retries ride out a server that is briefly busy, but a server that is gone must
+        // fail the command within a minute rather than after the SDK's 75 attempts.
+        .retry(RetryConfig::new().max_retry_timeout(Duration::from_secs(60)))
+        // A CLI process lives for seconds; nothing to report to the server.
+        .telemetry(TelemetryConfig::new().enabled(false));
+    if let Ok(token) = std::env::var("CLIPKIT_MILVUS_TOKEN") {
+        config = config.token(token);
+    }
+    ClientV2::new(&config).await
+}
