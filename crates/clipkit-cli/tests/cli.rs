@@ -5,6 +5,7 @@
 #[macro_use]
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Output;
 
@@ -791,39 +792,24 @@ fn eval_probe_and_bench_write_csv() {
         v.parse().unwrap()
     };
 
-    let o = run!(
-        "eval",
-        "-m",
-        m,
-        "--templates",
-        "openai7",
-        "--cache-dir",
-        cache,
-        "-f",
-        "csv",
-        data.path()
-    );
-    let rows = csv_pairs(&o);
+    // eval and probe on the same folder, templates and embedding cache, as CSV.
+    let zero_shot = |command: &str, extra: &[&str]| {
+        let mut args = vec![OsStr::new(command), OsStr::new("-m"), m.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        args.extend(["--templates", "openai7", "--cache-dir"].map(OsStr::new));
+        args.push(cache.as_os_str());
+        args.extend(["-f", "csv"].map(OsStr::new));
+        args.push(data.path().as_os_str());
+        csv_pairs(&run_clipkit(&args))
+    };
+
+    let rows = zero_shot("eval", &[]);
     assert_eq!(value(&rows, "images"), 6.0);
     assert!((0.0..=1.0).contains(&value(&rows, "acc1")));
     let per_class = rows.iter().filter(|(k, _)| k == "accuracy").count();
     assert_eq!(per_class, 3, "{rows:?}");
 
-    let o = run!(
-        "probe",
-        "-m",
-        m,
-        "--shots",
-        "1",
-        "--templates",
-        "openai7",
-        "--cache-dir",
-        cache,
-        "-f",
-        "csv",
-        data.path()
-    );
-    let rows = csv_pairs(&o);
+    let rows = zero_shot("probe", &["--shots", "1"]);
     assert_eq!(value(&rows, "train_images"), 3.0);
     assert!((0.0..=1.0).contains(&value(&rows, "probe_accuracy")));
 
