@@ -96,7 +96,11 @@ impl PreprocessorConfig {
 
     pub fn from_json(raw: &Value, image_size: u32, path: &Path) -> Result<Self> {
         let mut c = Self::openai(image_size);
-        let bad = |field: &str, problem: &str| ImageError::config(path, field, problem);
+        let bad = |field: &str, problem: &str| ImageError::Config {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            problem: problem.to_string(),
+        };
         let flag = |name: &str, default: bool| -> Result<bool> {
             match raw.get(name) {
                 None | Some(Value::Null) => Ok(default),

@@ -76,18 +76,6 @@ impl ImageError {
         }
     }
 
-    pub(crate) fn config(
-        path: impl Into<PathBuf>,
-        field: impl Into<String>,
-        problem: impl Into<String>,
-    ) -> Self {
-        Self::Config {
-            path: path.into(),
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-
     /// The per-file problem, when this error is about an image rather than the config.
     pub fn problem(&self) -> Option<&ImageProblem> {
         match self {
