@@ -87,7 +87,7 @@ pub struct IndexAddArgs {
     #[arg(long)]
     pub hidden: bool,
     /// Files committed per transaction (a killed run loses at most this many).
-    #[arg(long, default_value_t = 64, value_parser = values::at_least_one())]
+    #[arg(long, default_value_t = 64, value_parser = values::at_least_one)]
     pub commit_every: usize,
     /// No progress bar.
     #[arg(long, short = 'q')]
@@ -230,7 +230,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub half: bool,
     /// Rows per file.
-    #[arg(long, default_value_t = 1_000_000, value_parser = values::at_least_one())]
+    #[arg(long, default_value_t = 1_000_000, value_parser = values::at_least_one)]
     pub shard_size: usize,
 }
 
@@ -354,7 +354,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = clipkit_core::image::decode::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
     /// Images or texts per forward pass.
-    #[arg(long, default_value_t = 32, value_parser = values::at_least_one())]
+    #[arg(long, default_value_t = 32, value_parser = values::at_least_one)]
     pub batch_size: usize,
     /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
@@ -387,7 +387,7 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     pub labels: LabelArgs,
     /// Only the k most probable labels per image, best first.
-    #[arg(long, value_parser = values::at_least_one())]
+    #[arg(long, value_parser = values::at_least_one)]
     pub top_k: Option<usize>,
     /// Classify with a probe saved by `clipkit probe` instead of zero-shot labels.
     #[arg(long, conflicts_with_all = ["labels", "labels_file", "templates"])]
@@ -491,7 +491,7 @@ pub struct ProbeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Training images per class (the first k of each class in dataset order); the rest test.
-    #[arg(long, default_value_t = 16, value_parser = values::at_least_one())]
+    #[arg(long, default_value_t = 16, value_parser = values::at_least_one)]
     pub shots: usize,
     #[arg(long, value_enum, default_value_t = ProbeMethod::Logreg)]
     pub method: ProbeMethod,
@@ -518,13 +518,13 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Images (and texts) per forward pass.
-    #[arg(long, default_value_t = 32, value_parser = values::at_least_one())]
+    #[arg(long, default_value_t = 32, value_parser = values::at_least_one)]
     pub batch: usize,
     /// Timed repetitions; the median is reported.
-    #[arg(long, default_value_t = 5, value_parser = values::at_least_one())]
+    #[arg(long, default_value_t = 5, value_parser = values::at_least_one)]
     pub iters: usize,
     /// Worker threads (default: all cores).
-    #[arg(long, value_parser = values::at_least_one())]
+    #[arg(long, value_parser = values::at_least_one)]
     pub threads: Option<usize>,
     /// Also time embedding the image files in this folder, decoding included.
     #[arg(long)]

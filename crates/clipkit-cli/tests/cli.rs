@@ -710,20 +710,20 @@ fn a_reader_that_stops_early_is_not_an_error() {
 #[test]
 fn flag_ranges_are_checked_before_anything_runs() {
     for (args, flag, range) in [
-        (vec!["bench", "--batch", "0"], "--batch", "1.."),
-        (vec!["bench", "--iters", "0"], "--iters", "1.."),
-        (vec!["bench", "--threads", "0"], "--threads", "1.."),
+        (vec!["bench", "--batch", "0"], "--batch", "1 or more"),
+        (vec!["bench", "--iters", "0"], "--iters", "1 or more"),
+        (vec!["bench", "--threads", "0"], "--threads", "1 or more"),
         (
             vec!["classify", "-l", "cat", "--batch-size", "0"],
             "--batch-size",
-            "1..",
+            "1 or more",
         ),
         (
             vec!["classify", "-l", "cat", "--top-k", "0"],
             "--top-k",
-            "1..",
+            "1 or more",
         ),
-        (vec!["probe", "--shots", "0"], "--shots", "1.."),
+        (vec!["probe", "--shots", "0"], "--shots", "1 or more"),
         (vec!["probe", "--c", "0"], "--c", "above 0"),
         (vec!["probe", "--c", "NaN"], "--c", "finite"),
         (
@@ -739,12 +739,12 @@ fn flag_ranges_are_checked_before_anything_runs() {
         (
             vec!["export", "--shard-size", "0", "out"],
             "--shard-size",
-            "1..",
+            "1 or more",
         ),
         (
             vec!["index", "add", "--commit-every", "0"],
             "--commit-every",
-            "1..",
+            "1 or more",
         ),
         (
             vec!["serve", "--max-body-mib", "0"],

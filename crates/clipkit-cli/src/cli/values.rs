@@ -1,14 +1,17 @@
 //! Value parsers for flags with a valid range. The range is checked while the flags are
 //! parsed, so a bad value is refused before any model loads, and clap's error names the flag
-//! and the value (`invalid value '0' for '--batch-size <BATCH_SIZE>': 0 is not in 1..=…`).
+//! and the value (`invalid value '0' for '--batch-size <BATCH_SIZE>': must be 1 or more`).
 
-use clap::builder::RangedU64ValueParser;
 use clipkit_eval::LogitScale;
 use clipkit_index::dedup::Threshold;
 
 /// A count that must be at least one (batch sizes, iterations, shots, rows per file).
-pub fn at_least_one() -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::<usize>::new().range(1..)
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be 1 or more".into()),
+        Err(_) => Err("must be a whole number, 1 or more".into()),
+    }
 }
 
 /// A finite number above zero.
@@ -62,6 +65,10 @@ mod tests {
 
     #[test]
     fn ranges_are_checked() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        for bad in ["0", "-1", "1.5", "x"] {
+            assert!(at_least_one(bad).is_err(), "{bad}");
+        }
         assert_eq!(positive("0.5"), Ok(0.5));
         for bad in ["0", "-1", "inf", "NaN", "x"] {
             assert!(positive(bad).is_err(), "{bad}");
