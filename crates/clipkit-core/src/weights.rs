@@ -312,11 +312,6 @@ impl<'w> Scope<'w> {
     pub fn read_f32(&self, leaf: &str, shape: &[usize], out: &mut Vec<f32>) -> Result<()> {
         self.weights.read_f32(&self.name(leaf), shape, out)
     }
-
-    /// Whether the checkpoint has `leaf` in this scope.
-    pub fn contains(&self, leaf: &str) -> bool {
-        self.weights.contains(&self.name(leaf))
-    }
 }
 
 /// Drops the mapped file pages behind `bytes` once a tensor has been copied out of them.
