@@ -14,7 +14,7 @@ use crate::hub::{self, ResolvedModel};
 use crate::model::layers::l2_normalize;
 use crate::model::{DualEncoder, TextBatch, TextLayout};
 use crate::scoring::Scoring;
-use crate::tokenizer::ClipTokenizer;
+use crate::tokenizer::TextTokenizer;
 use clipkit_image::{DecodeOptions, DecodedImage, PreprocessMode, Preprocessor};
 
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ impl Default for LoadOptions {
 pub struct Clip {
     model: Box<dyn DualEncoder>,
     family: ModelFamily,
-    tokenizer: ClipTokenizer,
+    tokenizer: TextTokenizer,
     preprocessor: Preprocessor,
     device: Device,
     batch_size: usize,
@@ -137,7 +137,7 @@ impl Clip {
         self.model.image_flops()
     }
 
-    pub fn tokenizer(&self) -> &ClipTokenizer {
+    pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
 

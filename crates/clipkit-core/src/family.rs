@@ -14,7 +14,7 @@ use crate::config::ClipConfig;
 use crate::device::MatmulPath;
 use crate::error::{ClipError, Result};
 use crate::model::{ClipModel, DualEncoder};
-use crate::tokenizer::ClipTokenizer;
+use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 use clipkit_image::PreprocessorConfig;
 
@@ -93,7 +93,7 @@ impl std::fmt::Display for ModelFamily {
 /// preprocessing its reference library applies.
 pub(crate) struct Parts {
     pub model: Box<dyn DualEncoder>,
-    pub tokenizer: ClipTokenizer,
+    pub tokenizer: TextTokenizer,
     pub preprocess: PreprocessorConfig,
 }
 
@@ -137,7 +137,7 @@ fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
             ),
         ));
     }
-    let tokenizer = ClipTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
+    let tokenizer = TextTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
     let model = with_weights(dir, plan, |w| {
         ClipModel::load(&w.root(), &config, plan.path)
     })?;

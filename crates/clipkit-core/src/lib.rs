@@ -42,4 +42,4 @@ pub use error::{ClipError, Result};
 pub use family::ModelFamily;
 pub use image::{DecodeOptions, PreprocessMode, Preprocessor, PreprocessorConfig};
 pub use scoring::Scoring;
-pub use tokenizer::ClipTokenizer;
+pub use tokenizer::{TextCleaning, TextTokenizer};

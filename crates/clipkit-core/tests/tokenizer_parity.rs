@@ -4,7 +4,7 @@
 
 mod common;
 
-use clipkit_core::ClipTokenizer;
+use clipkit_core::TextTokenizer;
 
 fn corpus() -> Vec<(String, Vec<u32>)> {
     let json = common::read_json(&common::fixtures().join("reference/tokenizer_corpus.json"));
@@ -22,7 +22,7 @@ fn corpus() -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
-fn check(tokenizer: &ClipTokenizer) {
+fn check(tokenizer: &TextTokenizer) {
     let corpus = corpus();
     assert!(corpus.len() >= 1000);
     assert!(corpus.iter().filter(|(_, ids)| ids.len() == 77).count() >= 30);
@@ -47,14 +47,14 @@ fn check(tokenizer: &ClipTokenizer) {
 #[test]
 fn tokenizer_json_matches_transformers() {
     let dir = common::fixtures().join("tokenizer");
-    check(&ClipTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), 77).unwrap());
+    check(&TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), 77).unwrap());
 }
 
 #[test]
 fn vocab_and_merges_match_transformers() {
     let dir = common::fixtures().join("tokenizer");
     check(
-        &ClipTokenizer::from_vocab_and_merges(&dir.join("vocab.json"), &dir.join("merges.txt"), 77)
+        &TextTokenizer::from_vocab_and_merges(&dir.join("vocab.json"), &dir.join("merges.txt"), 77)
             .unwrap(),
     );
 }
@@ -62,7 +62,7 @@ fn vocab_and_merges_match_transformers() {
 #[test]
 fn long_text_is_truncated_with_end_token_last() {
     let dir = common::fixtures().join("tokenizer");
-    let tok = ClipTokenizer::from_dir(&dir, 77).unwrap();
+    let tok = TextTokenizer::from_dir(&dir, 77).unwrap();
     let text = "photo ".repeat(200);
     let ids = tok.encode(&text).unwrap();
     assert_eq!(ids.len(), 77);
@@ -78,12 +78,12 @@ fn long_text_is_truncated_with_end_token_last() {
 #[test]
 fn missing_tokenizer_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let err = ClipTokenizer::from_dir(dir.path(), 77)
+    let err = TextTokenizer::from_dir(dir.path(), 77)
         .unwrap_err()
         .to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
     std::fs::write(dir.path().join("tokenizer.json"), b"{not json").unwrap();
-    let err = ClipTokenizer::from_dir(dir.path(), 77)
+    let err = TextTokenizer::from_dir(dir.path(), 77)
         .unwrap_err()
         .to_string();
     assert!(

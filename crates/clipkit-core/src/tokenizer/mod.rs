@@ -1,6 +1,11 @@
-//! CLIP's byte-level BPE, through the `tokenizers` crate.
+//! Text to token ids, for every family, through the `tokenizers` crate.
 //!
-//! `tokenizer.json` (what transformers saves) is used as-is. Older checkpoints ship only
+//! [`TextTokenizer`] is one seam: a `tokenizers::Tokenizer` pipeline (however the family's files
+//! describe it) plus the text cleaning the family's reference library does in Python before
+//! tokenizing ([`TextCleaning`]), the context length it truncates to and the id it pads with.
+//! A family's loader builds one from its files; `Clip` only calls `encode` and `pad_id`.
+//!
+//! CLIP's byte-level BPE: `tokenizer.json` (what transformers saves) is used as-is. Older checkpoints ship only
 //! `vocab.json` + `merges.txt`; for those the same pipeline transformers builds for CLIP
 //! (NFC, collapse whitespace, lower-case, CLIP's split regex, byte-level BPE with `</w>`,
 //! `<|startoftext|> … <|endoftext|>`) is assembled here. Text longer than the context is
@@ -21,26 +26,45 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 const SPLIT_PATTERN: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
+/// Text transformations a family's reference library applies before its tokenizer runs
+/// (transformers' CLIP does none; open_clip and SigLIP clean the text in Python).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextCleaning {
+    /// The text goes to the tokenizer as given.
+    #[default]
+    None,
+}
+
+impl TextCleaning {
+    /// The text the tokenizer pipeline sees.
+    pub fn apply<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match self {
+            TextCleaning::None => std::borrow::Cow::Borrowed(text),
+        }
+    }
+}
+
 #[derive(Clone)]
-pub struct ClipTokenizer {
+pub struct TextTokenizer {
     inner: Tokenizer,
     /// The same pipeline without truncation, made once, for counting tokens.
     untruncated: Tokenizer,
     context_length: usize,
     pad_id: u32,
+    cleaning: TextCleaning,
     source: PathBuf,
 }
 
-impl std::fmt::Debug for ClipTokenizer {
+impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer")
+        f.debug_struct("TextTokenizer")
             .field("source", &self.source)
             .field("context_length", &self.context_length)
             .finish()
     }
 }
 
-impl ClipTokenizer {
+impl TextTokenizer {
     /// Loads the tokenizer files of a checkpoint directory.
     pub fn from_dir(dir: &Path, context_length: usize) -> Result<Self> {
         let json = dir.join("tokenizer.json");
@@ -134,7 +158,27 @@ impl ClipTokenizer {
         Self::finish(inner, merges_path, context_length)
     }
 
-    fn finish(mut inner: Tokenizer, source: &Path, context_length: usize) -> Result<Self> {
+    /// CLIP's pipeline: pads with `<|endoftext|>`, as transformers pads CLIP.
+    fn finish(inner: Tokenizer, source: &Path, context_length: usize) -> Result<Self> {
+        let pad_id = inner
+            .token_to_id(END_OF_TEXT)
+            .ok_or_else(|| ClipError::Tokenizer {
+                path: source.to_path_buf(),
+                message: format!("the vocabulary has no `{END_OF_TEXT}` token"),
+            })?;
+        Self::from_pipeline(inner, source, context_length, pad_id, TextCleaning::None)
+    }
+
+    /// Any family's tokenizer: `inner` (with its special tokens added by its post-processor)
+    /// truncated to `context_length` ids, padded with `pad_id`, after `cleaning`. `source` is
+    /// the file the pipeline came from, for errors.
+    pub fn from_pipeline(
+        mut inner: Tokenizer,
+        source: &Path,
+        context_length: usize,
+        pad_id: u32,
+        cleaning: TextCleaning,
+    ) -> Result<Self> {
         let err = |message: String| ClipError::Tokenizer {
             path: source.to_path_buf(),
             message,
@@ -153,14 +197,12 @@ impl ClipTokenizer {
             }))
             .map_err(|e| err(e.to_string()))?;
         inner.with_padding(None);
-        let pad_id = inner
-            .token_to_id(END_OF_TEXT)
-            .ok_or_else(|| err(format!("the vocabulary has no `{END_OF_TEXT}` token")))?;
         Ok(Self {
             inner,
             untruncated,
             context_length,
             pad_id,
+            cleaning,
             source: source.to_path_buf(),
         })
     }
@@ -169,7 +211,7 @@ impl ClipTokenizer {
         self.context_length
     }
 
-    /// The id the batches are padded with (`<|endoftext|>`, as transformers pads CLIP).
+    /// The id the batches are padded with (`<|endoftext|>` for CLIP, as transformers pads it).
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }
@@ -182,7 +224,7 @@ impl ClipTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(text, true)
+            .encode(self.cleaning.apply(text).as_ref(), true)
             .map_err(|e| ClipError::Tokenizer {
                 path: self.source.clone(),
                 message: format!("cannot encode {text:?}: {e}"),
@@ -199,7 +241,7 @@ impl ClipTokenizer {
     pub fn untruncated_len(&self, text: &str) -> Result<usize> {
         let encoding = self
             .untruncated
-            .encode(text, false)
+            .encode(self.cleaning.apply(text).as_ref(), false)
             .map_err(|e| ClipError::Tokenizer {
                 path: self.source.clone(),
                 message: format!("cannot encode {text:?}: {e}"),
