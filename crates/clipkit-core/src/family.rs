@@ -13,7 +13,8 @@ use candle_core::{DType, Device};
 use crate::config::ClipConfig;
 use crate::device::MatmulPath;
 use crate::error::{ClipError, Result};
-use crate::model::{ClipModel, DualEncoder};
+use crate::model::siglip::SiglipConfig;
+use crate::model::{ClipModel, DualEncoder, SiglipModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 use clipkit_image::PreprocessorConfig;
@@ -111,7 +112,8 @@ pub(crate) struct WeightsPlan<'a> {
 pub(crate) fn load(family: ModelFamily, dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     match family {
         ModelFamily::Clip => load_clip(dir, plan),
-        ModelFamily::Siglip | ModelFamily::OpenClip => Err(ClipError::UnsupportedFamily {
+        ModelFamily::Siglip => load_siglip(dir, plan),
+        ModelFamily::OpenClip => Err(ClipError::UnsupportedFamily {
             dir: dir.to_path_buf(),
             family: family.name().into(),
         }),
@@ -145,6 +147,53 @@ fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         model: Box::new(model),
         tokenizer,
         preprocess,
+    })
+}
+
+/// SigLIP / SigLIP 2 FixRes: `SiglipImageProcessor`'s preprocessing (square resize, no
+/// crop, mean = std = 0.5) when there is no `preprocessor_config.json`; its tokenizer from
+/// `spiece.model` or `tokenizer.json` ([`crate::tokenizer::siglip`]).
+fn load_siglip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
+    let config = SiglipConfig::from_file(&dir.join("config.json"))?;
+    let image_size = config.vision_config.image_size as u32;
+    let pp_path = dir.join("preprocessor_config.json");
+    let preprocess = if pp_path.is_file() {
+        let mut raw = read_json(&pp_path)?;
+        // SiglipImageProcessor has no centre crop; its saved config says nothing about one.
+        if let Some(obj) = raw.as_object_mut() {
+            obj.entry("do_center_crop").or_insert(false.into());
+        }
+        PreprocessorConfig::from_json(&raw, image_size, &pp_path)?
+    } else {
+        PreprocessorConfig::siglip(image_size)
+    };
+    if preprocess.output_size() != (image_size, image_size) {
+        return Err(ClipError::config(
+            &pp_path,
+            "size",
+            format!(
+                "{:?} does not match the model's image_size {image_size}",
+                preprocess.output_size()
+            ),
+        ));
+    }
+    let tokenizer =
+        crate::tokenizer::siglip::load(dir, config.text_config.max_position_embeddings)?;
+    let model = with_weights(dir, plan, |w| {
+        SiglipModel::load(&w.root(), &config, plan.path)
+    })?;
+    Ok(Parts {
+        model: Box::new(model),
+        tokenizer,
+        preprocess,
+    })
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| ClipError::Json {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -218,18 +267,27 @@ mod tests {
 
     #[test]
     fn a_known_family_without_a_loader_says_which_and_where() {
-        let siglip = dir_with(&[("config.json", r#"{"model_type": "siglip"}"#)]);
+        let open_clip = dir_with(&[("open_clip_config.json", "{}")]);
         let options = crate::clip::LoadOptions::default();
-        let err = crate::clip::Clip::from_dir(siglip.path(), &options)
+        let err = crate::clip::Clip::from_dir(open_clip.path(), &options)
             .err()
-            .expect("SigLIP does not load yet");
+            .expect("open_clip does not load yet");
         assert!(
-            matches!(&err, ClipError::UnsupportedFamily { family, .. } if family == "SigLIP"),
+            matches!(&err, ClipError::UnsupportedFamily { family, .. } if family == "open_clip"),
             "{err}"
         );
         assert!(err
             .to_string()
-            .contains(&siglip.path().display().to_string()));
+            .contains(&open_clip.path().display().to_string()));
+    }
+
+    #[test]
+    fn siglip_loads_as_siglip() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/siglip/tiny-spm");
+        let options = crate::clip::LoadOptions::default();
+        let clip = crate::clip::Clip::from_dir(&dir, &options).unwrap();
+        assert_eq!(clip.family(), ModelFamily::Siglip);
     }
 
     #[test]

@@ -38,13 +38,48 @@ impl Resample {
     }
 }
 
+/// What the resize step resizes to. transformers' `size` says it: `{"shortest_edge": n}` keeps
+/// the aspect ratio (CLIP, then a centre crop), `{"height": h, "width": w}` resizes to exactly
+/// that size, stretching the image ("squash": SigLIP, no crop). open_clip adds resizing the
+/// longest edge (`resize_mode: longest`), which becomes a variant here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeTarget {
+    /// The shortest edge becomes this, the other keeps the aspect ratio (Python `int()`).
+    ShortestEdge(u32),
+    /// Exactly `height` × `width`, whatever the aspect ratio.
+    Exact { height: u32, width: u32 },
+}
+
+impl ResizeTarget {
+    /// `(width, height)` of an image of `width` × `height` after the resize.
+    pub fn size(self, width: u32, height: u32) -> (u32, u32) {
+        match self {
+            ResizeTarget::ShortestEdge(edge) => crate::pil::shortest_edge_size(width, height, edge),
+            ResizeTarget::Exact {
+                height: h,
+                width: w,
+            } => (w, h),
+        }
+    }
+
+    /// The smallest shortest edge a JPEG may be drafted (DCT-scaled) to before this resize
+    /// without losing pixels the resize reads.
+    pub fn draft_shortest_edge(self) -> u32 {
+        match self {
+            ResizeTarget::ShortestEdge(edge) => edge,
+            ResizeTarget::Exact { height, width } => height.max(width),
+        }
+    }
+}
+
 /// The validated preprocessing settings of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessorConfig {
     pub do_convert_rgb: bool,
     pub do_resize: bool,
-    /// Target of the shortest edge.
-    pub shortest_edge: u32,
+    /// What the resize step resizes to.
+    pub resize: ResizeTarget,
     pub resample: Resample,
     pub do_center_crop: bool,
     /// `(height, width)` of the centre crop.
@@ -60,7 +95,30 @@ impl PreprocessorConfig {
     /// How far a JPEG may be shrunk in its DCT before the resize: the resize target. Without a
     /// resize the crop takes pixels at the file's own scale, so there is no draft.
     pub fn draft_shortest_edge(&self) -> Option<u32> {
-        self.do_resize.then_some(self.shortest_edge)
+        self.do_resize.then(|| self.resize.draft_shortest_edge())
+    }
+
+    /// `(height, width)` of the model input: the crop when there is one, else the resize.
+    pub fn output_size(&self) -> (u32, u32) {
+        match (self.do_center_crop, self.resize) {
+            (false, ResizeTarget::Exact { height, width }) if self.do_resize => (height, width),
+            _ => self.crop_size,
+        }
+    }
+
+    /// transformers' `SiglipImageProcessor`: resize to `size` × `size` (bicubic, no crop),
+    /// mean = std = 0.5.
+    pub fn siglip(size: u32) -> Self {
+        Self {
+            resize: ResizeTarget::Exact {
+                height: size,
+                width: size,
+            },
+            do_center_crop: false,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            ..Self::openai(size)
+        }
     }
 
     /// OpenAI's settings for a square model input of `size` pixels.
@@ -68,7 +126,7 @@ impl PreprocessorConfig {
         Self {
             do_convert_rgb: true,
             do_resize: true,
-            shortest_edge: size,
+            resize: ResizeTarget::ShortestEdge(size),
             resample: Resample::Bicubic,
             do_center_crop: true,
             crop_size: (size, size),
@@ -121,19 +179,15 @@ impl PreprocessorConfig {
         c.do_normalize = flag("do_normalize", true)?;
         match raw.get("size") {
             None | Some(Value::Null) => {}
-            Some(v @ Value::Number(_)) => c.shortest_edge = positive("size", v)?,
+            Some(v @ Value::Number(_)) => {
+                c.resize = ResizeTarget::ShortestEdge(positive("size", v)?)
+            }
             Some(Value::Object(m)) => {
                 if let Some(v) = m.get("shortest_edge") {
-                    c.shortest_edge = positive("size.shortest_edge", v)?;
+                    c.resize = ResizeTarget::ShortestEdge(positive("size.shortest_edge", v)?);
                 } else if let (Some(h), Some(w)) = (m.get("height"), m.get("width")) {
-                    let (h, w) = (positive("size.height", h)?, positive("size.width", w)?);
-                    if h != w {
-                        return Err(bad(
-                            "size",
-                            "a fixed non-square resize is not supported; use shortest_edge",
-                        ));
-                    }
-                    c.shortest_edge = h;
+                    let (height, width) = (positive("size.height", h)?, positive("size.width", w)?);
+                    c.resize = ResizeTarget::Exact { height, width };
                 } else {
                     return Err(bad("size", "expected shortest_edge or height/width"));
                 }
@@ -141,7 +195,12 @@ impl PreprocessorConfig {
             Some(_) => return Err(bad("size", "expected a number or an object")),
         }
         match raw.get("crop_size") {
-            None | Some(Value::Null) => c.crop_size = (c.shortest_edge, c.shortest_edge),
+            None | Some(Value::Null) => {
+                c.crop_size = match c.resize {
+                    ResizeTarget::ShortestEdge(e) => (e, e),
+                    ResizeTarget::Exact { height, width } => (height, width),
+                }
+            }
             Some(v @ Value::Number(_)) => {
                 let s = positive("crop_size", v)?;
                 c.crop_size = (s, s);
@@ -213,8 +272,32 @@ mod tests {
         let a = PreprocessorConfig::from_json(&legacy, 336, p).unwrap();
         let b = PreprocessorConfig::from_json(&modern, 336, p).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.shortest_edge, 224);
+        assert_eq!(a.resize, ResizeTarget::ShortestEdge(224));
         assert_eq!(a.crop_size, (224, 224));
+    }
+
+    #[test]
+    fn height_and_width_resize_exactly() {
+        let p = Path::new("preprocessor_config.json");
+        let siglip = json!({"size": {"height": 384, "width": 256}, "do_center_crop": false,
+            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 3});
+        let c = PreprocessorConfig::from_json(&siglip, 224, p).unwrap();
+        assert_eq!(
+            c.resize,
+            ResizeTarget::Exact {
+                height: 384,
+                width: 256
+            }
+        );
+        assert_eq!(c.output_size(), (384, 256));
+        assert_eq!(c.resize.size(1000, 10), (256, 384));
+        assert_eq!(c.draft_shortest_edge(), Some(384));
+        // SiglipImageProcessor's saved config has no crop keys: the same settings.
+        let saved = json!({"size": {"height": 224, "width": 224}, "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5], "resample": 3});
+        let c = PreprocessorConfig::from_json(&saved, 224, p).unwrap();
+        assert_eq!(c.output_size(), (224, 224));
+        assert_eq!(c.resize.size(640, 480), (224, 224));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod resample;
 #[cfg(test)]
 mod test_support;
 
-pub use config::PreprocessorConfig;
+pub use config::{PreprocessorConfig, ResizeTarget};
 pub use decode::{decode_bytes, decode_file};
 pub use decoded::{DecodeOptions, DecodedImage, Pixels, SourceMode};
 pub use error::{ImageError, ImageProblem};

@@ -31,7 +31,7 @@ impl Preprocessor {
 
     /// `(height, width)` of the model input this produces.
     pub fn output_size(&self) -> (u32, u32) {
-        self.config.crop_size
+        self.config.output_size()
     }
 
     pub fn decode_file(&self, path: &Path) -> Result<DecodedImage> {
@@ -66,7 +66,7 @@ impl Preprocessor {
                     }
                 };
                 let (w, h) = if c.do_resize {
-                    pil::shortest_edge_size(rgb.width(), rgb.height(), c.shortest_edge)
+                    c.resize.size(rgb.width(), rgb.height())
                 } else {
                     (rgb.width(), rgb.height())
                 };
@@ -85,7 +85,7 @@ impl Preprocessor {
                 };
                 let (w0, h0) = (image.width(), image.height());
                 let (w, h) = if c.do_resize {
-                    pil::shortest_edge_size(w0, h0, c.shortest_edge)
+                    c.resize.size(w0, h0)
                 } else {
                     (w0, h0)
                 };

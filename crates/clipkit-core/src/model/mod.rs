@@ -5,13 +5,15 @@
 //!   and [`DualEncoder`], the two towers as [`crate::Clip`] drives them;
 //! - [`layers`]: the pre-LN transformer encoder every family uses; [`dense`]: its linear layers
 //!   on candle or on the packed CPU kernels;
-//! - one module per family: [`clip`] (transformers' `CLIPModel`).
+//! - one module per family: [`clip`] (transformers' `CLIPModel`), [`siglip`] (`SiglipModel`).
 
 pub mod clip;
 pub mod dense;
 pub mod layers;
+pub mod siglip;
 pub mod tower;
 
 pub use clip::ClipModel;
 pub use dense::MatmulPath;
+pub use siglip::SiglipModel;
 pub use tower::{DualEncoder, TextBatch, TextInput, TextLayout, TextPoolingRule, Tower};

@@ -12,6 +12,9 @@
 //! truncated with the end-of-text token kept last, as transformers does with
 //! `truncation=True` — never an error.
 
+pub mod siglip;
+pub mod spm;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -33,6 +36,8 @@ pub enum TextCleaning {
     /// The text goes to the tokenizer as given.
     #[default]
     None,
+    /// transformers' `SiglipTokenizer.canonicalize_text` (see [`siglip::canonicalize`]).
+    Siglip { lowercase: bool },
 }
 
 impl TextCleaning {
@@ -40,6 +45,9 @@ impl TextCleaning {
     pub fn apply<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         match self {
             TextCleaning::None => std::borrow::Cow::Borrowed(text),
+            TextCleaning::Siglip { lowercase } => {
+                std::borrow::Cow::Owned(siglip::canonicalize(text, *lowercase))
+            }
         }
     }
 }
