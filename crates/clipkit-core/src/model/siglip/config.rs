@@ -259,11 +259,11 @@ mod tests {
     #[test]
     fn defaults_are_transformers_and_projection_follows_hidden() {
         let c: SiglipConfig =
-            serde_json::from_str(r#"{"text_config": {"hidden_size": 32}}"#).expect("parses");
+            serde_json::from_str(r#"{"text_config": {"hidden_size": 48}}"#).expect("parses");
         assert_eq!(c.text_config.max_position_embeddings, 64);
         assert_eq!(c.text_config.layer_norm_eps, 1e-6);
         assert_eq!(c.text_config.hidden_act, Activation::GeluNew);
-        assert_eq!(c.text_config.projection_size(), 32);
+        assert_eq!(c.text_config.projection_size(), 48);
         assert_eq!(c.vision_config.patch_size, 16);
         let err = c
             .validate(Path::new("config.json"))
