@@ -354,3 +354,72 @@ fn full_size_siglip2_b16_matches_transformers() {
         );
     }
 }
+
+/// bf16 and int8 on the packed kernels (where this CPU has them; refusal is tested in
+/// precision.rs) and bf16 tensors on candle (the CUDA dtype path) stay within cosine 0.999 of
+/// transformers' f32 embeddings, the MAP head included.
+#[test]
+fn reduced_precision_stays_within_cosine_0_999() {
+    use clipkit_core::device::Precision;
+    let s = siglip();
+    let runs = [
+        (Precision::Bf16, CpuKernels::Packed),
+        (Precision::Int8, CpuKernels::Packed),
+        (Precision::Bf16, CpuKernels::Candle),
+    ];
+    for name in ["tiny-spm", "tiny-gemma"] {
+        let r = common::load_tensors(&s.join(format!("reference/{name}.safetensors")));
+        let meta = common::read_json(&s.join(format!("reference/{name}.json")));
+        let list = |key: &str| -> Vec<String> {
+            meta[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        let paths: Vec<PathBuf> = list("images")
+            .iter()
+            .map(|n| common::fixtures().join("images").join(n))
+            .collect();
+        let texts = list("texts");
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (precision, kernels) in runs {
+            let options = LoadOptions {
+                cpu_kernels: kernels,
+                precision,
+                decode: DecodeOptions {
+                    apply_exif_orientation: false,
+                    ..DecodeOptions::default()
+                },
+                ..LoadOptions::default()
+            };
+            let clip = match Clip::from_dir(&s.join(name), &options) {
+                Ok(c) => c,
+                Err(clipkit_core::ClipError::Unsupported(why)) => {
+                    eprintln!("{name} {precision:?}: refused on this CPU ({why})");
+                    continue;
+                }
+                Err(e) => panic!("{name} {precision:?}: {e}"),
+            };
+            let images: Vec<Vec<f32>> = clip
+                .embed_image_files(&paths)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let text = clip.embed_texts(&refs).unwrap();
+            for (ours, key) in [(&images, "image_embeds"), (&text, "text_embeds")] {
+                let worst = ours
+                    .iter()
+                    .zip(common::rows(&r[key]))
+                    .map(|(a, b)| common::cosine(a, &b))
+                    .fold(1f32, f32::min);
+                eprintln!("{name} {precision:?} {kernels:?}: {key} cos ≥ {worst:.5}");
+                assert!(
+                    worst >= 0.999,
+                    "{name} {precision:?} {kernels:?} {key}: {worst}"
+                );
+            }
+        }
+    }
+}
