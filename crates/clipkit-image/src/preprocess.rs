@@ -258,6 +258,44 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_resize_squashes_without_a_crop_in_both_modes() {
+        // A left half black, right half white image: squashed, the halves stay halves (a
+        // shortest-edge resize and crop would keep only the middle, all one colour or the edge).
+        let (w, h) = (400u32, 100u32);
+        let img = RgbImage::from_fn(w, h, |x, _| {
+            let v = if x < w / 2 { 0 } else { 255 };
+            image::Rgb([v, v, v])
+        });
+        let decoded = DecodedImage {
+            pixels: Pixels::Rgb(img.clone()),
+            mode: SourceMode::Rgb,
+        };
+        for mode in [PreprocessMode::Transformers, PreprocessMode::OpenAi] {
+            let p = Preprocessor::new(
+                PreprocessorConfig::siglip(32),
+                mode,
+                DecodeOptions::default(),
+            );
+            assert_eq!(p.output_size(), (32, 32));
+            let out = p.resize_and_crop(&decoded);
+            assert_eq!(out.dimensions(), (32, 32), "{mode:?}");
+            assert_eq!(out.get_pixel(0, 16).0, [0, 0, 0], "{mode:?}");
+            assert_eq!(out.get_pixel(31, 16).0, [255, 255, 255], "{mode:?}");
+            // Exactly the plain resize of the whole image.
+            let direct = resample::resize(
+                img.as_raw(),
+                w as usize,
+                h as usize,
+                3,
+                32,
+                32,
+                Resample::Bicubic,
+            );
+            assert_eq!(out.as_raw(), &direct, "{mode:?}");
+        }
+    }
+
+    #[test]
     fn transparent_pixels_are_white_for_transformers_and_dropped_for_openai() {
         let img = DecodedImage {
             pixels: Pixels::Rgba(RgbaImage::from_pixel(
