@@ -170,9 +170,16 @@ fn load_open_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         .ok_or_else(|| ClipError::MissingFile {
             dir: dir.to_path_buf(),
             file: OPEN_CLIP_WEIGHTS[0].into(),
-            hint: format!("expected {} or {}", OPEN_CLIP_WEIGHTS[0], OPEN_CLIP_WEIGHTS[1]),
+            hint: format!(
+                "expected {} or {}",
+                OPEN_CLIP_WEIGHTS[0], OPEN_CLIP_WEIGHTS[1]
+            ),
         })?;
-    let text_prefix = if config.model.custom_text { "text." } else { "" };
+    let text_prefix = if config.model.custom_text {
+        "text."
+    } else {
+        ""
+    };
     let weights = || {
         Ok(Weights::open_file(&file, plan.dtype, plan.device)?
             .with_naming(open_clip_naming(text_prefix)))

@@ -115,7 +115,8 @@ impl Weights {
             Some("bin" | "pt" | "pth")
         );
         if !is_pickle {
-            let mut weights = Self::open_safetensors(&dir, vec![path.to_path_buf()], dtype, device)?;
+            let mut weights =
+                Self::open_safetensors(&dir, vec![path.to_path_buf()], dtype, device)?;
             weights.dir = dir;
             return Ok(weights);
         }
@@ -136,12 +137,19 @@ impl Weights {
                     .into(),
             });
         }
-        let all_module = tensors.tensor_infos().keys().all(|k| k.starts_with("module."));
+        let all_module = tensors
+            .tensor_infos()
+            .keys()
+            .all(|k| k.starts_with("module."));
         let names = tensors
             .tensor_infos()
             .keys()
             .map(|k| {
-                let name = if all_module { &k["module.".len()..] } else { k.as_str() };
+                let name = if all_module {
+                    &k["module.".len()..]
+                } else {
+                    k.as_str()
+                };
                 (name.to_string(), k.clone())
             })
             .collect();
@@ -265,10 +273,12 @@ impl Weights {
                 tensor
             }
             Store::Pickle { tensors, names } => {
-                let key = names.get(&stored.name).ok_or_else(|| ClipError::MissingTensor {
-                    dir: self.source(),
-                    name: stored.name.clone(),
-                })?;
+                let key = names
+                    .get(&stored.name)
+                    .ok_or_else(|| ClipError::MissingTensor {
+                        dir: self.source(),
+                        name: stored.name.clone(),
+                    })?;
                 tensors
                     .get(key)
                     .map_err(err)?
@@ -444,7 +454,12 @@ impl Weights {
 
     /// [`read_f32`](Self::read_f32) for what cannot be copied out of a mapping as it lies
     /// (pickle checkpoints, transposed views): through a tensor on the CPU.
-    fn read_f32_via_tensor(&self, stored: &Stored, shape: &[usize], out: &mut Vec<f32>) -> Result<()> {
+    fn read_f32_via_tensor(
+        &self,
+        stored: &Stored,
+        shape: &[usize],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let tensor = self.load_stored(stored, shape)?;
         out.extend(
             tensor
@@ -488,7 +503,10 @@ impl Weights {
         if !value.is_finite() {
             return Err(ClipError::Safetensors {
                 path: self.source(),
-                message: format!("tensor `{}` is {value}, expected a finite number", stored.name),
+                message: format!(
+                    "tensor `{}` is {value}, expected a finite number",
+                    stored.name
+                ),
             });
         }
         Ok(value)

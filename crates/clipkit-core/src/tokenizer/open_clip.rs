@@ -44,7 +44,8 @@ pub const START_OF_TEXT: &str = "<start_of_text>";
 pub const END_OF_TEXT: &str = "<end_of_text>";
 
 /// open_clip's split pattern: case-insensitive (`re.IGNORECASE`), its special tokens first.
-const SPLIT_PATTERN: &str = r"(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const SPLIT_PATTERN: &str =
+    r"(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// open_clip's `clean` option (`text_cfg.tokenizer_kwargs.clean`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +122,13 @@ pub fn for_checkpoint(dir: &Path, config: &OpenClipConfig) -> Result<TextTokeniz
             .map(|p| p.pad_id)
             .or_else(|| inner.token_to_id("<pad>"))
             .unwrap_or(0);
-        return TextTokenizer::from_pipeline(inner, &file, context, pad_id, TextCleaning::OpenClip(clean));
+        return TextTokenizer::from_pipeline(
+            inner,
+            &file,
+            context,
+            pad_id,
+            TextCleaning::OpenClip(clean),
+        );
     }
     let clean = Clean::parse(clean_name.unwrap_or("lower"), path)?;
     simple_tokenizer(context, clean)
@@ -137,7 +144,13 @@ pub fn simple_tokenizer(context_length: usize, clean: Clean) -> Result<TextToken
             path: source.to_path_buf(),
             message,
         })?;
-    TextTokenizer::from_pipeline(inner, source, context_length, 0, TextCleaning::OpenClip(clean))
+    TextTokenizer::from_pipeline(
+        inner,
+        source,
+        context_length,
+        0,
+        TextCleaning::OpenClip(clean),
+    )
 }
 
 /// The BPE pipeline, built once per process (the vocabulary is 49,408 tokens).
@@ -197,8 +210,13 @@ fn build_pipeline() -> std::result::Result<Tokenizer, String> {
 /// GPT-2's reversible byte → character table, in byte order of open_clip's vocabulary: the
 /// printable bytes first as themselves, then the others mapped to U+0100 onwards.
 fn byte_alphabet() -> Vec<char> {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
-    let mut chars: Vec<char> = (0..256u32).filter(|&b| printable(b)).filter_map(char::from_u32).collect();
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
+    let mut chars: Vec<char> = (0..256u32)
+        .filter(|&b| printable(b))
+        .filter_map(char::from_u32)
+        .collect();
     let mut n = 0;
     for b in 0..256u32 {
         if !printable(b) {
@@ -242,10 +260,38 @@ fn entities() -> &'static HashMap<&'static str, String> {
 
 /// Windows-1252's characters for bytes 0x80–0x9F (`None`: undefined there).
 const CP1252_HIGH: [Option<char>; 32] = [
-    Some('€'), None, Some('‚'), Some('ƒ'), Some('„'), Some('…'), Some('†'), Some('‡'),
-    Some('ˆ'), Some('‰'), Some('Š'), Some('‹'), Some('Œ'), None, Some('Ž'), None,
-    None, Some('‘'), Some('’'), Some('“'), Some('”'), Some('•'), Some('–'), Some('—'),
-    Some('˜'), Some('™'), Some('š'), Some('›'), Some('œ'), None, Some('ž'), None,
+    Some('€'),
+    None,
+    Some('‚'),
+    Some('ƒ'),
+    Some('„'),
+    Some('…'),
+    Some('†'),
+    Some('‡'),
+    Some('ˆ'),
+    Some('‰'),
+    Some('Š'),
+    Some('‹'),
+    Some('Œ'),
+    None,
+    Some('Ž'),
+    None,
+    None,
+    Some('‘'),
+    Some('’'),
+    Some('“'),
+    Some('”'),
+    Some('•'),
+    Some('–'),
+    Some('—'),
+    Some('˜'),
+    Some('™'),
+    Some('š'),
+    Some('›'),
+    Some('œ'),
+    None,
+    Some('ž'),
+    None,
 ];
 
 /// A numeric character reference as Python's `html.unescape` resolves it.
@@ -273,7 +319,9 @@ fn numeric_reference(n: u64) -> String {
     if invalid {
         return String::new();
     }
-    char::from_u32(n as u32).map(String::from).unwrap_or_default()
+    char::from_u32(n as u32)
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 /// Python's `html.unescape`.
@@ -312,7 +360,13 @@ fn unescape_one(s: &str, table: &HashMap<&str, String>) -> (Option<String>, usiz
         };
         let len = digits
             .bytes()
-            .take_while(|b| if hex { b.is_ascii_hexdigit() } else { b.is_ascii_digit() })
+            .take_while(|b| {
+                if hex {
+                    b.is_ascii_hexdigit()
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
             .count();
         if len == 0 {
             return (None, 0);
@@ -337,7 +391,11 @@ fn unescape_one(s: &str, table: &HashMap<&str, String>) -> (Option<String>, usiz
         return (None, 0);
     }
     let with_semicolon = s[name_len..].starts_with(';');
-    let full = if with_semicolon { &s[..name_len + 1] } else { &s[..name_len] };
+    let full = if with_semicolon {
+        &s[..name_len + 1]
+    } else {
+        &s[..name_len]
+    };
     if let Some(v) = table.get(full) {
         return (Some(v.clone()), full.len());
     }
@@ -443,7 +501,11 @@ fn fix_mojibake(text: &str) -> String {
 
 fn normalize(text: &str, nfkc: bool) -> String {
     let mut n = NormalizedString::from(text);
-    let done = if nfkc { NFKC.normalize(&mut n) } else { NFC.normalize(&mut n) };
+    let done = if nfkc {
+        NFKC.normalize(&mut n)
+    } else {
+        NFC.normalize(&mut n)
+    };
     match done {
         Ok(()) => n.get().to_string(),
         Err(_) => text.to_string(),
@@ -452,10 +514,28 @@ fn normalize(text: &str, nfkc: bool) -> String {
 
 fn ligature(c: char) -> Option<&'static str> {
     Some(match c {
-        'Ĳ' => "IJ", 'ĳ' => "ij", 'ŉ' => "ʼn", 'Ǳ' => "DZ", 'ǲ' => "Dz", 'ǳ' => "dz",
-        'Ǆ' => "DŽ", 'ǅ' => "Dž", 'ǆ' => "dž", 'Ǉ' => "LJ", 'ǈ' => "Lj", 'ǉ' => "lj",
-        'Ǌ' => "NJ", 'ǋ' => "Nj", 'ǌ' => "nj", 'ﬀ' => "ff", 'ﬁ' => "fi", 'ﬂ' => "fl",
-        'ﬃ' => "ffi", 'ﬄ' => "ffl", 'ﬅ' => "ſt", 'ﬆ' => "st",
+        'Ĳ' => "IJ",
+        'ĳ' => "ij",
+        'ŉ' => "ʼn",
+        'Ǳ' => "DZ",
+        'ǲ' => "Dz",
+        'ǳ' => "dz",
+        'Ǆ' => "DŽ",
+        'ǅ' => "Dž",
+        'ǆ' => "dž",
+        'Ǉ' => "LJ",
+        'ǈ' => "Lj",
+        'ǉ' => "lj",
+        'Ǌ' => "NJ",
+        'ǋ' => "Nj",
+        'ǌ' => "nj",
+        'ﬀ' => "ff",
+        'ﬁ' => "fi",
+        'ﬂ' => "fl",
+        'ﬃ' => "ffi",
+        'ﬄ' => "ffl",
+        'ﬅ' => "ſt",
+        'ﬆ' => "st",
         _ => return None,
     })
 }
@@ -514,7 +594,10 @@ fn fix_chars(text: &str) -> String {
         if c == '\x1b' {
             let rest: String = chars.clone().collect();
             if let Some(body) = rest.strip_prefix('[') {
-                let len = body.bytes().take_while(|b| b.is_ascii_digit() || *b == b';').count();
+                let len = body
+                    .bytes()
+                    .take_while(|b| b.is_ascii_digit() || *b == b';')
+                    .count();
                 if body[len..].starts_with(|x: char| x.is_ascii_alphabetic()) {
                     for _ in 0..len + 2 {
                         chars.next();
@@ -557,11 +640,20 @@ mod tests {
 
     #[test]
     fn cleaning_fixes_what_open_clip_fixes() {
-        assert_eq!(Clean::Lower.apply("  A  Photo\tof &amp;amp; a DOG "), "a photo of & a dog");
-        assert_eq!(Clean::Lower.apply("cafÃ© â€œquotedâ€\u{9d}"), "café \"quoted\"");
+        assert_eq!(
+            Clean::Lower.apply("  A  Photo\tof &amp;amp; a DOG "),
+            "a photo of & a dog"
+        );
+        assert_eq!(
+            Clean::Lower.apply("cafÃ© â€œquotedâ€\u{9d}"),
+            "café \"quoted\""
+        );
         assert_eq!(Clean::Whitespace.apply("ﬁne  Ｆｕｌｌ"), "fine Full");
         assert_eq!(Clean::Canonicalize.apply("a_b, C!"), "a b c");
-        assert_eq!(html_unescape("&amp &ampx &#x41; &#65 &lt;&notit; &bogus;"), "& &x A A <¬it; &bogus;");
+        assert_eq!(
+            html_unescape("&amp &ampx &#x41; &#65 &lt;&notit; &bogus;"),
+            "& &x A A <¬it; &bogus;"
+        );
     }
 
     #[test]

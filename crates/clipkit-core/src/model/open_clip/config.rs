@@ -215,11 +215,13 @@ impl OpenClipConfig {
         let model = file
             .model_cfg
             .ok_or_else(|| ClipError::config(path, "model_cfg", "missing"))?;
-        let unsupported =
-            |field: &str, what: String| Err(ClipError::config(path, field, what));
+        let unsupported = |field: &str, what: String| Err(ClipError::config(path, field, what));
         let (v, t) = (&model.vision_cfg, &model.text_cfg);
         if model.multimodal_cfg.is_some() {
-            return unsupported("model_cfg.multimodal_cfg", "CoCa models are not supported".into());
+            return unsupported(
+                "model_cfg.multimodal_cfg",
+                "CoCa models are not supported".into(),
+            );
         }
         if let Some(name) = &v.timm_model_name {
             return unsupported(
@@ -238,22 +240,73 @@ impl OpenClipConfig {
         let Some(vision_layers) = layers else {
             return unsupported(
                 "model_cfg.vision_cfg.layers",
-                format!("{}: only a ViT (a positive layer count) is supported, not a ResNet", v.layers),
+                format!(
+                    "{}: only a ViT (a positive layer count) is supported, not a ResNet",
+                    v.layers
+                ),
             );
         };
         let checks: [(&str, bool, &str); 12] = [
-            ("vision_cfg.ls_init_value", v.ls_init_value.is_some(), "layer scale is not supported"),
-            ("vision_cfg.attentional_pool", v.attentional_pool, "attention pooling is not supported"),
-            ("vision_cfg.no_ln_pre", v.no_ln_pre, "a tower without ln_pre is not supported"),
-            ("vision_cfg.pos_embed_type", v.pos_embed_type != "learnable", "only `learnable` is supported"),
-            ("vision_cfg.pool_type", v.pool_type != "tok", "only `tok` (class token) is supported"),
-            ("text_cfg.ls_init_value", t.ls_init_value.is_some(), "layer scale is not supported"),
-            ("text_cfg.embed_cls", t.embed_cls, "a text class token is not supported"),
-            ("text_cfg.no_causal_mask", t.no_causal_mask, "only causal text towers are supported"),
-            ("text_cfg.proj_bias", t.proj_bias, "a text projection with a bias is not supported"),
-            ("text_cfg.proj_type", t.proj_type != "linear", "only `linear` is supported"),
-            ("vision_cfg.act_kwargs", v.act_kwargs.is_some(), "custom activations are not supported"),
-            ("text_cfg.act_kwargs", t.act_kwargs.is_some(), "custom activations are not supported"),
+            (
+                "vision_cfg.ls_init_value",
+                v.ls_init_value.is_some(),
+                "layer scale is not supported",
+            ),
+            (
+                "vision_cfg.attentional_pool",
+                v.attentional_pool,
+                "attention pooling is not supported",
+            ),
+            (
+                "vision_cfg.no_ln_pre",
+                v.no_ln_pre,
+                "a tower without ln_pre is not supported",
+            ),
+            (
+                "vision_cfg.pos_embed_type",
+                v.pos_embed_type != "learnable",
+                "only `learnable` is supported",
+            ),
+            (
+                "vision_cfg.pool_type",
+                v.pool_type != "tok",
+                "only `tok` (class token) is supported",
+            ),
+            (
+                "text_cfg.ls_init_value",
+                t.ls_init_value.is_some(),
+                "layer scale is not supported",
+            ),
+            (
+                "text_cfg.embed_cls",
+                t.embed_cls,
+                "a text class token is not supported",
+            ),
+            (
+                "text_cfg.no_causal_mask",
+                t.no_causal_mask,
+                "only causal text towers are supported",
+            ),
+            (
+                "text_cfg.proj_bias",
+                t.proj_bias,
+                "a text projection with a bias is not supported",
+            ),
+            (
+                "text_cfg.proj_type",
+                t.proj_type != "linear",
+                "only `linear` is supported",
+            ),
+            (
+                "vision_cfg.act_kwargs",
+                v.act_kwargs.is_some(),
+                "custom activations are not supported",
+            ),
+            (
+                "text_cfg.act_kwargs",
+                t.act_kwargs.is_some(),
+                "custom activations are not supported",
+            ),
         ];
         for (field, bad, why) in checks {
             if bad {
@@ -272,10 +325,18 @@ impl OpenClipConfig {
             }
         };
         let image_size = v.image_size.square().ok_or_else(|| {
-            ClipError::config(path, "model_cfg.vision_cfg.image_size", "only square images are supported")
+            ClipError::config(
+                path,
+                "model_cfg.vision_cfg.image_size",
+                "only square images are supported",
+            )
         })?;
         let patch_size = v.patch_size.square().ok_or_else(|| {
-            ClipError::config(path, "model_cfg.vision_cfg.patch_size", "only square patches are supported")
+            ClipError::config(
+                path,
+                "model_cfg.vision_cfg.patch_size",
+                "only square patches are supported",
+            )
         })?;
         if v.head_width == 0 || v.width % v.head_width != 0 {
             return unsupported(
@@ -292,7 +353,11 @@ impl OpenClipConfig {
             match kwargs {
                 None => Ok(1e-5),
                 Some(k) => k.get("eps").and_then(Value::as_f64).ok_or_else(|| {
-                    ClipError::config(path, format!("model_cfg.{field}"), "only `eps` is supported")
+                    ClipError::config(
+                        path,
+                        format!("model_cfg.{field}"),
+                        "only `eps` is supported",
+                    )
                 }),
             }
         };
@@ -341,14 +406,21 @@ impl OpenClipConfig {
         let size = match &p.size {
             None => self.clip.vision_config.image_size,
             Some(s) => s.square().ok_or_else(|| {
-                ClipError::config(path, "preprocess_cfg.size", "only square sizes are supported")
+                ClipError::config(
+                    path,
+                    "preprocess_cfg.size",
+                    "only square sizes are supported",
+                )
             })?,
         };
         if size != self.clip.vision_config.image_size {
             return Err(ClipError::config(
                 path,
                 "preprocess_cfg.size",
-                format!("{size} does not match the model's image_size {}", self.clip.vision_config.image_size),
+                format!(
+                    "{size} does not match the model's image_size {}",
+                    self.clip.vision_config.image_size
+                ),
             ));
         }
         let mut c = PreprocessorConfig::openai(size as u32);
@@ -376,24 +448,40 @@ impl OpenClipConfig {
             }
         };
         if p.fill_color != 0 {
-            return Err(ClipError::config(path, "preprocess_cfg.fill_color", "only 0 is supported"));
+            return Err(ClipError::config(
+                path,
+                "preprocess_cfg.fill_color",
+                "only 0 is supported",
+            ));
         }
         if p.mode != "RGB" {
-            return Err(ClipError::config(path, "preprocess_cfg.mode", "only RGB is supported"));
+            return Err(ClipError::config(
+                path,
+                "preprocess_cfg.mode",
+                "only RGB is supported",
+            ));
         }
         for (field, values, target) in [
             ("preprocess_cfg.mean", &p.mean, &mut c.image_mean),
             ("preprocess_cfg.std", &p.std, &mut c.image_std),
         ] {
             if values.len() != 3 || values.iter().any(|x| !x.is_finite()) {
-                return Err(ClipError::config(path, field, "expected three finite numbers"));
+                return Err(ClipError::config(
+                    path,
+                    field,
+                    "expected three finite numbers",
+                ));
             }
             for (t, v) in target.iter_mut().zip(values) {
                 *t = *v as f32;
             }
         }
         if c.image_std.contains(&0.0) {
-            return Err(ClipError::config(path, "preprocess_cfg.std", "contains zero"));
+            return Err(ClipError::config(
+                path,
+                "preprocess_cfg.std",
+                "contains zero",
+            ));
         }
         Ok(c)
     }

@@ -63,7 +63,9 @@ pub fn map(name: &str, text_prefix: &str) -> Stored {
     }
     match name {
         "visual_projection.weight" => stored("visual.proj".into(), View::Transposed),
-        "text_projection.weight" => stored(format!("{text_prefix}text_projection"), View::Transposed),
+        "text_projection.weight" => {
+            stored(format!("{text_prefix}text_projection"), View::Transposed)
+        }
         _ => whole(name.to_string()),
     }
 }
@@ -120,8 +122,14 @@ mod tests {
             m("visual_projection.weight"),
             stored("visual.proj".into(), View::Transposed)
         );
-        assert_eq!(map("text_projection.weight", "text.").name, "text.text_projection");
+        assert_eq!(
+            map("text_projection.weight", "text.").name,
+            "text.text_projection"
+        );
         assert_eq!(m("logit_scale").name, "logit_scale");
-        assert_eq!(m("vision_model.pre_layrnorm.bias").name, "visual.ln_pre.bias");
+        assert_eq!(
+            m("vision_model.pre_layrnorm.bias").name,
+            "visual.ln_pre.bias"
+        );
     }
 }
