@@ -100,7 +100,8 @@ impl PreprocessorConfig {
             }
             ResizeMode::Squash => (cw, ch),
             ResizeMode::Longest => {
-                let ratio = (f64::from(height) / f64::from(ch)).max(f64::from(width) / f64::from(cw));
+                let ratio =
+                    (f64::from(height) / f64::from(ch)).max(f64::from(width) / f64::from(cw));
                 // Python's round(): half to even.
                 let side = |x: u32| ((f64::from(x) / ratio).round_ties_even() as u32).max(1);
                 (side(width), side(height))
