@@ -13,6 +13,9 @@ use candle_core::{DType, Device};
 use crate::config::ClipConfig;
 use crate::device::MatmulPath;
 use crate::error::{ClipError, Result};
+use crate::model::open_clip::config::{self as open_clip_config, OpenClipConfig};
+use crate::model::open_clip::naming::naming as open_clip_naming;
+use crate::model::open_clip::OpenClipModel;
 use crate::model::siglip::SiglipConfig;
 use crate::model::{ClipModel, DualEncoder, SiglipModel};
 use crate::tokenizer::TextTokenizer;
@@ -113,10 +116,7 @@ pub(crate) fn load(family: ModelFamily, dir: &Path, plan: &WeightsPlan) -> Resul
     match family {
         ModelFamily::Clip => load_clip(dir, plan),
         ModelFamily::Siglip => load_siglip(dir, plan),
-        ModelFamily::OpenClip => Err(ClipError::UnsupportedFamily {
-            dir: dir.to_path_buf(),
-            family: family.name().into(),
-        }),
+        ModelFamily::OpenClip => load_open_clip(dir, plan),
     }
 }
 
@@ -140,7 +140,8 @@ fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         ));
     }
     let tokenizer = TextTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
-    let model = with_weights(dir, plan, |w| {
+    let weights = || Weights::open(dir, plan.dtype, plan.device);
+    let model = with_weights(weights, plan, |w| {
         ClipModel::load(&w.root(), &config, plan.path)
     })?;
     Ok(Parts {
@@ -179,8 +180,50 @@ fn load_siglip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     }
     let tokenizer =
         crate::tokenizer::siglip::load(dir, config.text_config.max_position_embeddings)?;
-    let model = with_weights(dir, plan, |w| {
+    let weights = || Weights::open(dir, plan.dtype, plan.device);
+    let model = with_weights(weights, plan, |w| {
         SiglipModel::load(&w.root(), &config, plan.path)
+    })?;
+    Ok(Parts {
+        model: Box::new(model),
+        tokenizer,
+        preprocess,
+    })
+}
+
+/// The weights files of an open_clip checkpoint, in the order open_clip's hub loader prefers.
+pub const OPEN_CLIP_WEIGHTS: [&str; 2] =
+    ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
+
+/// An open_clip checkpoint: `open_clip_config.json` and its weights, read into CLIP's towers
+/// through open_clip's tensor names.
+fn load_open_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
+    let config = OpenClipConfig::from_file(&dir.join(open_clip_config::CONFIG_FILE))?;
+    let preprocess = config.preprocessor()?;
+    let tokenizer = crate::tokenizer::open_clip::for_checkpoint(dir, &config)?;
+    let file = OPEN_CLIP_WEIGHTS
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ClipError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: OPEN_CLIP_WEIGHTS[0].into(),
+            hint: format!(
+                "expected {} or {}",
+                OPEN_CLIP_WEIGHTS[0], OPEN_CLIP_WEIGHTS[1]
+            ),
+        })?;
+    let text_prefix = if config.model.custom_text {
+        "text."
+    } else {
+        ""
+    };
+    let weights = || {
+        Ok(Weights::open_file(&file, plan.dtype, plan.device)?
+            .with_naming(open_clip_naming(text_prefix)))
+    };
+    let model = with_weights(weights, plan, |w| {
+        OpenClipModel::load(&w.root(), &config, plan.path)
     })?;
     Ok(Parts {
         model: Box::new(model),
@@ -200,11 +243,11 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 /// Opens the checkpoint's weights (through the pack cache when the packed kernels run), builds
 /// the model from them, and completes the cache file.
 fn with_weights<M>(
-    dir: &Path,
+    open: impl FnOnce() -> Result<Weights>,
     plan: &WeightsPlan,
     build: impl FnOnce(&Weights) -> Result<M>,
 ) -> Result<M> {
-    let mut weights = Weights::open(dir, plan.dtype, plan.device)?;
+    let mut weights = open()?;
     if let (Some(cache), MatmulPath::Packed(format)) = (plan.pack_cache, plan.path) {
         weights.use_pack_cache(cache, format);
     }
@@ -263,22 +306,6 @@ mod tests {
             ("config.json", r#"{"model_type": "clip"}"#),
         ]);
         assert_eq!(ModelFamily::detect(both.path()).unwrap(), ModelFamily::Clip);
-    }
-
-    #[test]
-    fn a_known_family_without_a_loader_says_which_and_where() {
-        let open_clip = dir_with(&[("open_clip_config.json", "{}")]);
-        let options = crate::clip::LoadOptions::default();
-        let err = crate::clip::Clip::from_dir(open_clip.path(), &options)
-            .err()
-            .expect("open_clip does not load yet");
-        assert!(
-            matches!(&err, ClipError::UnsupportedFamily { family, .. } if family == "open_clip"),
-            "{err}"
-        );
-        assert!(err
-            .to_string()
-            .contains(&open_clip.path().display().to_string()));
     }
 
     #[test]

@@ -40,8 +40,8 @@ impl Resample {
 
 /// What the resize step resizes to. transformers' `size` says it: `{"shortest_edge": n}` keeps
 /// the aspect ratio (CLIP, then a centre crop), `{"height": h, "width": w}` resizes to exactly
-/// that size, stretching the image ("squash": SigLIP, no crop). open_clip adds resizing the
-/// longest edge (`resize_mode: longest`), which becomes a variant here.
+/// that size, stretching the image ("squash": SigLIP, no crop). open_clip's `resize_mode`
+/// maps onto these: `shortest` and `squash` as above, `longest` to [`ResizeTarget::Longest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResizeTarget {
@@ -49,6 +49,10 @@ pub enum ResizeTarget {
     ShortestEdge(u32),
     /// Exactly `height` × `width`, whatever the aspect ratio.
     Exact { height: u32, width: u32 },
+    /// The longest edge fitted into `height` × `width`, keeping the aspect ratio (each side
+    /// `round(side / max(h / height, w / width))`, Python's round); the centre crop then pads
+    /// the short side with black (open_clip's `longest`: `ResizeKeepRatio` + `CenterCropOrPad`).
+    Longest { height: u32, width: u32 },
 }
 
 impl ResizeTarget {
@@ -60,15 +64,26 @@ impl ResizeTarget {
                 height: h,
                 width: w,
             } => (w, h),
+            ResizeTarget::Longest {
+                height: h,
+                width: w,
+            } => {
+                let ratio = (f64::from(height) / f64::from(h)).max(f64::from(width) / f64::from(w));
+                let side = |x: u32| ((f64::from(x) / ratio).round_ties_even() as u32).max(1);
+                (side(width), side(height))
+            }
         }
     }
 
     /// The smallest shortest edge a JPEG may be drafted (DCT-scaled) to before this resize
     /// without losing pixels the resize reads.
-    pub fn draft_shortest_edge(self) -> u32 {
+    /// `None` where the resized size depends on the aspect ratio in a way a shortest edge
+    /// cannot bound (`Longest`).
+    pub fn draft_shortest_edge(self) -> Option<u32> {
         match self {
-            ResizeTarget::ShortestEdge(edge) => edge,
-            ResizeTarget::Exact { height, width } => height.max(width),
+            ResizeTarget::ShortestEdge(edge) => Some(edge),
+            ResizeTarget::Exact { height, width } => Some(height.max(width)),
+            ResizeTarget::Longest { .. } => None,
         }
     }
 }
@@ -95,7 +110,18 @@ impl PreprocessorConfig {
     /// How far a JPEG may be shrunk in its DCT before the resize: the resize target. Without a
     /// resize the crop takes pixels at the file's own scale, so there is no draft.
     pub fn draft_shortest_edge(&self) -> Option<u32> {
-        self.do_resize.then(|| self.resize.draft_shortest_edge())
+        self.do_resize
+            .then(|| self.resize.draft_shortest_edge())
+            .flatten()
+    }
+
+    /// The size `(width, height)` an image of `width` × `height` has after the resize step.
+    pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
+        if self.do_resize {
+            self.resize.size(width, height)
+        } else {
+            (width, height)
+        }
     }
 
     /// `(height, width)` of the model input: the crop when there is one, else the resize.
@@ -198,7 +224,8 @@ impl PreprocessorConfig {
             None | Some(Value::Null) => {
                 c.crop_size = match c.resize {
                     ResizeTarget::ShortestEdge(e) => (e, e),
-                    ResizeTarget::Exact { height, width } => (height, width),
+                    ResizeTarget::Exact { height, width }
+                    | ResizeTarget::Longest { height, width } => (height, width),
                 }
             }
             Some(v @ Value::Number(_)) => {

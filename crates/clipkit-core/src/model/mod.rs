@@ -5,11 +5,14 @@
 //!   and [`DualEncoder`], the two towers as [`crate::Clip`] drives them;
 //! - [`layers`]: the pre-LN transformer encoder every family uses; [`dense`]: its linear layers
 //!   on candle or on the packed CPU kernels;
-//! - one module per family: [`clip`] (transformers' `CLIPModel`), [`siglip`] (`SiglipModel`).
+//! - one module per family: [`clip`] (transformers' `CLIPModel`), [`siglip`] (`SiglipModel`),
+//!   [`open_clip`] (open_clip's CLIP checkpoints, read into [`clip`]'s towers through a tensor
+//!   naming).
 
 pub mod clip;
 pub mod dense;
 pub mod layers;
+pub mod open_clip;
 pub mod siglip;
 pub mod tower;
 

@@ -22,6 +22,8 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::error::{ClipError, Result};
 
+pub mod open_clip;
+
 pub const START_OF_TEXT: &str = "<|startoftext|>";
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
@@ -38,6 +40,9 @@ pub enum TextCleaning {
     None,
     /// transformers' `SiglipTokenizer.canonicalize_text` (see [`siglip::canonicalize`]).
     Siglip { lowercase: bool },
+    /// open_clip's `clean_fn` (ftfy-style fixes, HTML unescaping, whitespace; see
+    /// [`open_clip`]).
+    OpenClip(open_clip::Clean),
 }
 
 impl TextCleaning {
@@ -48,6 +53,7 @@ impl TextCleaning {
             TextCleaning::Siglip { lowercase } => {
                 std::borrow::Cow::Owned(siglip::canonicalize(text, *lowercase))
             }
+            TextCleaning::OpenClip(clean) => std::borrow::Cow::Owned(clean.apply(text)),
         }
     }
 }
