@@ -339,9 +339,10 @@ pub struct ModelArgs {
     /// Checkpoint directory or Hugging Face Hub id.
     #[arg(long, short = 'm', env = "CLIPKIT_MODEL", default_value = clipkit_core::hub::DEFAULT_MODEL)]
     pub model: String,
-    /// Which reference the image preprocessing reproduces.
-    #[arg(long, value_enum, default_value_t = PreprocessMode::Transformers)]
-    pub preprocess: PreprocessMode,
+    /// Which reference the image preprocessing reproduces [default: the model family's own
+    /// library: hf for CLIP and SigLIP, openai (torchvision's order) for open_clip]
+    #[arg(long, value_enum)]
+    pub preprocess: Option<PreprocessMode>,
     /// Ignore EXIF orientation (transformers does; by default photos are turned upright).
     #[arg(long)]
     pub ignore_exif: bool,

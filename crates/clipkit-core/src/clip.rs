@@ -19,7 +19,9 @@ use clipkit_image::{DecodeOptions, DecodedImage, PreprocessMode, Preprocessor};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    pub preprocess: PreprocessMode,
+    /// Which reference the pixels match; `None` is the family's own library (transformers'
+    /// PIL processor for CLIP and SigLIP, open_clip's torchvision transform for open_clip).
+    pub preprocess: Option<PreprocessMode>,
     pub decode: DecodeOptions,
     pub device: Device,
     /// Images or texts per forward pass.
@@ -37,7 +39,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            preprocess: PreprocessMode::default(),
+            preprocess: None,
             decode: DecodeOptions::default(),
             device: Device::Cpu,
             batch_size: 32,
@@ -96,7 +98,11 @@ impl Clip {
             model: parts.model,
             family,
             tokenizer: parts.tokenizer,
-            preprocessor: Preprocessor::new(parts.preprocess, options.preprocess, decode),
+            preprocessor: Preprocessor::new(
+                parts.preprocess,
+                options.preprocess.unwrap_or(parts.reference_mode),
+                decode,
+            ),
             device: options.device.clone(),
             batch_size: options.batch_size.max(1),
             path,
@@ -143,6 +149,11 @@ impl Clip {
 
     pub fn preprocessor(&self) -> &Preprocessor {
         &self.preprocessor
+    }
+
+    /// The preprocessing reference in use (what a collection records).
+    pub fn preprocess_mode(&self) -> PreprocessMode {
+        self.preprocessor.mode
     }
 
     /// Which matmul kernel the linear layers run on (`amx-bf16`, `avx512-f32`, `candle`, …).

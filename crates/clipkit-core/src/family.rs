@@ -20,7 +20,7 @@ use crate::model::siglip::SiglipConfig;
 use crate::model::{ClipModel, DualEncoder, SiglipModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
-use clipkit_image::PreprocessorConfig;
+use clipkit_image::{PreprocessMode, PreprocessorConfig};
 
 /// The model families clipkit knows by their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,11 @@ pub(crate) struct Parts {
     pub model: Box<dyn DualEncoder>,
     pub tokenizer: TextTokenizer,
     pub preprocess: PreprocessorConfig,
+    /// The pixel order of the family's reference library, used unless the caller picks one:
+    /// transformers' PIL processors (RGB first) for CLIP and SigLIP; open_clip's torchvision
+    /// transform (resize and crop in the file's mode, then RGB, crop rounded half to even) is
+    /// the order `PreprocessMode::OpenAi` reproduces.
+    pub reference_mode: PreprocessMode,
 }
 
 /// How a family's weights are loaded: where, on which matmul path, in which dtype, and the
@@ -148,6 +153,7 @@ fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         model: Box::new(model),
         tokenizer,
         preprocess,
+        reference_mode: PreprocessMode::Transformers,
     })
 }
 
@@ -188,6 +194,7 @@ fn load_siglip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         model: Box::new(model),
         tokenizer,
         preprocess,
+        reference_mode: PreprocessMode::Transformers,
     })
 }
 
@@ -229,6 +236,7 @@ fn load_open_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         model: Box::new(model),
         tokenizer,
         preprocess,
+        reference_mode: PreprocessMode::OpenAi,
     })
 }
 

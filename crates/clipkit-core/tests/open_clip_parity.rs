@@ -18,9 +18,9 @@ fn dir() -> PathBuf {
 fn options(cpu_kernels: CpuKernels) -> LoadOptions {
     LoadOptions {
         cpu_kernels,
-        // open_clip's transform: resize in the file's mode, crop rounded half to even, then
-        // RGB; PIL images are never EXIF-rotated.
-        preprocess: PreprocessMode::OpenAi,
+        // No choice made: the family's own reference, open_clip's transform (resize in the
+        // file's mode, crop rounded half to even, then RGB); PIL images are never EXIF-rotated.
+        preprocess: None,
         decode: DecodeOptions {
             apply_exif_orientation: false,
             ..DecodeOptions::default()

@@ -13,11 +13,11 @@ pub fn address(args: &StoreArgs) -> Result<StoreAddress> {
     Ok(StoreAddress::parse(&args.store)?)
 }
 
-pub fn info_of(clip: &Clip, args: &ModelArgs) -> CollectionInfo {
+pub fn info_of(clip: &Clip, _args: &ModelArgs) -> CollectionInfo {
     CollectionInfo {
         model: clip.name().to_owned(),
         dim: clip.embedding_dim(),
-        preprocess: args.preprocess,
+        preprocess: clip.preprocess_mode(),
     }
 }
 
@@ -46,7 +46,7 @@ pub fn model_for(store: &dyn Store, args: &ModelArgs) -> Result<Clip> {
     let clip = if defaulted {
         let stored = ModelArgs {
             model: info.model.clone(),
-            preprocess: info.preprocess,
+            preprocess: Some(info.preprocess),
             ignore_exif: args.ignore_exif,
             jpeg_draft: args.jpeg_draft,
             max_pixels: args.max_pixels,
