@@ -253,41 +253,28 @@ fn gemma_bpe_ids_equal_transformers_on_the_corpus() {
     );
 }
 
-/// SentencePiece unigram through `tokenizers`: equal to `SiglipTokenizer` except on two known
-/// kinds of text, listed here so that any other difference fails:
-/// - literal special tokens (`</s>`, `<unk>`) in the text, which transformers splits off before
-///   cleaning (and it then does not append a second `</s>`);
-/// - characters that SentencePiece's normaliser maps as part of a longer byte match than the
-///   `tokenizers` `Precompiled` normaliser's per-grapheme lookup sees (combining marks,
-///   half-width kana with voicing marks, Hangul jamo and syllables);
-/// - a 300-letter run of one letter, whose equally scored segmentations the two Viterbi
-///   searches break ties between differently.
+/// SentencePiece unigram: clipkit's cleaning and SentencePiece normaliser, then `tokenizers`'
+/// unigram model, equal to `SiglipTokenizer` on the corpus (literal special tokens, jamo,
+/// half-width kana and combining marks included) except where the two Viterbi searches meet
+/// equally scored segmentations: SentencePiece sums scores in f32, `tokenizers` in f64, so ties
+/// break differently. The one such text in the corpus is a 300-letter run of `a`; any other
+/// difference fails.
 #[test]
 fn spm_unigram_ids_equal_transformers_on_the_corpus() {
     let bad = mismatches("tiny-spm", "spm");
-    let known = |t: &str| {
-        t.contains("</s>")
-            || t.contains("<unk>")
-            || t.contains(&"a".repeat(40))
-            || t.chars().any(|c| {
-                ('\u{300}'..='\u{36f}').contains(&c)
-                    || ('\u{ff61}'..='\u{ff9f}').contains(&c)
-                    || ('\u{1100}'..='\u{11ff}').contains(&c)
-                    || ('\u{ac00}'..='\u{d7a3}').contains(&c)
-            })
-    };
+    let known = |t: &str| t.contains(&"a".repeat(40));
     let unexplained: Vec<_> = bad.iter().filter(|(t, _, _)| !known(t)).collect();
-    eprintln!(
-        "SentencePiece: {} texts differ, all of the known kinds",
-        bad.len()
-    );
+    eprintln!("SentencePiece: {} texts differ (Viterbi ties)", bad.len());
+    for (t, want, got) in &bad {
+        eprintln!("  {t:?}: {want:?} vs {got:?}");
+    }
     assert!(
         unexplained.is_empty(),
         "{} unexplained: {:?}",
         unexplained.len(),
         &unexplained[..unexplained.len().min(5)]
     );
-    assert!(bad.len() <= 60, "{} texts differ", bad.len());
+    assert!(bad.len() <= 1, "{} texts differ", bad.len());
 }
 
 #[test]

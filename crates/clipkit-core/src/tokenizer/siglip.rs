@@ -3,8 +3,9 @@
 //! - SigLIP v1 ships only `spiece.model` (SentencePiece unigram). transformers' `SiglipTokenizer`
 //!   cleans the text in Python first ([`canonicalize`]: `▁` prefix, lower-case, ASCII
 //!   punctuation removed, whitespace collapsed), then runs SentencePiece and appends `</s>`;
-//!   [`from_spiece`] builds the same pipeline in the `tokenizers` crate from the proto (its
-//!   precompiled normaliser, whitespace handling, the unigram pieces and scores).
+//!   [`from_spiece`] does the cleaning and SentencePiece's normaliser in Rust
+//!   ([`SiglipCleaning`]) and the unigram segmentation (pieces and scores from the proto) in
+//!   the `tokenizers` crate.
 //! - SigLIP 2 FixRes ships a Gemma `tokenizer.json` (byte-fallback BPE). transformers'
 //!   `GemmaTokenizer` uses it as is, except that `add_bos_token` / `add_eos_token` in
 //!   `tokenizer_config.json`, when given, decide its post-processor ([`from_gemma_json`]).
@@ -13,26 +14,29 @@
 //! `pad_token`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokenizers::models::unigram::Unigram;
-use tokenizers::normalizers::{Precompiled, Replace, Sequence, Strip};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{NormalizerWrapper, Tokenizer};
+use tokenizers::{AddedToken, Tokenizer};
 
 use super::spm::{SpmModel, UNIGRAM};
+use super::spm_normalizer::{normalize_continuation, CharsMap, WhitespaceRules};
 use super::{TextCleaning, TextTokenizer};
 use crate::error::{ClipError, Result};
 
-/// `SiglipTokenizer.canonicalize_text` on the text `tokenize` hands it: `▁` + the text (with
-/// any `▁` in it made a space), lower-cased if asked, Python's `string.punctuation` removed,
-/// every run of whitespace (Python's `\s`) one space, trailing whitespace stripped.
+/// `SiglipTokenizer.canonicalize_text` on one piece of text between special tokens:
+/// lower-cased if asked, Python's `string.punctuation` removed, every run of whitespace
+/// (Python's `\s`) one space, `strip()`ped. (`▁` is not whitespace: a piece that starts with
+/// the `▁` transformers prepends keeps the space after it.)
 pub fn canonicalize(text: &str, lowercase: bool) -> String {
-    let mut raw = String::with_capacity(text.len() + 3);
-    raw.push('▁');
-    raw.extend(text.chars().map(|c| if c == '▁' { ' ' } else { c }));
-    let lowered = if lowercase { raw.to_lowercase() } else { raw };
+    let lowered = if lowercase {
+        text.to_lowercase()
+    } else {
+        text.to_string()
+    };
     let mut out = String::with_capacity(lowered.len());
     let mut in_space = false;
     for c in lowered.chars() {
@@ -43,15 +47,76 @@ pub fn canonicalize(text: &str, lowercase: bool) -> String {
             in_space = true;
             continue;
         }
-        if in_space {
+        if in_space && !out.is_empty() {
             out.push(' ');
-            in_space = false;
         }
+        in_space = false;
         out.push(c);
     }
-    // `strip()`: the leading `▁` is not whitespace, so only the end can be stripped (done by
-    // not emitting a pending space).
     out
+}
+
+/// What `SiglipTokenizer` does to a text before SentencePiece's unigram model, as text the
+/// `tokenizers` pipeline then splits at each `▁` and at the special tokens:
+/// 1. `▁` + the text (with its own `▁` made spaces), split at the special tokens' literal
+///    text (`</s>`, `<unk>`), which stay as they are;
+/// 2. every other piece [`canonicalize`]d, then normalised as SentencePiece does it after
+///    `<unk>` ([`normalize_continuation`]: transformers encodes `"<unk>" + piece` and drops
+///    `<unk>`'s tokens);
+/// 3. a literal end token at the very end dropped, because transformers then does not append
+///    a second one (the pipeline's post-processor appends exactly one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiglipCleaning {
+    pub lowercase: bool,
+    pub map: Option<Arc<CharsMap>>,
+    pub rules: WhitespaceRules,
+    /// The special tokens' text, longest first; the first of `eos` is the end token.
+    pub specials: Vec<String>,
+    pub eos: String,
+}
+
+impl SiglipCleaning {
+    pub fn apply(&self, text: &str) -> String {
+        let mut full = String::with_capacity(text.len() + 3);
+        full.push('▁');
+        full.extend(text.chars().map(|c| if c == '▁' { ' ' } else { c }));
+        let mut out = String::with_capacity(full.len() + 8);
+        let mut rest = full.as_str();
+        let mut piece_start = 0;
+        let mut i = 0;
+        while i < rest.len() {
+            let special = self
+                .specials
+                .iter()
+                .find(|s| !s.is_empty() && rest[i..].starts_with(s.as_str()));
+            match special {
+                Some(special) => {
+                    self.push_piece(&mut out, &rest[piece_start..i]);
+                    out.push_str(special);
+                    rest = &rest[i + special.len()..];
+                    piece_start = 0;
+                    i = 0;
+                }
+                None => i += rest[i..].chars().next().map_or(1, char::len_utf8),
+            }
+        }
+        self.push_piece(&mut out, &rest[piece_start..]);
+        if let Some(kept) = out.strip_suffix(self.eos.as_str()) {
+            out.truncate(kept.len());
+        }
+        out
+    }
+
+    fn push_piece(&self, out: &mut String, piece: &str) {
+        if piece.is_empty() {
+            return;
+        }
+        out.push_str(&normalize_continuation(
+            self.map.as_deref(),
+            self.rules,
+            &canonicalize(piece, self.lowercase),
+        ));
+    }
 }
 
 /// Python's `str.isspace` (what `re`'s `\s` matches in a `str` pattern): Unicode's White_Space
@@ -149,35 +214,38 @@ pub fn from_spiece(path: &Path, config: &Value, context_length: usize) -> Result
         .map_err(|e| err(path, format!("cannot build the unigram model: {e}")))?;
     let mut tokenizer = Tokenizer::new(unigram);
 
-    // SentencePiece's normaliser on "<unk>" + the cleaned text, of which transformers keeps the
-    // tokens after "<unk>"'s: the character map, then (remove_extra_whitespaces) runs of
-    // spaces collapsed and trailing ones dropped. The cleaned text starts with `▁`, which the
-    // map turns into the space that starts the first word, so no dummy prefix is added here.
     let n = &model.normalizer;
-    let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
-    if !n.precompiled_charsmap.is_empty() {
-        let trie_len = n
-            .precompiled_charsmap
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        if trie_len.is_none_or(|t| t + 4 > n.precompiled_charsmap.len() || t % 4 != 0) {
-            return Err(err(path, "malformed precompiled_charsmap"));
-        }
-        let map = Precompiled::from(&n.precompiled_charsmap)
-            .map_err(|e| err(path, format!("malformed precompiled_charsmap: {e}")))?;
-        normalizers.push(map.into());
+    let map = if n.precompiled_charsmap.is_empty() {
+        None
+    } else {
+        let map = CharsMap::parse(&n.precompiled_charsmap).map_err(|m| err(path, m))?;
+        Some(Arc::new(map))
+    };
+    let unk = model.pieces[model.unk_id].piece.clone();
+    let unk = token_text(config, "unk_token", &unk);
+    let mut specials = vec![eos.clone(), unk.clone(), pad.clone()];
+    specials.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    specials.dedup();
+    let cleaning = SiglipCleaning {
+        lowercase,
+        map,
+        rules: WhitespaceRules {
+            remove_extra_whitespaces: n.remove_extra_whitespaces,
+            escape_whitespaces: n.escape_whitespaces,
+        },
+        specials: specials.clone(),
+        eos: eos.clone(),
+    };
+    // The special tokens' literal text (kept by the cleaning) maps to their ids.
+    for special in &specials {
+        id_of(special)?;
     }
-    if n.remove_extra_whitespaces {
-        let collapse = Replace::new(
-            tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
-            " ",
-        )
-        .map_err(|e| err(path, e.to_string()))?;
-        normalizers.push(collapse.into());
-        normalizers.push(Strip::new(false, true).into());
-    }
+    let added: Vec<AddedToken> = specials
+        .iter()
+        .map(|s| AddedToken::from(s.clone(), true))
+        .collect();
     tokenizer
-        .with_normalizer(Some(Sequence::new(normalizers)))
+        .add_special_tokens(added)
         .map_err(|e| err(path, e.to_string()))?;
     tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Never, true)));
     tokenizer.with_post_processor(Some(eos_template(path, &eos, eos_id, None)?));
@@ -186,7 +254,7 @@ pub fn from_spiece(path: &Path, config: &Value, context_length: usize) -> Result
         path,
         context_length,
         pad_id,
-        TextCleaning::Siglip { lowercase },
+        TextCleaning::Siglip(cleaning),
     )
 }
 
@@ -262,13 +330,31 @@ mod tests {
     #[test]
     fn canonicalize_is_siglips() {
         assert_eq!(
-            canonicalize("A Photo, of a CAT!", true),
+            canonicalize("▁A Photo, of a CAT!", true),
             "▁a photo of a cat"
         );
-        assert_eq!(canonicalize("", true), "▁");
-        assert_eq!(canonicalize("  x\t\ny  ", true), "▁ x y");
-        assert_eq!(canonicalize("a▁b", false), "▁a b");
-        assert_eq!(canonicalize("Keep Case", false), "▁Keep Case");
-        assert_eq!(canonicalize("a\u{1c}b", true), "▁a b");
+        assert_eq!(canonicalize("▁", true), "▁");
+        assert_eq!(canonicalize("▁  x\t\ny  ", true), "▁ x y");
+        assert_eq!(canonicalize("  b ", true), "b");
+        assert_eq!(canonicalize("Keep Case", false), "Keep Case");
+        assert_eq!(canonicalize("a\u{1c}b", true), "a b");
+    }
+
+    #[test]
+    fn special_tokens_split_the_text_and_a_final_end_token_is_not_doubled() {
+        let c = SiglipCleaning {
+            lowercase: true,
+            map: None,
+            rules: WhitespaceRules {
+                remove_extra_whitespaces: true,
+                escape_whitespaces: true,
+            },
+            specials: vec!["<unk>".into(), "</s>".into()],
+            eos: "</s>".into(),
+        };
+        assert_eq!(c.apply("A </s> b"), "▁a</s>b");
+        assert_eq!(c.apply("</s>"), "");
+        assert_eq!(c.apply("x <unk>!"), "▁x<unk>");
+        assert_eq!(c.apply("a▁b"), "▁a▁b");
     }
 }
