@@ -119,13 +119,8 @@ pub fn normalize_continuation(
                 (&input[..len], len)
             }
         };
-        if rules.remove_extra_whitespaces {
-            while prev_space {
-                match piece.strip_prefix(' ') {
-                    Some(rest) => piece = rest,
-                    None => break,
-                }
-            }
+        if rules.remove_extra_whitespaces && prev_space {
+            piece = piece.trim_start_matches(' ');
         }
         if !piece.is_empty() {
             for c in piece.chars() {
