@@ -410,3 +410,38 @@ fn reduced_precision_stays_within_cosine_0_999() {
         }
     }
 }
+
+/// JPEG, GIF, BMP, TIFF and WebP through the exact-size resize: within what decoder
+/// differences allow (the PNG pixels above are exact).
+#[test]
+fn other_formats_stay_close() {
+    let s = siglip();
+    for name in ["tiny-spm", "tiny-gemma"] {
+        let options = LoadOptions {
+            decode: DecodeOptions {
+                apply_exif_orientation: false,
+                ..DecodeOptions::default()
+            },
+            ..LoadOptions::default()
+        };
+        let clip = Clip::from_dir(&s.join(name), &options).unwrap();
+        let r = common::load_tensors(&s.join(format!("reference/{name}.safetensors")));
+        let meta = common::read_json(&s.join(format!("reference/{name}.json")));
+        let paths: Vec<PathBuf> = meta["other_images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| common::fixtures().join("images").join(v.as_str().unwrap()))
+            .collect();
+        assert!(!paths.is_empty());
+        let ours = clip.embed_image_files(&paths);
+        for ((path, a), b) in paths
+            .iter()
+            .zip(ours)
+            .zip(common::rows(&r["other_image_embeds"]))
+        {
+            let cos = common::cosine(&a.unwrap(), &b);
+            assert!(cos >= 0.999, "{}: cosine {cos}", path.display());
+        }
+    }
+}
