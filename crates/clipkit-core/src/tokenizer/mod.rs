@@ -13,6 +13,7 @@
 //! `truncation=True` — never an error.
 
 pub mod siglip;
+pub mod siglip_cleaning;
 pub mod spm;
 pub mod spm_normalizer;
 
@@ -38,8 +39,8 @@ pub enum TextCleaning {
     #[default]
     None,
     /// transformers' `SiglipTokenizer`: its `canonicalize_text`, then SentencePiece's
-    /// normaliser (see [`siglip::SiglipCleaning`]).
-    Siglip(siglip::SiglipCleaning),
+    /// normaliser (see [`siglip_cleaning::SiglipCleaning`]).
+    Siglip(siglip_cleaning::SiglipCleaning),
 }
 
 impl TextCleaning {
