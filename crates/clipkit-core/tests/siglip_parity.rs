@@ -445,3 +445,31 @@ fn other_formats_stay_close() {
         }
     }
 }
+
+/// A checkpoint whose tokenizer class is `Siglip2Tokenizer` lower-cases, as transformers'
+/// does; `GemmaTokenizer` (SigLIP 2 FixRes as published) does not.
+#[test]
+fn siglip2_tokenizer_class_lower_cases_and_gemma_does_not() {
+    let src = siglip().join("tiny-gemma");
+    let gemma = clipkit_core::tokenizer::siglip::load(&src, 64).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("tokenizer_config.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    json["tokenizer_class"] = "Siglip2Tokenizer".into();
+    std::fs::write(dir.path().join("tokenizer_config.json"), json.to_string()).unwrap();
+    let siglip2 = clipkit_core::tokenizer::siglip::load(dir.path(), 64).unwrap();
+    let upper = "A PHOTO OF A CAT";
+    assert_ne!(
+        gemma.encode(upper).unwrap(),
+        gemma.encode("a photo of a cat").unwrap()
+    );
+    assert_eq!(
+        siglip2.encode(upper).unwrap(),
+        gemma.encode("a photo of a cat").unwrap()
+    );
+}

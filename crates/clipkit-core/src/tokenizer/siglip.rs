@@ -8,7 +8,8 @@
 //!   the `tokenizers` crate.
 //! - SigLIP 2 FixRes ships a Gemma `tokenizer.json` (byte-fallback BPE). transformers'
 //!   `GemmaTokenizer` uses it as is, except that `add_bos_token` / `add_eos_token` in
-//!   `tokenizer_config.json`, when given, decide its post-processor ([`from_gemma_json`]).
+//!   `tokenizer_config.json`, when given, decide its post-processor, and a `Siglip2Tokenizer`
+//!   class lower-cases first ([`from_gemma_json`]).
 //!
 //! Both truncate to the context (64) keeping the end token last, and pad with the config's
 //! `pad_token`.
@@ -18,9 +19,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tokenizers::models::unigram::Unigram;
+use tokenizers::normalizers::{Lowercase, Sequence};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, NormalizerWrapper, Tokenizer};
 
 use super::siglip_cleaning::SiglipCleaning;
 use super::spm::{SpmModel, UNIGRAM};
@@ -192,6 +194,15 @@ pub fn from_gemma_json(
 ) -> Result<TextTokenizer> {
     let bytes = std::fs::read(path).map_err(|e| ClipError::io(path, e))?;
     let mut tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| err(path, e.to_string()))?;
+    if config.get("tokenizer_class").and_then(Value::as_str) == Some("Siglip2Tokenizer") {
+        // transformers' Siglip2Tokenizer lower-cases before Gemma's normaliser (idempotent if
+        // the saved file already does).
+        let mut steps: Vec<NormalizerWrapper> = vec![Lowercase.into()];
+        steps.extend(tokenizer.get_normalizer().cloned());
+        tokenizer
+            .with_normalizer(Some(Sequence::new(steps)))
+            .map_err(|e| err(path, e.to_string()))?;
+    }
     let id_of = |token: &str| -> Result<u32> {
         tokenizer
             .token_to_id(token)
