@@ -24,13 +24,7 @@ struct Report {
     prob_err: f32,
 }
 
-fn check(
-    model_dir: &Path,
-    reference: &Path,
-    meta: &Path,
-    kernels: CpuKernels,
-    images: bool,
-) -> Report {
+fn check(model_dir: &Path, reference: &Path, meta: &Path, kernels: CpuKernels) -> Report {
     let options = LoadOptions {
         cpu_kernels: kernels,
         decode: DecodeOptions {
@@ -107,7 +101,6 @@ fn check(
         }
         pixels.push(p);
     }
-    let _ = images;
 
     let image = clip.embed_pixels(&pixels).unwrap();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -179,7 +172,6 @@ fn check_tiny(name: &str) {
             &s.join(format!("reference/{name}.safetensors")),
             &s.join(format!("reference/{name}.json")),
             kernels,
-            true,
         );
     }
 }
@@ -337,7 +329,6 @@ fn full_size_siglip2_b16_matches_transformers() {
             &dir.join("reference.safetensors"),
             &dir.join("reference.json"),
             kernels,
-            false,
         );
     }
 }
