@@ -24,13 +24,7 @@ struct Report {
     prob_err: f32,
 }
 
-fn check(
-    model_dir: &Path,
-    reference: &Path,
-    meta: &Path,
-    kernels: CpuKernels,
-    images: bool,
-) -> Report {
+fn check(model_dir: &Path, reference: &Path, meta: &Path, kernels: CpuKernels) -> Report {
     let options = LoadOptions {
         cpu_kernels: kernels,
         decode: DecodeOptions {
@@ -107,7 +101,6 @@ fn check(
         }
         pixels.push(p);
     }
-    let _ = images;
 
     let image = clip.embed_pixels(&pixels).unwrap();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -179,7 +172,6 @@ fn check_tiny(name: &str) {
             &s.join(format!("reference/{name}.safetensors")),
             &s.join(format!("reference/{name}.json")),
             kernels,
-            true,
         );
     }
 }
@@ -253,41 +245,28 @@ fn gemma_bpe_ids_equal_transformers_on_the_corpus() {
     );
 }
 
-/// SentencePiece unigram through `tokenizers`: equal to `SiglipTokenizer` except on two known
-/// kinds of text, listed here so that any other difference fails:
-/// - literal special tokens (`</s>`, `<unk>`) in the text, which transformers splits off before
-///   cleaning (and it then does not append a second `</s>`);
-/// - characters that SentencePiece's normaliser maps as part of a longer byte match than the
-///   `tokenizers` `Precompiled` normaliser's per-grapheme lookup sees (combining marks,
-///   half-width kana with voicing marks, Hangul jamo and syllables);
-/// - a 300-letter run of one letter, whose equally scored segmentations the two Viterbi
-///   searches break ties between differently.
+/// SentencePiece unigram: clipkit's cleaning and SentencePiece normaliser, then `tokenizers`'
+/// unigram model, equal to `SiglipTokenizer` on the corpus (literal special tokens, jamo,
+/// half-width kana and combining marks included) except where the two Viterbi searches meet
+/// equally scored segmentations: SentencePiece sums scores in f32, `tokenizers` in f64, so ties
+/// break differently. The one such text in the corpus is a 300-letter run of `a`; any other
+/// difference fails.
 #[test]
 fn spm_unigram_ids_equal_transformers_on_the_corpus() {
     let bad = mismatches("tiny-spm", "spm");
-    let known = |t: &str| {
-        t.contains("</s>")
-            || t.contains("<unk>")
-            || t.contains(&"a".repeat(40))
-            || t.chars().any(|c| {
-                ('\u{300}'..='\u{36f}').contains(&c)
-                    || ('\u{ff61}'..='\u{ff9f}').contains(&c)
-                    || ('\u{1100}'..='\u{11ff}').contains(&c)
-                    || ('\u{ac00}'..='\u{d7a3}').contains(&c)
-            })
-    };
+    let known = |t: &str| t.contains(&"a".repeat(40));
     let unexplained: Vec<_> = bad.iter().filter(|(t, _, _)| !known(t)).collect();
-    eprintln!(
-        "SentencePiece: {} texts differ, all of the known kinds",
-        bad.len()
-    );
+    eprintln!("SentencePiece: {} texts differ (Viterbi ties)", bad.len());
+    for (t, want, got) in &bad {
+        eprintln!("  {t:?}: {want:?} vs {got:?}");
+    }
     assert!(
         unexplained.is_empty(),
         "{} unexplained: {:?}",
         unexplained.len(),
         &unexplained[..unexplained.len().min(5)]
     );
-    assert!(bad.len() <= 60, "{} texts differ", bad.len());
+    assert!(bad.len() <= 1, "{} texts differ", bad.len());
 }
 
 #[test]
@@ -350,7 +329,6 @@ fn full_size_siglip2_b16_matches_transformers() {
             &dir.join("reference.safetensors"),
             &dir.join("reference.json"),
             kernels,
-            false,
         );
     }
 }
@@ -422,4 +400,67 @@ fn reduced_precision_stays_within_cosine_0_999() {
             }
         }
     }
+}
+
+/// JPEG, GIF, BMP, TIFF and WebP through the exact-size resize: within what decoder
+/// differences allow (the PNG pixels above are exact).
+#[test]
+fn other_formats_stay_close() {
+    let s = siglip();
+    for name in ["tiny-spm", "tiny-gemma"] {
+        let options = LoadOptions {
+            decode: DecodeOptions {
+                apply_exif_orientation: false,
+                ..DecodeOptions::default()
+            },
+            ..LoadOptions::default()
+        };
+        let clip = Clip::from_dir(&s.join(name), &options).unwrap();
+        let r = common::load_tensors(&s.join(format!("reference/{name}.safetensors")));
+        let meta = common::read_json(&s.join(format!("reference/{name}.json")));
+        let paths: Vec<PathBuf> = meta["other_images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| common::fixtures().join("images").join(v.as_str().unwrap()))
+            .collect();
+        assert!(!paths.is_empty());
+        let ours = clip.embed_image_files(&paths);
+        for ((path, a), b) in paths
+            .iter()
+            .zip(ours)
+            .zip(common::rows(&r["other_image_embeds"]))
+        {
+            let cos = common::cosine(&a.unwrap(), &b);
+            assert!(cos >= 0.999, "{}: cosine {cos}", path.display());
+        }
+    }
+}
+
+/// A checkpoint whose tokenizer class is `Siglip2Tokenizer` lower-cases, as transformers'
+/// does; `GemmaTokenizer` (SigLIP 2 FixRes as published) does not.
+#[test]
+fn siglip2_tokenizer_class_lower_cases_and_gemma_does_not() {
+    let src = siglip().join("tiny-gemma");
+    let gemma = clipkit_core::tokenizer::siglip::load(&src, 64).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("tokenizer_config.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    json["tokenizer_class"] = "Siglip2Tokenizer".into();
+    std::fs::write(dir.path().join("tokenizer_config.json"), json.to_string()).unwrap();
+    let siglip2 = clipkit_core::tokenizer::siglip::load(dir.path(), 64).unwrap();
+    let upper = "A PHOTO OF A CAT";
+    assert_ne!(
+        gemma.encode(upper).unwrap(),
+        gemma.encode("a photo of a cat").unwrap()
+    );
+    assert_eq!(
+        siglip2.encode(upper).unwrap(),
+        gemma.encode("a photo of a cat").unwrap()
+    );
 }

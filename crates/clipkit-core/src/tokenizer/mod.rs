@@ -13,7 +13,9 @@
 //! `truncation=True` — never an error.
 
 pub mod siglip;
+pub mod siglip_cleaning;
 pub mod spm;
+pub mod spm_normalizer;
 
 use std::path::{Path, PathBuf};
 
@@ -33,13 +35,14 @@ const SPLIT_PATTERN: &str =
 
 /// Text transformations a family's reference library applies before its tokenizer runs
 /// (transformers' CLIP does none; open_clip and SigLIP clean the text in Python).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TextCleaning {
     /// The text goes to the tokenizer as given.
     #[default]
     None,
-    /// transformers' `SiglipTokenizer.canonicalize_text` (see [`siglip::canonicalize`]).
-    Siglip { lowercase: bool },
+    /// transformers' `SiglipTokenizer`: its `canonicalize_text`, then SentencePiece's
+    /// normaliser (see [`siglip_cleaning::SiglipCleaning`]).
+    Siglip(siglip_cleaning::SiglipCleaning),
     /// open_clip's `clean_fn` (ftfy-style fixes, HTML unescaping, whitespace; see
     /// [`open_clip`]).
     OpenClip(open_clip::Clean),
@@ -50,9 +53,7 @@ impl TextCleaning {
     pub fn apply<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         match self {
             TextCleaning::None => std::borrow::Cow::Borrowed(text),
-            TextCleaning::Siglip { lowercase } => {
-                std::borrow::Cow::Owned(siglip::canonicalize(text, *lowercase))
-            }
+            TextCleaning::Siglip(cleaning) => std::borrow::Cow::Owned(cleaning.apply(text)),
             TextCleaning::OpenClip(clean) => std::borrow::Cow::Owned(clean.apply(text)),
         }
     }

@@ -1,64 +1,34 @@
 //! SigLIP's two tokenizers.
 //!
 //! - SigLIP v1 ships only `spiece.model` (SentencePiece unigram). transformers' `SiglipTokenizer`
-//!   cleans the text in Python first ([`canonicalize`]: `▁` prefix, lower-case, ASCII
+//!   cleans the text in Python first ([`canonicalize`](super::siglip_cleaning::canonicalize): `▁` prefix, lower-case, ASCII
 //!   punctuation removed, whitespace collapsed), then runs SentencePiece and appends `</s>`;
-//!   [`from_spiece`] builds the same pipeline in the `tokenizers` crate from the proto (its
-//!   precompiled normaliser, whitespace handling, the unigram pieces and scores).
+//!   [`from_spiece`] does the cleaning and SentencePiece's normaliser in Rust
+//!   ([`SiglipCleaning`]) and the unigram segmentation (pieces and scores from the proto) in
+//!   the `tokenizers` crate.
 //! - SigLIP 2 FixRes ships a Gemma `tokenizer.json` (byte-fallback BPE). transformers'
 //!   `GemmaTokenizer` uses it as is, except that `add_bos_token` / `add_eos_token` in
-//!   `tokenizer_config.json`, when given, decide its post-processor ([`from_gemma_json`]).
+//!   `tokenizer_config.json`, when given, decide its post-processor, and a `Siglip2Tokenizer`
+//!   class lower-cases first ([`from_gemma_json`]).
 //!
 //! Both truncate to the context (64) keeping the end token last, and pad with the config's
 //! `pad_token`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokenizers::models::unigram::Unigram;
-use tokenizers::normalizers::{Precompiled, Replace, Sequence, Strip};
+use tokenizers::normalizers::{Lowercase, Sequence};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{NormalizerWrapper, Tokenizer};
+use tokenizers::{AddedToken, NormalizerWrapper, Tokenizer};
 
+use super::siglip_cleaning::SiglipCleaning;
 use super::spm::{SpmModel, UNIGRAM};
+use super::spm_normalizer::{CharsMap, WhitespaceRules};
 use super::{TextCleaning, TextTokenizer};
 use crate::error::{ClipError, Result};
-
-/// `SiglipTokenizer.canonicalize_text` on the text `tokenize` hands it: `▁` + the text (with
-/// any `▁` in it made a space), lower-cased if asked, Python's `string.punctuation` removed,
-/// every run of whitespace (Python's `\s`) one space, trailing whitespace stripped.
-pub fn canonicalize(text: &str, lowercase: bool) -> String {
-    let mut raw = String::with_capacity(text.len() + 3);
-    raw.push('▁');
-    raw.extend(text.chars().map(|c| if c == '▁' { ' ' } else { c }));
-    let lowered = if lowercase { raw.to_lowercase() } else { raw };
-    let mut out = String::with_capacity(lowered.len());
-    let mut in_space = false;
-    for c in lowered.chars() {
-        if c.is_ascii_punctuation() {
-            continue;
-        }
-        if py_isspace(c) {
-            in_space = true;
-            continue;
-        }
-        if in_space {
-            out.push(' ');
-            in_space = false;
-        }
-        out.push(c);
-    }
-    // `strip()`: the leading `▁` is not whitespace, so only the end can be stripped (done by
-    // not emitting a pending space).
-    out
-}
-
-/// Python's `str.isspace` (what `re`'s `\s` matches in a `str` pattern): Unicode's White_Space
-/// plus the information separators U+001C..U+001F.
-fn py_isspace(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
 
 fn err(path: &Path, message: impl Into<String>) -> ClipError {
     ClipError::Tokenizer {
@@ -149,35 +119,38 @@ pub fn from_spiece(path: &Path, config: &Value, context_length: usize) -> Result
         .map_err(|e| err(path, format!("cannot build the unigram model: {e}")))?;
     let mut tokenizer = Tokenizer::new(unigram);
 
-    // SentencePiece's normaliser on "<unk>" + the cleaned text, of which transformers keeps the
-    // tokens after "<unk>"'s: the character map, then (remove_extra_whitespaces) runs of
-    // spaces collapsed and trailing ones dropped. The cleaned text starts with `▁`, which the
-    // map turns into the space that starts the first word, so no dummy prefix is added here.
     let n = &model.normalizer;
-    let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
-    if !n.precompiled_charsmap.is_empty() {
-        let trie_len = n
-            .precompiled_charsmap
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        if trie_len.is_none_or(|t| t + 4 > n.precompiled_charsmap.len() || t % 4 != 0) {
-            return Err(err(path, "malformed precompiled_charsmap"));
-        }
-        let map = Precompiled::from(&n.precompiled_charsmap)
-            .map_err(|e| err(path, format!("malformed precompiled_charsmap: {e}")))?;
-        normalizers.push(map.into());
+    let map = if n.precompiled_charsmap.is_empty() {
+        None
+    } else {
+        let map = CharsMap::parse(&n.precompiled_charsmap).map_err(|m| err(path, m))?;
+        Some(Arc::new(map))
+    };
+    let unk = model.pieces[model.unk_id].piece.clone();
+    let unk = token_text(config, "unk_token", &unk);
+    let mut specials = vec![eos.clone(), unk.clone(), pad.clone()];
+    specials.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    specials.dedup();
+    let cleaning = SiglipCleaning {
+        lowercase,
+        map,
+        rules: WhitespaceRules {
+            remove_extra_whitespaces: n.remove_extra_whitespaces,
+            escape_whitespaces: n.escape_whitespaces,
+        },
+        specials: specials.clone(),
+        eos: eos.clone(),
+    };
+    // The special tokens' literal text (kept by the cleaning) maps to their ids.
+    for special in &specials {
+        id_of(special)?;
     }
-    if n.remove_extra_whitespaces {
-        let collapse = Replace::new(
-            tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
-            " ",
-        )
-        .map_err(|e| err(path, e.to_string()))?;
-        normalizers.push(collapse.into());
-        normalizers.push(Strip::new(false, true).into());
-    }
+    let added: Vec<AddedToken> = specials
+        .iter()
+        .map(|s| AddedToken::from(s.clone(), true))
+        .collect();
     tokenizer
-        .with_normalizer(Some(Sequence::new(normalizers)))
+        .add_special_tokens(added)
         .map_err(|e| err(path, e.to_string()))?;
     tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Never, true)));
     tokenizer.with_post_processor(Some(eos_template(path, &eos, eos_id, None)?));
@@ -186,7 +159,7 @@ pub fn from_spiece(path: &Path, config: &Value, context_length: usize) -> Result
         path,
         context_length,
         pad_id,
-        TextCleaning::Siglip { lowercase },
+        TextCleaning::Siglip(cleaning),
     )
 }
 
@@ -221,6 +194,15 @@ pub fn from_gemma_json(
 ) -> Result<TextTokenizer> {
     let bytes = std::fs::read(path).map_err(|e| ClipError::io(path, e))?;
     let mut tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| err(path, e.to_string()))?;
+    if config.get("tokenizer_class").and_then(Value::as_str) == Some("Siglip2Tokenizer") {
+        // transformers' Siglip2Tokenizer lower-cases before Gemma's normaliser (idempotent if
+        // the saved file already does).
+        let mut steps: Vec<NormalizerWrapper> = vec![Lowercase.into()];
+        steps.extend(tokenizer.get_normalizer().cloned());
+        tokenizer
+            .with_normalizer(Some(Sequence::new(steps)))
+            .map_err(|e| err(path, e.to_string()))?;
+    }
     let id_of = |token: &str| -> Result<u32> {
         tokenizer
             .token_to_id(token)
@@ -253,22 +235,4 @@ pub fn from_gemma_json(
         }
     }
     TextTokenizer::from_pipeline(tokenizer, path, context_length, pad_id, TextCleaning::None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonicalize_is_siglips() {
-        assert_eq!(
-            canonicalize("A Photo, of a CAT!", true),
-            "▁a photo of a cat"
-        );
-        assert_eq!(canonicalize("", true), "▁");
-        assert_eq!(canonicalize("  x\t\ny  ", true), "▁ x y");
-        assert_eq!(canonicalize("a▁b", false), "▁a b");
-        assert_eq!(canonicalize("Keep Case", false), "▁Keep Case");
-        assert_eq!(canonicalize("a\u{1c}b", true), "▁a b");
-    }
 }
