@@ -369,3 +369,48 @@ fn full_size_vit_h_14() {
     println!("ViT-H-14: min image cosine {min_i}, min text cosine {min_t}");
     assert!(min_i >= 0.99999 && min_t >= 0.99999);
 }
+
+/// `resize_mode: longest` (ResizeKeepRatio + CenterCropOrPad) equals open_clip's transform,
+/// padding included (tall and wide images).
+#[test]
+fn longest_resize_matches_open_clips_transform() {
+    let tmp = copy_of("gelu-squash");
+    let config = tmp.path().join("open_clip_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["preprocess_cfg"]["resize_mode"] = "longest".into();
+    json["preprocess_cfg"]["interpolation"] = "bicubic".into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let clip = Clip::from_dir(tmp.path(), &options(CpuKernels::Candle)).unwrap();
+    let path = dir().join("preprocess_longest.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let names = meta.metadata().as_ref().unwrap()["images"].clone();
+    let r = common::load_tensors(&path);
+    let pixels = r["pixel_values"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let names: Vec<&str> = names.split(',').collect();
+    let plane = pixels.len() / names.len();
+    let mut padded = 0;
+    for (i, name) in names.iter().enumerate() {
+        let ours = clip
+            .preprocessor()
+            .preprocess_file(&common::fixtures().join("images").join(name))
+            .unwrap();
+        let theirs = &pixels[i * plane..(i + 1) * plane];
+        let worst = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{name}: pixel error {worst}");
+        // Black padding normalises to -mean/std: the tall and wide images have some.
+        if theirs.first() == Some(&(-0.5 / 0.2)) {
+            padded += 1;
+        }
+    }
+    assert!(padded >= 2, "only {padded} padded images");
+}
