@@ -414,3 +414,52 @@ fn longest_resize_matches_open_clips_transform() {
     }
     assert!(padded >= 2, "only {padded} padded images");
 }
+
+/// `text_cfg.hf_tokenizer_name` with a `tokenizer.json` in the directory (MetaCLIP 2's way):
+/// ids equal open_clip's `HFTokenizer` (whitespace cleaning, truncation, the pad token).
+#[test]
+fn hf_tokenizer_matches_open_clips_hf_tokenizer() {
+    let tmp = copy_of("gelu-squash");
+    let config = tmp.path().join("open_clip_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "local/clip-tokenizer".into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let err = Clip::from_dir(tmp.path(), &options(CpuKernels::Candle))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("local/clip-tokenizer"),
+        "{err}"
+    );
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(
+            common::fixtures().join("tokenizer").join(f),
+            tmp.path().join(f),
+        )
+        .unwrap();
+    }
+    let clip = Clip::from_dir(tmp.path(), &options(CpuKernels::Candle)).unwrap();
+    let corpus = common::read_json(&dir().join("hf_tokenizer_corpus.json"));
+    assert_eq!(
+        u64::from(clip.tokenizer().pad_id()),
+        corpus["pad_id"].as_u64().unwrap()
+    );
+    let rows = corpus["rows"].as_array().unwrap();
+    assert!(rows.len() >= 300);
+    for row in rows {
+        let text = row["text"].as_str().unwrap();
+        let expected: Vec<u32> = row["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(clip.tokenizer().encode(text).unwrap(), expected, "{text:?}");
+    }
+}
