@@ -463,3 +463,25 @@ fn hf_tokenizer_matches_open_clips_hf_tokenizer() {
         assert_eq!(clip.tokenizer().encode(text).unwrap(), expected, "{text:?}");
     }
 }
+
+/// A training checkpoint's pickle (tensors under `state_dict`, names prefixed `module.`, f16,
+/// a non-contiguous view) reads without executing it, on both readers.
+#[test]
+fn pickle_checkpoints_nested_under_state_dict_read_as_data() {
+    use clipkit_core::weights::Weights;
+    let path = dir().join("nested_state_dict.bin");
+    let w = Weights::open_file(&path, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let a = w.get("a", &[2, 3]).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(a, vec![vec![0.0, 1.0, 2.0], vec![3.0, 4.0, 5.0]]);
+    let mut b = Vec::new();
+    w.read_f32("b", &[4], &mut b).unwrap();
+    assert_eq!(b, vec![0.5, -1.0, 2.0, 4.0]);
+    let t = w.get("t", &[2, 3]).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(t, vec![vec![0.0, 2.0, 4.0], vec![1.0, 3.0, 5.0]]);
+    let err = w.get("a", &[3, 2]).unwrap_err().to_string();
+    assert!(
+        err.contains("nested_state_dict.bin") && err.contains("[3, 2]"),
+        "{err}"
+    );
+    assert!(!w.contains("epoch"));
+}
