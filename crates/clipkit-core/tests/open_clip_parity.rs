@@ -485,3 +485,27 @@ fn pickle_checkpoints_nested_under_state_dict_read_as_data() {
     );
     assert!(!w.contains("epoch"));
 }
+
+/// The pack cache works for open_clip checkpoints (keyed by the weights file, its layers by
+/// the names the model asks for): a second load maps the saved panels and embeds identically.
+#[test]
+fn pack_cache_round_trips_open_clip_checkpoints() {
+    let cache = tempfile::tempdir().unwrap();
+    let image = [common::fixtures().join("images").join("photo.jpg")];
+    for name in ["quickgelu-bin", "gelu-squash"] {
+        let options = LoadOptions {
+            pack_cache: Some(cache.path().to_path_buf()),
+            ..options(CpuKernels::Packed)
+        };
+        let embed = |clip: &Clip| {
+            let img = clip.embed_image_files(&image).remove(0).unwrap();
+            (img, clip.embed_texts(&["a photo of a cat"]).unwrap())
+        };
+        let first = embed(&Clip::from_dir(&dir().join(name), &options).unwrap());
+        let files = std::fs::read_dir(cache.path()).unwrap().count();
+        assert!(files >= 1, "{name}: no cache file written");
+        let second = embed(&Clip::from_dir(&dir().join(name), &options).unwrap());
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), files);
+        assert_eq!(first, second, "{name}");
+    }
+}
