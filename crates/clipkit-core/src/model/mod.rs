@@ -5,12 +5,14 @@
 //!   and [`DualEncoder`], the two towers as [`crate::Clip`] drives them;
 //! - [`layers`]: the pre-LN transformer encoder every family uses; [`dense`]: its linear layers
 //!   on candle or on the packed CPU kernels;
-//! - one module per family: [`clip`] (transformers' `CLIPModel`).
+//! - one module per family: [`clip`] (transformers' `CLIPModel`); [`xlm_roberta`] is the
+//!   multilingual text tower open_clip and M-CLIP pair with a CLIP image tower.
 
 pub mod clip;
 pub mod dense;
 pub mod layers;
 pub mod tower;
+pub mod xlm_roberta;
 
 pub use clip::ClipModel;
 pub use dense::MatmulPath;

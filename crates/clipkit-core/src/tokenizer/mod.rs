@@ -12,6 +12,8 @@
 //! truncated with the end-of-text token kept last, as transformers does with
 //! `truncation=True` — never an error.
 
+mod xlmr;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::json;

@@ -1,0 +1,270 @@
+//! XLM-RoBERTa text towers equal open_clip's `HFTextEncoder` (transformers' `XLMRobertaModel`
+//! + open_clip's pooling and projection) on the committed tiny checkpoints
+//! (`fixtures/xlmr/`, written by `tools/fixtures/make_xlmr.py`): mean pooling + MLP projection,
+//! and the tanh `<s>` pooler + linear projection; on candle and on the packed kernels, padded
+//! and packed. Token ids equal transformers' `XLMRobertaTokenizer` on a 1,133-string
+//! multilingual corpus.
+
+mod common;
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use clipkit_core::device::MatmulPath;
+use clipkit_core::model::xlm_roberta::XlmRobertaTextTower;
+use clipkit_core::model::xlm_roberta::{PoolerType, Projection, XlmRobertaConfig};
+use clipkit_core::model::{TextBatch, TextLayout};
+use clipkit_core::weights::Weights;
+use clipkit_core::{TextCleaning, TextTokenizer};
+use clipkit_kernels::WeightFormat;
+
+const CONTEXT: usize = 77;
+
+fn xlmr() -> PathBuf {
+    common::fixtures().join("xlmr")
+}
+
+fn tokenizer() -> TextTokenizer {
+    let path = xlmr().join("xlm-roberta-tiny/tokenizer.json");
+    TextTokenizer::xlm_roberta(&path, CONTEXT, TextCleaning::None).unwrap()
+}
+
+#[test]
+fn corpus_ids_equal_transformers() {
+    let tok = tokenizer();
+    assert_eq!(tok.pad_id(), 1);
+    let corpus = common::read_json(&xlmr().join("corpus.json"));
+    let texts = corpus["texts"].as_array().unwrap();
+    let ids = corpus["ids"].as_array().unwrap();
+    assert!(texts.len() >= 1000, "{} strings", texts.len());
+    let (mut truncated, mut unknown) = (0, 0);
+    for (text, expected) in texts.iter().zip(ids) {
+        let text = text.as_str().unwrap();
+        let expected: Vec<u32> = expected
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let ours = tok.encode(text).unwrap();
+        assert_eq!(ours, expected, "{text:?}");
+        truncated += usize::from(ours.len() == CONTEXT);
+        unknown += usize::from(ours.contains(&3));
+    }
+    // The corpus reaches the cases it is there for.
+    assert!(
+        truncated >= 50 && unknown >= 20,
+        "{truncated} truncated, {unknown} with <unk>"
+    );
+}
+
+/// An open_clip checkpoint of the fixtures: its text tower and its reference tensors.
+struct Case {
+    config: XlmRobertaConfig,
+    pooler: PoolerType,
+    proj_type: Option<String>,
+    embed_dim: usize,
+    reference: std::collections::HashMap<String, Tensor>,
+    texts: Vec<String>,
+    /// A directory whose `model.safetensors` is the checkpoint's `open_clip_model.safetensors`.
+    weights_dir: tempfile::TempDir,
+}
+
+fn case(name: &'static str) -> Case {
+    let dir = xlmr().join(name);
+    let oc = common::read_json(&dir.join("open_clip_config.json"));
+    let text_cfg = &oc["model_cfg"]["text_cfg"];
+    let pooler = PoolerType::from_open_clip(text_cfg["hf_pooler_type"].as_str().unwrap()).unwrap();
+    let weights_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        dir.join("open_clip_model.safetensors")
+            .canonicalize()
+            .unwrap(),
+        weights_dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let meta = common::read_json(&xlmr().join(format!("{name}.json")));
+    Case {
+        config: XlmRobertaConfig::from_file(&xlmr().join("xlm-roberta-tiny/config.json")).unwrap(),
+        pooler,
+        proj_type: text_cfg["hf_proj_type"].as_str().map(String::from),
+        embed_dim: oc["model_cfg"]["embed_dim"].as_u64().unwrap() as usize,
+        reference: common::load_tensors(&xlmr().join(format!("{name}.safetensors"))),
+        texts: meta["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect(),
+        weights_dir,
+    }
+}
+
+impl Case {
+    fn tower(&self, path: MatmulPath) -> XlmRobertaTextTower {
+        let w = Weights::open(self.weights_dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let text = w.root().pp("text");
+        let h = self.config.hidden_size;
+        let proj = self.proj_type.as_deref();
+        let projection =
+            Projection::load_open_clip(&text.pp("proj"), proj, h, self.embed_dim, path)
+                .unwrap()
+                .unwrap();
+        XlmRobertaTextTower::load(
+            &text.pp("transformer"),
+            &self.config,
+            self.pooler,
+            projection,
+            path,
+        )
+        .unwrap()
+    }
+
+    fn reference_ids(&self) -> Vec<Vec<u32>> {
+        self.reference["input_ids"]
+            .to_dtype(DType::I64)
+            .unwrap()
+            .to_vec2::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|row| row.into_iter().map(|i| i as u32).collect())
+            .collect()
+    }
+}
+
+/// open_clip's batch as it is: padded to 77 with `<pad>`.
+fn padded(ids: &[Vec<u32>]) -> TextBatch {
+    let len = ids[0].len();
+    let flat: Vec<u32> = ids.concat();
+    TextBatch {
+        ids: Tensor::from_vec(flat, (ids.len(), len), &Device::Cpu).unwrap(),
+        layout: TextLayout::Padded {
+            pool_positions: vec![0; ids.len()],
+        },
+    }
+}
+
+/// The same inputs without padding, back to back.
+fn packed(ids: &[Vec<u32>]) -> TextBatch {
+    let real: Vec<Vec<u32>> = ids
+        .iter()
+        .map(|row| row.iter().copied().filter(|&i| i != 1).collect())
+        .collect();
+    let lengths: Vec<usize> = real.iter().map(Vec::len).collect();
+    let flat = real.concat();
+    let n = flat.len();
+    TextBatch {
+        ids: Tensor::from_vec(flat, n, &Device::Cpu).unwrap(),
+        layout: TextLayout::Packed {
+            pool_rows: vec![0; lengths.len()],
+            lengths,
+        },
+    }
+}
+
+fn min_cosine(ours: &Tensor, theirs: &Tensor) -> f32 {
+    let (a, b) = (common::rows(ours), common::rows(theirs));
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| common::cosine(x, y))
+        .fold(f32::INFINITY, f32::min)
+}
+
+fn normalized(t: &Tensor) -> Vec<Vec<f32>> {
+    common::rows(t)
+        .into_iter()
+        .map(|r| {
+            let n = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+            r.into_iter().map(|x| x / n).collect()
+        })
+        .collect()
+}
+
+fn check(name: &'static str) {
+    let c = case(name);
+    let ids = c.reference_ids();
+    let tok = tokenizer();
+    // Our tokenizer gives open_clip's ids (before its padding). open_clip cleans whitespace
+    // (and ftfy-fixes) first; these prompts are ones the XLM-R pipeline's own whitespace
+    // handling gives the same ids for.
+    for (text, row) in c.texts.iter().zip(&ids) {
+        let ours = tok.encode(text).unwrap();
+        assert_eq!(ours, row[..ours.len()], "{name}: {text:?}");
+        assert!(
+            row[ours.len()..].iter().all(|&i| i == 1),
+            "{name}: {text:?}"
+        );
+    }
+    let paths = [MatmulPath::Candle, MatmulPath::Packed(WeightFormat::F32)];
+    let scale = c.reference["logit_scale"].to_vec1::<f32>().unwrap()[0].exp();
+    let images = normalized(&c.reference["image_features"]);
+    let ref_logits = common::rows(&c.reference["logits_per_image"]);
+    for path in paths {
+        let tower = c.tower(path);
+        for (layout, batch) in [("padded", padded(&ids)), ("packed", packed(&ids))] {
+            let pooled = tower.pool(&batch).unwrap();
+            let cos = min_cosine(&pooled, &c.reference["pooled"]);
+            assert!(
+                cos >= 0.99999,
+                "{name} {path:?} {layout}: pooled cosine {cos}"
+            );
+            let features = tower.forward(&batch).unwrap();
+            assert_eq!(features.dims(), &[ids.len(), c.embed_dim]);
+            let cos = min_cosine(&features, &c.reference["text_features"]);
+            assert!(
+                cos >= 0.99999,
+                "{name} {path:?} {layout}: text cosine {cos}"
+            );
+            // Logits against open_clip's image features (the image tower is open_clip's
+            // loader's to test).
+            let texts = normalized(&features);
+            for (i, image) in images.iter().enumerate() {
+                for (j, text) in texts.iter().enumerate() {
+                    let ours = scale * image.iter().zip(text).map(|(a, b)| a * b).sum::<f32>();
+                    let err = (ours - ref_logits[i][j]).abs();
+                    assert!(
+                        err <= 1e-3 * scale,
+                        "{name} {path:?} logit [{i},{j}] off by {err}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mean_pooler_mlp_projection_equals_open_clip() {
+    check("oc-mean-mlp");
+}
+
+#[test]
+fn cls_pooler_linear_projection_equals_open_clip() {
+    check("oc-cls-linear");
+}
+
+#[test]
+fn padding_inside_a_text_is_masked_as_transformers_masks_it() {
+    // `<pad>` typed into a prompt is id 1 wherever it is: transformers masks it and skips it
+    // when numbering positions, so the text embeds as if it were absent.
+    let c = case("oc-mean-mlp");
+    let tok = tokenizer();
+    let with = tok.encode("<pad> un chien").unwrap();
+    let without = tok.encode("un chien").unwrap();
+    assert_eq!(with.len(), without.len() + 1);
+    assert!(with.contains(&1));
+    for path in [MatmulPath::Candle, MatmulPath::Packed(WeightFormat::F32)] {
+        let tower = c.tower(path);
+        let a = tower.forward(&padded(&[with.clone()])).unwrap();
+        let b = tower.forward(&padded(&[without.clone()])).unwrap();
+        assert!(min_cosine(&a, &b) >= 0.99999, "{path:?}");
+    }
+}
+
+#[test]
+fn an_empty_input_is_an_error_not_a_nan() {
+    let c = case("oc-mean-mlp");
+    let tower = c.tower(MatmulPath::Candle);
+    let err = tower.forward(&padded(&[vec![1, 1, 1]])).err().unwrap();
+    assert!(err.to_string().contains("tokens"), "{err}");
+}
