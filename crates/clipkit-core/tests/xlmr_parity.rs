@@ -1,9 +1,9 @@
 //! XLM-RoBERTa text towers equal open_clip's `HFTextEncoder` (transformers' `XLMRobertaModel`
-//! + open_clip's pooling and projection) on the committed tiny checkpoints
-//! (`fixtures/xlmr/`, written by `tools/fixtures/make_xlmr.py`): mean pooling + MLP projection,
-//! and the tanh `<s>` pooler + linear projection; on candle and on the packed kernels, padded
-//! and packed. Token ids equal transformers' `XLMRobertaTokenizer` on a 1,133-string
-//! multilingual corpus.
+//! with open_clip's pooling and projection) on the committed tiny checkpoints in
+//! `fixtures/xlmr/` (written by `tools/fixtures/make_xlmr.py`): mean pooling with the MLP
+//! projection, and the tanh `<s>` pooler with the linear one; on candle and on the packed
+//! kernels, padded and packed. Token ids equal transformers' `XLMRobertaTokenizer` on a
+//! 1,133-string multilingual corpus.
 
 mod common;
 
