@@ -13,8 +13,12 @@ use candle_core::{DType, Device};
 use crate::config::ClipConfig;
 use crate::device::MatmulPath;
 use crate::error::{ClipError, Result};
+use crate::hub;
+use crate::model::dense::Dense;
+use crate::model::mclip::{MclipConfig, MclipModel};
+use crate::model::xlm_roberta::{PoolerType, Projection, XlmRobertaConfig, XlmRobertaTextTower};
 use crate::model::{ClipModel, DualEncoder};
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{TextCleaning, TextTokenizer};
 use crate::weights::Weights;
 use clipkit_image::PreprocessorConfig;
 
@@ -28,10 +32,13 @@ pub enum ModelFamily {
     Siglip,
     /// An open_clip checkpoint (`open_clip_config.json`).
     OpenClip,
+    /// M-CLIP (`model_type: M-CLIP`): an XLM-RoBERTa text tower paired with another
+    /// checkpoint's CLIP image tower.
+    Mclip,
 }
 
 /// The `model_type` values [`ModelFamily::detect`] accepts, for the error that lists them.
-const KNOWN_MODEL_TYPES: &str = "clip, siglip";
+const KNOWN_MODEL_TYPES: &str = "clip, siglip, M-CLIP";
 
 impl ModelFamily {
     /// The family of the checkpoint in `dir`. A transformers `config.json` decides when there
@@ -67,6 +74,7 @@ impl ModelFamily {
         match json.get("model_type").and_then(|t| t.as_str()) {
             Some("clip") => Ok(ModelFamily::Clip),
             Some("siglip") => Ok(ModelFamily::Siglip),
+            Some("M-CLIP") => Ok(ModelFamily::Mclip),
             Some(other) => Err(unknown(path, other)),
             None if json.get("model_type").is_some() => Err(unknown(path, "(not a string)")),
             None => Ok(ModelFamily::Clip),
@@ -79,6 +87,7 @@ impl ModelFamily {
             ModelFamily::Clip => "CLIP",
             ModelFamily::Siglip => "SigLIP",
             ModelFamily::OpenClip => "open_clip",
+            ModelFamily::Mclip => "M-CLIP",
         }
     }
 }
@@ -111,6 +120,7 @@ pub(crate) struct WeightsPlan<'a> {
 pub(crate) fn load(family: ModelFamily, dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     match family {
         ModelFamily::Clip => load_clip(dir, plan),
+        ModelFamily::Mclip => load_mclip(dir, plan),
         ModelFamily::Siglip | ModelFamily::OpenClip => Err(ClipError::UnsupportedFamily {
             dir: dir.to_path_buf(),
             family: family.name().into(),
@@ -120,6 +130,91 @@ pub(crate) fn load(family: ModelFamily, dir: &Path, plan: &WeightsPlan) -> Resul
 
 fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     let config = ClipConfig::from_file(&dir.join("config.json"))?;
+    let preprocess = clip_preprocess(dir, &config)?;
+    let tokenizer = TextTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
+    let model = with_weights(dir, plan, |w| {
+        ClipModel::load(&w.root(), &config, plan.path)
+    })?;
+    Ok(Parts {
+        model: Box::new(model),
+        tokenizer,
+        preprocess,
+    })
+}
+
+/// An M-CLIP text checkpoint in `dir` and the CLIP checkpoint it pairs with (whose
+/// preprocessing and temperature it takes). Both are read before either's weights.
+fn load_mclip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
+    let config_path = dir.join("config.json");
+    let config = MclipConfig::from_file(&config_path)?;
+    let text_config = XlmRobertaConfig::resolve(&config.model_base, dir)?;
+    if text_config.hidden_size != config.transformer_dimensions {
+        return Err(ClipError::config(
+            &config_path,
+            "transformerDimensions",
+            format!(
+                "{} does not match the hidden_size {} of modelBase `{}`",
+                config.transformer_dimensions, text_config.hidden_size, config.model_base
+            ),
+        ));
+    }
+    let image = hub::resolve_relative(&config.image_model(dir)?, dir)?;
+    let image_config = ClipConfig::from_file(&image.dir.join("config.json"))?;
+    if image_config.projection_dim != config.num_dims {
+        return Err(ClipError::config(
+            &config_path,
+            "numDims",
+            format!(
+                "{} does not match the projection_dim {} of the paired image model {}",
+                config.num_dims,
+                image_config.projection_dim,
+                image.dir.display()
+            ),
+        ));
+    }
+    let preprocess = clip_preprocess(&image.dir, &image_config)?;
+    // M-CLIP's own call pads and never truncates; clipkit truncates at the positions' end.
+    let tokenizer = TextTokenizer::xlm_roberta(
+        &dir.join("tokenizer.json"),
+        text_config.max_tokens(),
+        TextCleaning::None,
+    )?;
+    let text = with_weights(dir, plan, |w| {
+        let root = w.root();
+        let (d, e) = (config.transformer_dimensions, config.num_dims);
+        let linear = Dense::load(&root.pp("LinearTransformation"), d, e, true, plan.path)?;
+        XlmRobertaTextTower::load(
+            &root.pp("transformer"),
+            &text_config,
+            PoolerType::Mean,
+            Projection::Linear(linear),
+            plan.path,
+        )
+    })?;
+    let (vision, logit_scale) = with_weights(&image.dir, plan, |w| {
+        let root = w.root();
+        let v = &image_config.vision_config;
+        let projection = Dense::load(
+            &root.pp("visual_projection"),
+            v.hidden_size,
+            image_config.projection_dim,
+            false,
+            plan.path,
+        )?;
+        let vision =
+            crate::model::clip::vision::load(&root.pp("vision_model"), v, projection, plan.path)?;
+        Ok((vision, root.get_scalar("logit_scale")?.exp()))
+    })?;
+    let model = MclipModel::new(text, vision, logit_scale, image_config, config.num_dims);
+    Ok(Parts {
+        model: Box::new(model),
+        tokenizer,
+        preprocess,
+    })
+}
+
+/// A CLIP checkpoint's preprocessing: its `preprocessor_config.json`, or OpenAI's.
+fn clip_preprocess(dir: &Path, config: &ClipConfig) -> Result<PreprocessorConfig> {
     let image_size = config.vision_config.image_size as u32;
     let pp_path = dir.join("preprocessor_config.json");
     let preprocess = if pp_path.is_file() {
@@ -137,15 +232,7 @@ fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
             ),
         ));
     }
-    let tokenizer = TextTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
-    let model = with_weights(dir, plan, |w| {
-        ClipModel::load(&w.root(), &config, plan.path)
-    })?;
-    Ok(Parts {
-        model: Box::new(model),
-        tokenizer,
-        preprocess,
-    })
+    Ok(preprocess)
 }
 
 /// Opens the checkpoint's weights (through the pack cache when the packed kernels run), builds

@@ -270,3 +270,108 @@ fn an_empty_input_is_an_error_not_a_nan() {
     let err = tower.forward(&padded(&[vec![1, 1, 1]])).err().unwrap();
     assert!(err.to_string().contains("tokens"), "{err}");
 }
+
+/// M-CLIP through `Clip`, as a user loads it: the text checkpoint names its image model
+/// (`clipkit_image_model`), and texts and images land in one space with the CLIP checkpoint's
+/// temperature.
+#[test]
+fn mclip_equals_multilingual_clip_paired_with_clip() {
+    use clipkit_core::device::CpuKernels;
+    use clipkit_core::{Clip, LoadOptions, ModelFamily};
+
+    let dir = xlmr().join("mclip-tiny");
+    let r = common::load_tensors(&xlmr().join("mclip-tiny.safetensors"));
+    let meta = common::read_json(&xlmr().join("mclip-tiny.json"));
+    let texts: Vec<&str> = meta["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let ref_ids = r["input_ids"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap();
+    let scale = r["logit_scale"].to_vec1::<f32>().unwrap()[0].exp();
+    let pixels = r["pixel_values"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let n_images = r["pixel_values"].dim(0).unwrap();
+    let plane = pixels.len() / n_images;
+    let pixels: Vec<&[f32]> = pixels.chunks(plane).collect();
+    let ref_logits = common::rows(&r["logits_per_image"]);
+    for cpu_kernels in [CpuKernels::Candle, CpuKernels::Packed] {
+        let options = LoadOptions {
+            cpu_kernels,
+            batch_size: 3, // fewer than the texts, so batches of different lengths run
+            ..LoadOptions::default()
+        };
+        let clip = Clip::from_dir(&dir, &options).unwrap();
+        assert_eq!(clip.family(), ModelFamily::Mclip);
+        assert!((clip.logit_scale() - scale).abs() <= 1e-4 * scale);
+        for (text, expected) in texts.iter().zip(&ref_ids) {
+            let ours = clip.tokenizer().encode(text).unwrap();
+            let ours: Vec<i64> = ours.iter().map(|&i| i64::from(i)).collect();
+            assert_eq!(ours, expected[..ours.len()], "{text:?}");
+            assert!(expected[ours.len()..].iter().all(|&i| i == 1), "{text:?}");
+        }
+        let text_emb = clip.embed_texts(&texts).unwrap();
+        let ref_text = normalized(&r["text_features"]);
+        for (i, (a, b)) in text_emb.iter().zip(&ref_text).enumerate() {
+            let cos = common::cosine(a, b);
+            assert!(
+                cos >= 0.99999,
+                "{cpu_kernels:?}: text {i} ({:?}) cosine {cos}",
+                texts[i]
+            );
+        }
+        let image_emb = clip.embed_pixels(&pixels).unwrap();
+        let ref_image = normalized(&r["image_features"]);
+        for (i, (a, b)) in image_emb.iter().zip(&ref_image).enumerate() {
+            let cos = common::cosine(a, b);
+            assert!(cos >= 0.99999, "{cpu_kernels:?}: image {i} cosine {cos}");
+        }
+        for (i, image) in image_emb.iter().enumerate() {
+            for (j, text) in text_emb.iter().enumerate() {
+                let ours =
+                    clip.logit_scale() * image.iter().zip(text).map(|(a, b)| a * b).sum::<f32>();
+                let err = (ours - ref_logits[i][j]).abs();
+                assert!(
+                    err <= 1e-3 * scale,
+                    "{cpu_kernels:?}: logit [{i},{j}] off by {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_mclip_checkpoint_without_a_known_image_model_says_how_to_name_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = xlmr().join("mclip-tiny");
+    let mut config = common::read_json(&src.join("config.json"));
+    config
+        .as_object_mut()
+        .unwrap()
+        .remove("clipkit_image_model");
+    config["modelBase"] = serde_json::json!(xlmr().join("xlm-roberta-tiny").to_str().unwrap());
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::os::unix::fs::symlink(
+            src.join(file).canonicalize().unwrap(),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let err = clipkit_core::Clip::from_dir(dir.path(), &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("clipkit_image_model"),
+        "{err}"
+    );
+}

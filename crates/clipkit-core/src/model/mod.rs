@@ -6,11 +6,13 @@
 //! - [`layers`]: the pre-LN transformer encoder every family uses; [`dense`]: its linear layers
 //!   on candle or on the packed CPU kernels;
 //! - one module per family: [`clip`] (transformers' `CLIPModel`); [`xlm_roberta`] is the
-//!   multilingual text tower open_clip and M-CLIP pair with a CLIP image tower.
+//!   multilingual text tower open_clip and M-CLIP pair with a CLIP image tower, [`mclip`]
+//!   M-CLIP's pairing of one with a CLIP checkpoint's image tower.
 
 pub mod clip;
 pub mod dense;
 pub mod layers;
+pub mod mclip;
 pub mod tower;
 pub mod xlm_roberta;
 

@@ -87,6 +87,35 @@ impl XlmRobertaConfig {
         }
     }
 
+    /// The encoder config another checkpoint names (open_clip's `hf_model_name`, M-CLIP's
+    /// `modelBase`): a directory with a `config.json` (relative to `relative_to`, the naming
+    /// checkpoint's directory), one of the [`known`](Self::known) names (offline), or a hub
+    /// repository whose `config.json` is fetched (or found in the HF cache).
+    pub fn resolve(name: &str, relative_to: &Path) -> Result<Self> {
+        let local = relative_to.join(name).join("config.json");
+        if local.is_file() {
+            return Self::from_file(&local);
+        }
+        if let Some(config) = Self::known(name) {
+            return Ok(config);
+        }
+        Self::from_file(&crate::hub::resolve_file(name, "config.json")?)
+    }
+
+    /// The `tokenizer.json` of the encoder `name` (as [`resolve`](Self::resolve) finds it):
+    /// a directory's, or the hub repository's (`FacebookAI/…` for the bare legacy names).
+    pub fn resolve_tokenizer(name: &str, relative_to: &Path) -> Result<std::path::PathBuf> {
+        let local = relative_to.join(name).join("tokenizer.json");
+        if local.is_file() {
+            return Ok(local);
+        }
+        let repo = match Self::known(name) {
+            Some(_) if !name.contains('/') => format!("FacebookAI/{name}"),
+            _ => name.to_string(),
+        };
+        crate::hub::resolve_file(&repo, "tokenizer.json")
+    }
+
     /// Checks what the tower relies on; `path` names the file in the error.
     pub fn validate(&self, path: &Path) -> Result<()> {
         if let Some(t) = self
