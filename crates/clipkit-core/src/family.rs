@@ -174,8 +174,15 @@ fn load_mclip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     }
     let preprocess = clip_preprocess(&image.dir, &image_config)?;
     // M-CLIP's own call pads and never truncates; clipkit truncates at the positions' end.
+    // Its own tokenizer.json, else its base encoder's (the same vocabulary).
+    let own = dir.join("tokenizer.json");
+    let tokenizer_path = if own.is_file() {
+        own
+    } else {
+        XlmRobertaConfig::resolve_tokenizer(&config.model_base, dir)?
+    };
     let tokenizer = TextTokenizer::xlm_roberta(
-        &dir.join("tokenizer.json"),
+        &tokenizer_path,
         text_config.max_tokens(),
         TextCleaning::None,
     )?;

@@ -58,6 +58,55 @@ fn corpus_ids_equal_transformers() {
     );
 }
 
+/// `tokenizer.json` as older converters wrote XLM-R's (what `make_xlmr.py`'s `hub_style`
+/// writes, and checks transformers gives the corpus ids for).
+fn hub_style(spec: &serde_json::Value) -> serde_json::Value {
+    let mut spec = spec.clone();
+    spec["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [
+        spec["normalizer"].clone(),
+        {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": "\u{2581}"}]});
+    spec["pre_tokenizer"] = serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}",
+        "prepend_scheme": "always", "split": true});
+    spec["post_processor"] = serde_json::json!({"type": "RobertaProcessing",
+        "sep": ["</s>", 2], "cls": ["<s>", 0], "trim_offsets": true, "add_prefix_space": true});
+    spec
+}
+
+#[test]
+fn hub_style_tokenizer_files_give_transformers_ids_too() {
+    let spec = common::read_json(&xlmr().join("xlm-roberta-tiny/tokenizer.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, hub_style(&spec).to_string()).unwrap();
+    let ours = TextTokenizer::xlm_roberta(&path, CONTEXT, TextCleaning::None).unwrap();
+    // The file's pipeline as written (what transformers 4's fast tokenizer ran).
+    let as_written = tokenizers::Tokenizer::from_file(&path).unwrap();
+    let corpus = common::read_json(&xlmr().join("corpus.json"));
+    let mut differs = 0;
+    for (text, expected) in corpus["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(corpus["ids"].as_array().unwrap())
+    {
+        let text = text.as_str().unwrap();
+        let expected: Vec<u32> = expected
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(ours.encode(text).unwrap(), expected, "{text:?}");
+        let written = as_written.encode(text, true).unwrap();
+        // (Long texts aside: this pipeline does not truncate.)
+        if expected.len() < CONTEXT {
+            differs += usize::from(written.get_ids()[..] != expected[..]);
+        }
+    }
+    // The rebuild is what makes them equal: run as written, the file disagrees on some.
+    assert!(differs >= 10, "{differs}");
+}
+
 /// An open_clip checkpoint of the fixtures: its text tower and its reference tensors.
 struct Case {
     config: XlmRobertaConfig,
