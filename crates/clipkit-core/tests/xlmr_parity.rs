@@ -424,3 +424,19 @@ fn an_mclip_checkpoint_without_a_known_image_model_says_how_to_name_one() {
         "{err}"
     );
 }
+
+/// The reduced-precision packed kernels run the tower too, as close to open_clip's f32
+/// output as they keep CLIP's (precision.rs: cosine 0.999).
+#[test]
+fn bf16_and_int8_kernels_stay_close_to_f32() {
+    for name in ["oc-mean-mlp", "oc-cls-linear"] {
+        let c = case(name);
+        let ids = c.reference_ids();
+        for format in [WeightFormat::Bf16, WeightFormat::Int8] {
+            let tower = c.tower(MatmulPath::Packed(format));
+            let features = tower.forward(&packed(&ids)).unwrap();
+            let cos = min_cosine(&features, &c.reference["text_features"]);
+            assert!(cos >= 0.999, "{name} {format:?}: text cosine {cos}");
+        }
+    }
+}
