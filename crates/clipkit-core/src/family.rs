@@ -16,6 +16,9 @@ use crate::error::{ClipError, Result};
 use crate::hub;
 use crate::model::dense::Dense;
 use crate::model::mclip::{MclipConfig, MclipModel};
+use crate::model::open_clip::config::{self as open_clip_config, OpenClipConfig};
+use crate::model::open_clip::naming::naming as open_clip_naming;
+use crate::model::open_clip::OpenClipModel;
 use crate::model::xlm_roberta::{PoolerType, Projection, XlmRobertaConfig, XlmRobertaTextTower};
 use crate::model::{ClipModel, DualEncoder};
 use crate::tokenizer::{TextCleaning, TextTokenizer};
@@ -121,7 +124,8 @@ pub(crate) fn load(family: ModelFamily, dir: &Path, plan: &WeightsPlan) -> Resul
     match family {
         ModelFamily::Clip => load_clip(dir, plan),
         ModelFamily::Mclip => load_mclip(dir, plan),
-        ModelFamily::Siglip | ModelFamily::OpenClip => Err(ClipError::UnsupportedFamily {
+        ModelFamily::OpenClip => load_open_clip(dir, plan),
+        ModelFamily::Siglip => Err(ClipError::UnsupportedFamily {
             dir: dir.to_path_buf(),
             family: family.name().into(),
         }),
@@ -132,7 +136,8 @@ fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     let config = ClipConfig::from_file(&dir.join("config.json"))?;
     let preprocess = clip_preprocess(dir, &config)?;
     let tokenizer = TextTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
-    let model = with_weights(dir, plan, |w| {
+    let weights = || Weights::open(dir, plan.dtype, plan.device);
+    let model = with_weights(weights, plan, |w| {
         ClipModel::load(&w.root(), &config, plan.path)
     })?;
     Ok(Parts {
@@ -186,19 +191,24 @@ fn load_mclip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         text_config.max_tokens(),
         TextCleaning::None,
     )?;
-    let text = with_weights(dir, plan, |w| {
-        let root = w.root();
-        let (d, e) = (config.transformer_dimensions, config.num_dims);
-        let linear = Dense::load(&root.pp("LinearTransformation"), d, e, true, plan.path)?;
-        XlmRobertaTextTower::load(
-            &root.pp("transformer"),
-            &text_config,
-            PoolerType::Mean,
-            Projection::Linear(linear),
-            plan.path,
-        )
-    })?;
-    let (vision, logit_scale) = with_weights(&image.dir, plan, |w| {
+    let text = with_weights(
+        || Weights::open(dir, plan.dtype, plan.device),
+        plan,
+        |w| {
+            let root = w.root();
+            let (d, e) = (config.transformer_dimensions, config.num_dims);
+            let linear = Dense::load(&root.pp("LinearTransformation"), d, e, true, plan.path)?;
+            XlmRobertaTextTower::load(
+                &root.pp("transformer"),
+                &text_config,
+                PoolerType::Mean,
+                Projection::Linear(linear),
+                plan.path,
+            )
+        },
+    )?;
+    let image_weights = || Weights::open(&image.dir, plan.dtype, plan.device);
+    let (vision, logit_scale) = with_weights(image_weights, plan, |w| {
         let root = w.root();
         let v = &image_config.vision_config;
         let projection = Dense::load(
@@ -242,14 +252,55 @@ fn clip_preprocess(dir: &Path, config: &ClipConfig) -> Result<PreprocessorConfig
     Ok(preprocess)
 }
 
+/// The weights files of an open_clip checkpoint, in the order open_clip's hub loader prefers.
+pub const OPEN_CLIP_WEIGHTS: [&str; 2] =
+    ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
+
+/// An open_clip checkpoint: `open_clip_config.json` and its weights, read into CLIP's towers
+/// through open_clip's tensor names.
+fn load_open_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
+    let config = OpenClipConfig::from_file(&dir.join(open_clip_config::CONFIG_FILE))?;
+    let preprocess = config.preprocessor()?;
+    let tokenizer = crate::tokenizer::open_clip::for_checkpoint(dir, &config)?;
+    let file = OPEN_CLIP_WEIGHTS
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ClipError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: OPEN_CLIP_WEIGHTS[0].into(),
+            hint: format!(
+                "expected {} or {}",
+                OPEN_CLIP_WEIGHTS[0], OPEN_CLIP_WEIGHTS[1]
+            ),
+        })?;
+    let text_prefix = if config.model.custom_text {
+        "text."
+    } else {
+        ""
+    };
+    let weights = || {
+        Ok(Weights::open_file(&file, plan.dtype, plan.device)?
+            .with_naming(open_clip_naming(text_prefix)))
+    };
+    let model = with_weights(weights, plan, |w| {
+        OpenClipModel::load(&w.root(), &config, plan.path)
+    })?;
+    Ok(Parts {
+        model: Box::new(model),
+        tokenizer,
+        preprocess,
+    })
+}
+
 /// Opens the checkpoint's weights (through the pack cache when the packed kernels run), builds
 /// the model from them, and completes the cache file.
 fn with_weights<M>(
-    dir: &Path,
+    open: impl FnOnce() -> Result<Weights>,
     plan: &WeightsPlan,
     build: impl FnOnce(&Weights) -> Result<M>,
 ) -> Result<M> {
-    let mut weights = Weights::open(dir, plan.dtype, plan.device)?;
+    let mut weights = open()?;
     if let (Some(cache), MatmulPath::Packed(format)) = (plan.pack_cache, plan.path) {
         weights.use_pack_cache(cache, format);
     }

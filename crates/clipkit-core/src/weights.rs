@@ -5,11 +5,22 @@
 //! Model code asks for names relative to a [`Scope`] (`weights.root().pp("vision_model")`), the
 //! way candle's `VarBuilder::pp` scopes them, so a layer struct knows only its own leaf names
 //! (`weight`, `bias`) and the same struct loads wherever a family nests it.
-//! Pickle checkpoints (`pytorch_model.bin`) are refused: loading them means executing code.
+//! A transformers `pytorch_model.bin` is refused (convert it); open_clip's
+//! `open_clip_pytorch_model.bin` is read with candle's pickle reader, which interprets the
+//! pickle's opcodes into data and never imports or calls anything ([`Weights::open_file`]).
+//!
+//! Checkpoints that name (or lay out) the same tensors differently — open_clip's
+//! `visual.transformer.resblocks.N.attn.in_proj_weight` for CLIP's `q_proj`/`k_proj`/`v_proj`
+//! — are read through a [`Naming`]: the model code keeps asking for transformers' names, and
+//! the naming says where each lives in the file ([`Stored`]: a tensor, a block of its rows, or
+//! its transpose). Every reader goes through it (`get`, `read_f32` for the packed kernels,
+//! `get_scalar`, `contains`), so the model structs are shared between formats instead of
+//! duplicated per naming scheme.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -24,16 +35,141 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub struct Weights {
     dir: PathBuf,
     files: Vec<PathBuf>,
-    tensors: MmapedSafetensors,
+    tensors: Store,
+    naming: Option<Naming>,
     dtype: DType,
     device: Device,
     pack_cache: Option<PackCache>,
+}
+
+/// Where the tensors are read from.
+enum Store {
+    /// Memory-mapped safetensors files: tensors are copied straight out of the mapping.
+    Safetensors(MmapedSafetensors),
+    /// A PyTorch zip checkpoint; `names` maps the names the model asks for (without a
+    /// `module.` prefix that data-parallel training leaves) to the pickle's own.
+    Pickle {
+        tensors: PthTensors,
+        names: HashMap<String, String>,
+    },
+}
+
+/// Maps the name a model struct asks for to where a checkpoint stores it (see the module
+/// docs). A closure rather than a table so a family can map whole patterns (every layer `N`)
+/// without listing them.
+pub type Naming = Box<dyn Fn(&str) -> Stored + Send + Sync>;
+
+/// A tensor as the checkpoint stores it, and how the requested tensor is cut from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The checkpoint's name for the tensor.
+    pub name: String,
+    pub view: View,
+}
+
+/// How a requested tensor of shape `S` is taken from its [`Stored`] tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The stored tensor is the requested one (shape `S`).
+    Whole,
+    /// Block `index` of `count` equal blocks of rows: the stored tensor is `S` with its first
+    /// dimension `count` times larger (a fused `[3·d, d]` QKV weight read as q, k or v).
+    Rows { index: usize, count: usize },
+    /// The transpose of a stored 2-D `[S₁, S₀]` tensor (a projection kept as `x @ P` rather
+    /// than as a `Linear`'s `[out, in]` weight).
+    Transposed,
+}
+
+impl View {
+    /// The stored tensor's shape for a requested `shape`.
+    fn stored_shape(self, shape: &[usize]) -> Vec<usize> {
+        let mut stored = shape.to_vec();
+        match self {
+            View::Whole => {}
+            View::Rows { count, .. } => {
+                if let Some(first) = stored.first_mut() {
+                    *first *= count;
+                }
+            }
+            View::Transposed => stored.reverse(),
+        }
+        stored
+    }
 }
 
 impl Weights {
     /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
     pub fn open(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let files = Self::files(dir)?;
+        Self::open_safetensors(dir, files, dtype, device)
+    }
+
+    /// Opens one weights file: safetensors, or (by its `.bin`/`.pt`/`.pth` extension) a PyTorch
+    /// zip checkpoint, read without executing the pickle (candle's reader interprets its
+    /// opcodes as data). A checkpoint that nests its tensors under `state_dict` is read
+    /// from there, and a `module.` prefix on every name is dropped, as open_clip does.
+    pub fn open_file(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let is_pickle = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("bin" | "pt" | "pth")
+        );
+        if !is_pickle {
+            let mut weights =
+                Self::open_safetensors(&dir, vec![path.to_path_buf()], dtype, device)?;
+            weights.dir = dir;
+            return Ok(weights);
+        }
+        let err = |e: candle_core::Error| ClipError::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("cannot read the PyTorch checkpoint: {e}"),
+        };
+        let mut tensors = PthTensors::new(path, None).map_err(err)?;
+        if tensors.tensor_infos().is_empty() {
+            if let Ok(nested) = PthTensors::new(path, Some("state_dict")) {
+                tensors = nested;
+            }
+        }
+        if tensors.tensor_infos().is_empty() {
+            return Err(ClipError::Safetensors {
+                path: path.to_path_buf(),
+                message: "no tensors found (expected a state dict, or one under `state_dict`)"
+                    .into(),
+            });
+        }
+        let all_module = tensors
+            .tensor_infos()
+            .keys()
+            .all(|k| k.starts_with("module."));
+        let names = tensors
+            .tensor_infos()
+            .keys()
+            .map(|k| {
+                let name = if all_module {
+                    &k["module.".len()..]
+                } else {
+                    k.as_str()
+                };
+                (name.to_string(), k.clone())
+            })
+            .collect();
+        Ok(Self {
+            dir,
+            files: vec![path.to_path_buf()],
+            tensors: Store::Pickle { tensors, names },
+            naming: None,
+            dtype,
+            device: device.clone(),
+            pack_cache: None,
+        })
+    }
+
+    fn open_safetensors(
+        dir: &Path,
+        files: Vec<PathBuf>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         for file in &files {
             let len = std::fs::metadata(file)
                 .map_err(|e| ClipError::io(file, e))?
@@ -57,10 +193,116 @@ impl Weights {
         Ok(Self {
             dir: dir.to_path_buf(),
             files,
-            tensors,
+            tensors: Store::Safetensors(tensors),
+            naming: None,
             dtype,
             device: device.clone(),
             pack_cache: None,
+        })
+    }
+
+    /// Reads every tensor through `naming` from now on (see [`Naming`]).
+    pub fn with_naming(mut self, naming: Naming) -> Self {
+        self.naming = Some(naming);
+        self
+    }
+
+    /// What errors name: the file when the checkpoint is one file, else its directory.
+    fn source(&self) -> PathBuf {
+        match self.files.as_slice() {
+            [one] => one.clone(),
+            _ => self.dir.clone(),
+        }
+    }
+
+    /// Where the tensor the model calls `name` is stored.
+    fn resolve(&self, name: &str) -> Stored {
+        match &self.naming {
+            Some(naming) => naming(name),
+            None => Stored {
+                name: name.to_string(),
+                view: View::Whole,
+            },
+        }
+    }
+
+    /// The shape of the checkpoint's own tensor `stored`, if it has one by that name.
+    fn stored_shape(&self, stored: &str) -> Option<Vec<usize>> {
+        match &self.tensors {
+            Store::Safetensors(t) => t.get(stored).ok().map(|v| v.shape().to_vec()),
+            Store::Pickle { tensors, names } => names
+                .get(stored)
+                .and_then(|k| tensors.tensor_infos().get(k))
+                .map(|info| info.layout.dims().to_vec()),
+        }
+    }
+
+    /// Checks the stored tensor behind `name` exists with the shape `shape` implies.
+    fn check(&self, name: &str, shape: &[usize]) -> Result<Stored> {
+        let stored = self.resolve(name);
+        let expected = stored.view.stored_shape(shape);
+        let got = self
+            .stored_shape(&stored.name)
+            .ok_or_else(|| ClipError::MissingTensor {
+                dir: self.source(),
+                name: stored.name.clone(),
+            })?;
+        if got != expected {
+            return Err(ClipError::WrongShape {
+                dir: self.source(),
+                name: stored.name.clone(),
+                expected,
+                got,
+            });
+        }
+        Ok(stored)
+    }
+
+    /// The stored tensor `stored` on the device, in its own dtype, cut as its view says.
+    fn load_stored(&self, stored: &Stored, shape: &[usize]) -> Result<Tensor> {
+        let err = |e: candle_core::Error| ClipError::Safetensors {
+            path: self.source(),
+            message: format!("tensor `{}`: {e}", stored.name),
+        };
+        let tensor = match &self.tensors {
+            Store::Safetensors(t) => {
+                use candle_core::safetensors::Load;
+                let view = t.get(&stored.name).map_err(err)?;
+                let tensor = view.load(&self.device).map_err(err)?;
+                release_pages(view.data());
+                tensor
+            }
+            Store::Pickle { tensors, names } => {
+                let key = names
+                    .get(&stored.name)
+                    .ok_or_else(|| ClipError::MissingTensor {
+                        dir: self.source(),
+                        name: stored.name.clone(),
+                    })?;
+                tensors
+                    .get(key)
+                    .map_err(err)?
+                    .ok_or_else(|| ClipError::MissingTensor {
+                        dir: self.source(),
+                        name: stored.name.clone(),
+                    })?
+                    .to_device(&self.device)?
+            }
+        };
+        if !tensor.dtype().is_float() {
+            return Err(ClipError::UnsupportedDtype {
+                dir: self.source(),
+                name: stored.name.clone(),
+                dtype: format!("{:?}", tensor.dtype()),
+            });
+        }
+        Ok(match stored.view {
+            View::Whole => tensor,
+            View::Rows { index, .. } => {
+                let rows = shape.first().copied().unwrap_or(1);
+                tensor.narrow(0, index * rows, rows)?.contiguous()?
+            }
+            View::Transposed => tensor.t()?.contiguous()?,
         })
     }
 
@@ -143,17 +385,47 @@ impl Weights {
         self.dtype
     }
 
+    /// Whether the checkpoint has the tensor the model calls `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.get(name).is_ok()
+        self.stored_shape(&self.resolve(name).name).is_some()
     }
 
     /// Appends tensor `name` (checked to have exactly `shape`) to `out` as f32, straight from
     /// the mapped file: the packed kernels repack it anyway, so going through a candle tensor
     /// would only add copies (and fresh pages, the larger part of a load's time here).
     pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        let stored = self.check(name, shape)?;
+        let Store::Safetensors(tensors) = &self.tensors else {
+            return self.read_f32_via_tensor(&stored, shape, out);
+        };
+        let (start, len) = match stored.view {
+            View::Whole => (0, shape.iter().product::<usize>()),
+            View::Rows { index, .. } => {
+                let len = shape.iter().product::<usize>();
+                (index * len, len)
+            }
+            View::Transposed => return self.read_f32_via_tensor(&stored, shape, out),
+        };
         use safetensors::Dtype;
-        let view = self.view(name, shape)?;
-        let bytes = view.data();
+        let view = tensors
+            .get(&stored.name)
+            .map_err(|_| ClipError::MissingTensor {
+                dir: self.source(),
+                name: stored.name.clone(),
+            })?;
+        let size = match view.dtype() {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
+            other => {
+                return Err(ClipError::UnsupportedDtype {
+                    dir: self.source(),
+                    name: stored.name.clone(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        let bytes = &view.data()[start * size..(start + len) * size];
         match view.dtype() {
             Dtype::F32 => out.extend(
                 bytes
@@ -170,61 +442,39 @@ impl Weights {
                     .chunks_exact(2)
                     .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
             ),
-            Dtype::F64 => out.extend(
+            _ => out.extend(
                 bytes
                     .chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
             ),
-            other => {
-                return Err(ClipError::UnsupportedDtype {
-                    dir: self.dir.clone(),
-                    name: name.to_string(),
-                    dtype: format!("{other:?}"),
-                })
-            }
         }
         release_pages(bytes);
         Ok(())
     }
 
-    fn view(&self, name: &str, shape: &[usize]) -> Result<safetensors::tensor::TensorView<'_>> {
-        let view = self
-            .tensors
-            .get(name)
-            .map_err(|_| ClipError::MissingTensor {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-            })?;
-        if view.shape() != shape {
-            return Err(ClipError::WrongShape {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                got: view.shape().to_vec(),
-            });
-        }
-        Ok(view)
+    /// [`read_f32`](Self::read_f32) for what cannot be copied out of a mapping as it lies
+    /// (pickle checkpoints, transposed views): through a tensor on the CPU.
+    fn read_f32_via_tensor(
+        &self,
+        stored: &Stored,
+        shape: &[usize],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let tensor = self.load_stored(stored, shape)?;
+        out.extend(
+            tensor
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_device(&Device::Cpu)?
+                .to_vec1::<f32>()?,
+        );
+        Ok(())
     }
 
     /// Loads tensor `name`, checking it has exactly `shape`, converted to the model dtype.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let view = self.view(name, shape)?;
-        use candle_core::safetensors::Load;
-        let tensor = view
-            .load(&self.device)
-            .map_err(|e| ClipError::Safetensors {
-                path: self.dir.clone(),
-                message: format!("tensor `{name}`: {e}"),
-            })?;
-        release_pages(view.data());
-        if !tensor.dtype().is_float() {
-            return Err(ClipError::UnsupportedDtype {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-                dtype: format!("{:?}", tensor.dtype()),
-            });
-        }
-        Ok(tensor.to_dtype(self.dtype)?)
+        let stored = self.check(name, shape)?;
+        Ok(self.load_stored(&stored, shape)?.to_dtype(self.dtype)?)
     }
 
     /// The scope of the whole checkpoint: names below it are the file's own.
@@ -237,13 +487,12 @@ impl Weights {
 
     /// A scalar stored either as shape `[]` or `[1]` (exports differ).
     pub fn get_scalar(&self, name: &str) -> Result<f32> {
+        let stored = self.resolve(name);
         let shape = self
-            .tensors
-            .get(name)
-            .map(|v| v.shape().to_vec())
-            .map_err(|_| ClipError::MissingTensor {
-                dir: self.dir.clone(),
-                name: name.to_string(),
+            .stored_shape(&stored.name)
+            .ok_or_else(|| ClipError::MissingTensor {
+                dir: self.source(),
+                name: stored.name.clone(),
             })?;
         let expected: &[usize] = if shape.is_empty() { &[] } else { &[1] };
         let value = self
@@ -253,8 +502,11 @@ impl Weights {
             .to_vec1::<f32>()?[0];
         if !value.is_finite() {
             return Err(ClipError::Safetensors {
-                path: self.dir.clone(),
-                message: format!("tensor `{name}` is {value}, expected a finite number"),
+                path: self.source(),
+                message: format!(
+                    "tensor `{}` is {value}, expected a finite number",
+                    stored.name
+                ),
             });
         }
         Ok(value)

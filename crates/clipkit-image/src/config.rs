@@ -38,11 +38,31 @@ impl Resample {
     }
 }
 
+/// How the image is brought to the model's size before the centre crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// The shortest edge to `shortest_edge`, keeping the aspect ratio (CLIP's, open_clip's
+    /// `shortest`); the crop then cuts the longer side.
+    #[default]
+    ShortestEdge,
+    /// Exactly to the crop size, ignoring the aspect ratio (open_clip's `squash`).
+    Squash,
+    /// The longest edge to the crop size, keeping the aspect ratio (each side
+    /// `round(side / max(h / crop_h, w / crop_w))`), then padded with black to the crop
+    /// (open_clip's `longest`: `ResizeKeepRatio` + `CenterCropOrPad`).
+    Longest,
+}
+
 /// The validated preprocessing settings of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessorConfig {
     pub do_convert_rgb: bool,
     pub do_resize: bool,
+    /// How the resize picks its size; the file's `shortest_edge` applies to
+    /// [`ResizeMode::ShortestEdge`] only.
+    #[serde(default)]
+    pub resize_mode: ResizeMode,
     /// Target of the shortest edge.
     pub shortest_edge: u32,
     pub resample: Resample,
@@ -60,7 +80,33 @@ impl PreprocessorConfig {
     /// How far a JPEG may be shrunk in its DCT before the resize: the resize target. Without a
     /// resize the crop takes pixels at the file's own scale, so there is no draft.
     pub fn draft_shortest_edge(&self) -> Option<u32> {
-        self.do_resize.then_some(self.shortest_edge)
+        let shortest = match self.resize_mode {
+            ResizeMode::ShortestEdge => self.shortest_edge,
+            // The smaller side ends at (at most) the smaller crop side.
+            ResizeMode::Squash | ResizeMode::Longest => return None,
+        };
+        self.do_resize.then_some(shortest)
+    }
+
+    /// The size the image of `(width, height)` is resized to, before the crop.
+    pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
+        if !self.do_resize {
+            return (width, height);
+        }
+        let (ch, cw) = self.crop_size;
+        match self.resize_mode {
+            ResizeMode::ShortestEdge => {
+                crate::pil::shortest_edge_size(width, height, self.shortest_edge)
+            }
+            ResizeMode::Squash => (cw, ch),
+            ResizeMode::Longest => {
+                let ratio =
+                    (f64::from(height) / f64::from(ch)).max(f64::from(width) / f64::from(cw));
+                // Python's round(): half to even.
+                let side = |x: u32| ((f64::from(x) / ratio).round_ties_even() as u32).max(1);
+                (side(width), side(height))
+            }
+        }
     }
 
     /// OpenAI's settings for a square model input of `size` pixels.
@@ -68,6 +114,7 @@ impl PreprocessorConfig {
         Self {
             do_convert_rgb: true,
             do_resize: true,
+            resize_mode: ResizeMode::ShortestEdge,
             shortest_edge: size,
             resample: Resample::Bicubic,
             do_center_crop: true,

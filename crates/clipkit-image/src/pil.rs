@@ -76,6 +76,10 @@ pub enum CropRounding {
     Floor,
     /// OpenAI/torchvision: `int(round((size - crop) / 2.0))`, Python's round half to even.
     HalfToEven,
+    /// open_clip's `CenterCropOrPad`: where the image is smaller than the crop it is padded by
+    /// `(crop - size) // 2` before it (the offset rounds towards zero), otherwise as
+    /// [`HalfToEven`](Self::HalfToEven).
+    PadFloor,
 }
 
 /// Offset of the crop window; negative when the image is smaller than the crop (it is then
@@ -84,7 +88,8 @@ pub fn crop_offset(size: u32, crop: u32, rounding: CropRounding) -> i64 {
     let margin = i64::from(size) - i64::from(crop);
     match rounding {
         CropRounding::Floor => margin.div_euclid(2),
-        CropRounding::HalfToEven => {
+        CropRounding::PadFloor if margin < 0 => -((-margin) / 2),
+        CropRounding::HalfToEven | CropRounding::PadFloor => {
             let half = margin.div_euclid(2);
             if margin.rem_euclid(2) == 1 && half.rem_euclid(2) == 1 {
                 half + 1
@@ -140,6 +145,9 @@ mod tests {
         assert_eq!(crop_offset(257, 224, Floor), 16);
         assert_eq!(crop_offset(257, 224, HalfToEven), 16); // round(16.5) == 16
         assert_eq!(crop_offset(259, 224, Floor), 17);
+        assert_eq!(crop_offset(221, 224, PadFloor), -1); // pad 3 // 2 = 1 before
+        assert_eq!(crop_offset(221, 224, HalfToEven), -2); // round(-1.5) == -2
+        assert_eq!(crop_offset(257, 224, PadFloor), 16);
         assert_eq!(crop_offset(259, 224, HalfToEven), 18); // round(17.5) == 18
         assert_eq!(crop_offset(224, 224, HalfToEven), 0);
         assert_eq!(crop_offset(200, 224, Floor), -12);

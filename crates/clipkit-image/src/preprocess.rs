@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::{RgbImage, RgbaImage};
 
-use crate::config::{PreprocessorConfig, Resample};
+use crate::config::{PreprocessorConfig, Resample, ResizeMode};
 use crate::decode::{decode_bytes, decode_file};
 use crate::decoded::{DecodeOptions, DecodedImage, Pixels, SourceMode};
 use crate::error::{ImageError, Result};
@@ -65,11 +65,7 @@ impl Preprocessor {
                         &converted
                     }
                 };
-                let (w, h) = if c.do_resize {
-                    pil::shortest_edge_size(rgb.width(), rgb.height(), c.shortest_edge)
-                } else {
-                    (rgb.width(), rgb.height())
-                };
+                let (w, h) = c.resized_size(rgb.width(), rgb.height());
                 let crop = c
                     .do_center_crop
                     .then_some((c.crop_size, CropRounding::Floor));
@@ -84,14 +80,14 @@ impl Preprocessor {
                     c.resample
                 };
                 let (w0, h0) = (image.width(), image.height());
-                let (w, h) = if c.do_resize {
-                    pil::shortest_edge_size(w0, h0, c.shortest_edge)
-                } else {
-                    (w0, h0)
+                let (w, h) = c.resized_size(w0, h0);
+                // torchvision's CenterCrop (offset rounded half to even); open_clip's
+                // `longest` pads instead (CenterCropOrPad), rounding the padding down.
+                let rounding = match c.resize_mode {
+                    ResizeMode::Longest => CropRounding::PadFloor,
+                    _ => CropRounding::HalfToEven,
                 };
-                let crop = c
-                    .do_center_crop
-                    .then_some((c.crop_size, CropRounding::HalfToEven));
+                let crop = c.do_center_crop.then_some((c.crop_size, rounding));
                 match &image.pixels {
                     Pixels::Rgb(rgb) => {
                         resize_crop(rgb.as_raw(), rgb.dimensions(), 3, (w, h), alg, crop).into_rgb()

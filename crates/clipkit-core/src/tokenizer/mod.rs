@@ -21,6 +21,8 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::error::{ClipError, Result};
 
+pub mod open_clip;
+
 pub const START_OF_TEXT: &str = "<|startoftext|>";
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
@@ -35,6 +37,9 @@ pub enum TextCleaning {
     /// The text goes to the tokenizer as given.
     #[default]
     None,
+    /// open_clip's `clean_fn` (ftfy-style fixes, HTML unescaping, whitespace; see
+    /// [`open_clip`]).
+    OpenClip(open_clip::Clean),
 }
 
 impl TextCleaning {
@@ -42,6 +47,7 @@ impl TextCleaning {
     pub fn apply<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         match self {
             TextCleaning::None => std::borrow::Cow::Borrowed(text),
+            TextCleaning::OpenClip(clean) => std::borrow::Cow::Owned(clean.apply(text)),
         }
     }
 }
