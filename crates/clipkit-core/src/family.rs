@@ -19,6 +19,7 @@ use crate::model::mclip::{MclipConfig, MclipModel};
 use crate::model::open_clip::config::{self as open_clip_config, OpenClipConfig};
 use crate::model::open_clip::naming::naming as open_clip_naming;
 use crate::model::open_clip::OpenClipModel;
+use crate::model::xlm_roberta::open_clip::OpenClipXlmrModel;
 use crate::model::xlm_roberta::{PoolerType, Projection, XlmRobertaConfig, XlmRobertaTextTower};
 use crate::model::{ClipModel, DualEncoder};
 use crate::tokenizer::{TextCleaning, TextTokenizer};
@@ -274,6 +275,33 @@ fn load_open_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
                 OPEN_CLIP_WEIGHTS[0], OPEN_CLIP_WEIGHTS[1]
             ),
         })?;
+    if let Some(name) = &config.model.text_cfg.hf_model_name {
+        let text_config = XlmRobertaConfig::resolve(name, dir)?;
+        let context = config.model.text_cfg.context_length;
+        if context > text_config.max_tokens() {
+            return Err(ClipError::config(
+                &config.path,
+                "model_cfg.text_cfg.context_length",
+                format!(
+                    "{context} is more than the {} tokens `{name}`'s positions cover",
+                    text_config.max_tokens()
+                ),
+            ));
+        }
+        // The HF text tower is open_clip's `CustomTextCLIP` text (`text.*`, unmapped names).
+        let weights = || {
+            Ok(Weights::open_file(&file, plan.dtype, plan.device)?
+                .with_naming(open_clip_naming("text.")))
+        };
+        let model = with_weights(weights, plan, |w| {
+            OpenClipXlmrModel::load(&w.root(), &config, &text_config, plan.path)
+        })?;
+        return Ok(Parts {
+            model: Box::new(model),
+            tokenizer,
+            preprocess,
+        });
+    }
     let text_prefix = if config.model.custom_text {
         "text."
     } else {

@@ -440,3 +440,76 @@ fn bf16_and_int8_kernels_stay_close_to_f32() {
         }
     }
 }
+
+/// The open_clip checkpoints through `Clip`, as a user loads them: open_clip's ViT image
+/// tower, the XLM-R text tower its `hf_model_name` names (a directory beside it here), open_clip's
+/// tokenizer (whitespace cleaning, its own or the named `tokenizer.json`) and temperature.
+#[test]
+fn open_clip_xlmr_checkpoints_equal_open_clip_through_clip() {
+    use clipkit_core::device::CpuKernels;
+    use clipkit_core::{Clip, LoadOptions, ModelFamily};
+
+    for name in ["oc-mean-mlp", "oc-cls-linear"] {
+        let c = case(name);
+        let ids = c.reference_ids();
+        let scale = c.reference["logit_scale"].to_vec1::<f32>().unwrap()[0].exp();
+        let pv = &c.reference["pixel_values"];
+        let flat = pv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let pixels: Vec<&[f32]> = flat.chunks(flat.len() / pv.dim(0).unwrap()).collect();
+        let ref_logits = common::rows(&c.reference["logits_per_image"]);
+        let texts: Vec<&str> = c.texts.iter().map(String::as_str).collect();
+        for cpu_kernels in [CpuKernels::Candle, CpuKernels::Packed] {
+            let options = LoadOptions {
+                cpu_kernels,
+                batch_size: 4,
+                ..LoadOptions::default()
+            };
+            let clip = Clip::from_dir(&xlmr().join(name), &options).unwrap();
+            assert_eq!(clip.family(), ModelFamily::OpenClip);
+            assert!((clip.logit_scale() - scale).abs() <= 1e-4 * scale);
+            for (text, row) in texts.iter().zip(&ids) {
+                let ours = clip.tokenizer().encode(text).unwrap();
+                assert_eq!(ours, row[..ours.len()], "{name}: {text:?}");
+                assert!(
+                    row[ours.len()..].iter().all(|&i| i == 1),
+                    "{name}: {text:?}"
+                );
+            }
+            let text_emb = clip.embed_texts(&texts).unwrap();
+            for (i, (a, b)) in text_emb
+                .iter()
+                .zip(&normalized(&c.reference["text_features"]))
+                .enumerate()
+            {
+                let cos = common::cosine(a, b);
+                assert!(
+                    cos >= 0.99999,
+                    "{name} {cpu_kernels:?}: text {i} cosine {cos}"
+                );
+            }
+            let image_emb = clip.embed_pixels(&pixels).unwrap();
+            for (i, (a, b)) in image_emb
+                .iter()
+                .zip(&normalized(&c.reference["image_features"]))
+                .enumerate()
+            {
+                let cos = common::cosine(a, b);
+                assert!(
+                    cos >= 0.99999,
+                    "{name} {cpu_kernels:?}: image {i} cosine {cos}"
+                );
+            }
+            for (i, image) in image_emb.iter().enumerate() {
+                for (j, text) in text_emb.iter().enumerate() {
+                    let ours = clip.logit_scale()
+                        * image.iter().zip(text).map(|(a, b)| a * b).sum::<f32>();
+                    let err = (ours - ref_logits[i][j]).abs();
+                    assert!(
+                        err <= 1e-3 * scale,
+                        "{name} {cpu_kernels:?}: logit [{i},{j}] off by {err}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod encoder;
+pub mod open_clip;
 pub mod text;
 
 pub use config::XlmRobertaConfig;
