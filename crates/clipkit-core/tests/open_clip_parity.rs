@@ -262,10 +262,6 @@ fn unsupported_configs_name_the_file_and_the_field() {
             serde_json::json!("vit_base_patch16_224"),
         ),
         (
-            "/model_cfg/text_cfg/hf_model_name",
-            serde_json::json!("xlm-roberta-base"),
-        ),
-        (
             "/model_cfg/vision_cfg/ls_init_value",
             serde_json::json!(0.1),
         ),

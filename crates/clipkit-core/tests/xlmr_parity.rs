@@ -513,3 +513,39 @@ fn open_clip_xlmr_checkpoints_equal_open_clip_through_clip() {
         }
     }
 }
+
+#[test]
+fn unsupported_hf_text_settings_name_the_file_and_the_field() {
+    let src = xlmr().join("oc-mean-mlp");
+    for (field, value) in [
+        ("hf_pooler_type", serde_json::json!("max_pooler")),
+        ("hf_proj_type", serde_json::json!("conv")),
+        ("context_length", serde_json::json!(100)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = common::read_json(&src.join("open_clip_config.json"));
+        config["model_cfg"]["text_cfg"][field] = value;
+        // The text model, now beside a copy elsewhere, named by an absolute path.
+        let hf = xlmr().join("xlm-roberta-tiny").canonicalize().unwrap();
+        config["model_cfg"]["text_cfg"]["hf_model_name"] = serde_json::json!(hf.to_str().unwrap());
+        config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] =
+            serde_json::json!(hf.to_str().unwrap());
+        std::fs::write(dir.path().join("open_clip_config.json"), config.to_string()).unwrap();
+        std::os::unix::fs::symlink(
+            src.join("open_clip_model.safetensors")
+                .canonicalize()
+                .unwrap(),
+            dir.path().join("open_clip_model.safetensors"),
+        )
+        .unwrap();
+        let err = clipkit_core::Clip::from_dir(dir.path(), &Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("open_clip_config.json"), "{field}: {err}");
+        assert!(
+            err.contains(&format!("model_cfg.text_cfg.{field}")),
+            "{field}: {err}"
+        );
+    }
+}
