@@ -483,7 +483,7 @@ fn fix_mojibake(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        let lead = as_cp1252_byte(chars[i]).filter(|&b| (0xc2..=0xf4).contains(&b));
+        let lead = as_cp1252_byte(chars[i]).filter(|b| (0xc2..=0xf4).contains(b));
         let need = match lead {
             Some(b) if b < 0xe0 => 1,
             Some(b) if b < 0xf0 => 2,
