@@ -179,8 +179,9 @@ fn load_mclip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         ));
     }
     let preprocess = clip_preprocess(&image.dir, &image_config)?;
-    // M-CLIP's own call pads and never truncates; clipkit truncates at the positions' end.
-    // Its own tokenizer.json, else its base encoder's (the same vocabulary).
+    // Its own tokenizer.json, else its base encoder's (the same vocabulary). M-CLIP's own
+    // call pads and never truncates (a longer text fails there); clipkit truncates where the
+    // position table ends.
     let own = dir.join("tokenizer.json");
     let tokenizer_path = if own.is_file() {
         own
@@ -192,22 +193,27 @@ fn load_mclip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         text_config.max_tokens(),
         TextCleaning::None,
     )?;
-    let text = with_weights(
-        || Weights::open(dir, plan.dtype, plan.device),
-        plan,
-        |w| {
-            let root = w.root();
-            let (d, e) = (config.transformer_dimensions, config.num_dims);
-            let linear = Dense::load(&root.pp("LinearTransformation"), d, e, true, plan.path)?;
-            XlmRobertaTextTower::load(
-                &root.pp("transformer"),
-                &text_config,
-                PoolerType::Mean,
-                Projection::Linear(linear),
-                plan.path,
-            )
-        },
-    )?;
+    // M-CLIP's hub repositories ship only `pytorch_model.bin`: read without executing it.
+    let pickle = dir.join("pytorch_model.bin");
+    let text_weights = || {
+        if Weights::files(dir).is_err() && pickle.is_file() {
+            Weights::open_file(&pickle, plan.dtype, plan.device)
+        } else {
+            Weights::open(dir, plan.dtype, plan.device)
+        }
+    };
+    let text = with_weights(text_weights, plan, |w| {
+        let root = w.root();
+        let (d, e) = (config.transformer_dimensions, config.num_dims);
+        let linear = Dense::load(&root.pp("LinearTransformation"), d, e, true, plan.path)?;
+        XlmRobertaTextTower::load(
+            &root.pp("transformer"),
+            &text_config,
+            PoolerType::Mean,
+            Projection::Linear(linear),
+            plan.path,
+        )
+    })?;
     let image_weights = || Weights::open(&image.dir, plan.dtype, plan.device);
     let (vision, logit_scale) = with_weights(image_weights, plan, |w| {
         let root = w.root();
