@@ -549,3 +549,64 @@ fn unsupported_hf_text_settings_name_the_file_and_the_field() {
         );
     }
 }
+
+/// Full-size `xlm-roberta-base-ViT-B-32` with random weights, written by
+/// `python tools/fixtures/make_xlmr.py --big DIR` (1.5 GB, not committed); its
+/// `hf_model_name: xlm-roberta-base` resolves through the built-in table:
+/// `CLIPKIT_XLMR_BIG=DIR cargo test -p clipkit-core --test xlmr_parity -- --ignored`
+#[test]
+#[ignore = "needs CLIPKIT_XLMR_BIG, a 1.5 GB model written by tools/fixtures/make_xlmr.py --big"]
+fn full_size_xlm_roberta_base_vit_b32_matches_open_clip() {
+    use clipkit_core::device::CpuKernels;
+    use clipkit_core::{Clip, LoadOptions};
+
+    let dir = PathBuf::from(std::env::var_os("CLIPKIT_XLMR_BIG").expect("set CLIPKIT_XLMR_BIG"));
+    let r = common::load_tensors(&dir.join("reference.safetensors"));
+    let meta = common::read_json(&dir.join("reference.json"));
+    let texts: Vec<&str> = meta["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let scale = r["logit_scale"].to_vec1::<f32>().unwrap()[0].exp();
+    let pv = &r["pixel_values"];
+    let flat = pv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let pixels: Vec<&[f32]> = flat.chunks(flat.len() / pv.dim(0).unwrap()).collect();
+    let ref_logits = common::rows(&r["logits_per_image"]);
+    for cpu_kernels in [CpuKernels::Packed, CpuKernels::Candle] {
+        let options = LoadOptions {
+            cpu_kernels,
+            ..LoadOptions::default()
+        };
+        let start = std::time::Instant::now();
+        let clip = Clip::from_dir(&dir.join("model"), &options).unwrap();
+        let text_emb = clip.embed_texts(&texts).unwrap();
+        let image_emb = clip.embed_pixels(&pixels).unwrap();
+        let min_text = text_emb
+            .iter()
+            .zip(&normalized(&r["text_features"]))
+            .map(|(a, b)| common::cosine(a, b))
+            .fold(f32::INFINITY, f32::min);
+        let min_image = image_emb
+            .iter()
+            .zip(&normalized(&r["image_features"]))
+            .map(|(a, b)| common::cosine(a, b))
+            .fold(f32::INFINITY, f32::min);
+        let mut max_err = 0f32;
+        for (i, image) in image_emb.iter().enumerate() {
+            for (j, text) in text_emb.iter().enumerate() {
+                let ours =
+                    clip.logit_scale() * image.iter().zip(text).map(|(a, b)| a * b).sum::<f32>();
+                max_err = max_err.max((ours - ref_logits[i][j]).abs());
+            }
+        }
+        eprintln!(
+            "{cpu_kernels:?}: text cosine ≥ {min_text}, image cosine ≥ {min_image}, logits within \
+             {max_err} (scale {scale}), {:.1}s",
+            start.elapsed().as_secs_f64()
+        );
+        assert!(min_text >= 0.99999 && min_image >= 0.99999);
+        assert!(max_err <= 1e-3 * scale);
+    }
+}
