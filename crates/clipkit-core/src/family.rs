@@ -396,6 +396,15 @@ mod tests {
     }
 
     #[test]
+    fn mclip_is_read_from_its_model_type() {
+        let mclip = dir_with(&[("config.json", r#"{"model_type": "M-CLIP"}"#)]);
+        assert_eq!(
+            ModelFamily::detect(mclip.path()).unwrap(),
+            ModelFamily::Mclip
+        );
+    }
+
+    #[test]
     fn a_known_family_without_a_loader_says_which_and_where() {
         let siglip = dir_with(&[("config.json", r#"{"model_type": "siglip"}"#)]);
         let options = crate::clip::LoadOptions::default();

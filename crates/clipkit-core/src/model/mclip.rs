@@ -158,3 +158,35 @@ impl DualEncoder for MclipModel {
         self.image_config.vision_config.flops_per_image()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> MclipConfig {
+        let json = format!(
+            r#"{{"model_type": "M-CLIP", "modelBase": "xlm-roberta-large",
+                "transformerDimensions": 1024, "numDims": 512{extra}}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn the_image_model_comes_from_the_key_the_cache_path_or_the_name() {
+        let snapshot =
+            Path::new("/hf/hub/models--M-CLIP--XLM-Roberta-Large-Vit-B-32/snapshots/ab12");
+        assert_eq!(
+            config("").image_model(snapshot).unwrap(),
+            "openai/clip-vit-base-patch32"
+        );
+        let named = config(r#", "_name_or_path": "M-CLIP/XLM-Roberta-Large-Vit-L-14""#);
+        assert_eq!(
+            named.image_model(Path::new("/anywhere")).unwrap(),
+            "openai/clip-vit-large-patch14"
+        );
+        let explicit = config(r#", "clipkit_image_model": "../my-clip""#);
+        assert_eq!(explicit.image_model(snapshot).unwrap(), "../my-clip");
+        let err = config("").image_model(Path::new("/elsewhere")).unwrap_err();
+        assert!(err.to_string().contains("clipkit_image_model"), "{err}");
+    }
+}
