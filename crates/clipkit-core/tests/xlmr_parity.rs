@@ -1,9 +1,14 @@
-//! XLM-RoBERTa text towers equal open_clip's `HFTextEncoder` (transformers' `XLMRobertaModel`
-//! with open_clip's pooling and projection) on the committed tiny checkpoints in
-//! `fixtures/xlmr/` (written by `tools/fixtures/make_xlmr.py`): mean pooling with the MLP
-//! projection, and the tanh `<s>` pooler with the linear one; on candle and on the packed
-//! kernels, padded and packed. Token ids equal transformers' `XLMRobertaTokenizer` on a
-//! 1,215-string multilingual corpus, and open_clip's `HFTokenizer` (with its cleaning) on the same.
+//! Multilingual towers equal their references on the committed tiny checkpoints in
+//! `fixtures/xlmr/` (written by `tools/fixtures/make_xlmr.py`):
+//! - the XLM-R text tower alone equals open_clip's `HFTextEncoder` (transformers'
+//!   `XLMRobertaModel` with open_clip's pooling and projection): mean pooling with the MLP
+//!   projection, and the tanh `<s>` pooler with the linear one; on candle and on the packed
+//!   kernels, padded and packed;
+//! - whole open_clip checkpoints with `hf_model_name`, and M-CLIP paired with a CLIP image
+//!   tower, through `Clip`: text and image embeddings and logits;
+//! - token ids equal transformers' `XLMRobertaTokenizer` on a 1,215-string multilingual corpus
+//!   (also from a tokenizer.json in the hub's older layout), and open_clip's `HFTokenizer`
+//!   (with its cleaning) on the same.
 
 mod common;
 
