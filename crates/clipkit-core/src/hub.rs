@@ -200,6 +200,33 @@ mod tests {
     }
 
     #[test]
+    fn an_offline_miss_for_one_file_names_the_repository_and_the_file() {
+        let cache = tempfile::tempdir().unwrap();
+        std::env::set_var("HF_HOME", cache.path());
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+        let err = resolve_file("FacebookAI/xlm-roberta-large", "tokenizer.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FacebookAI/xlm-roberta-large"), "{err}");
+        assert!(err.contains("tokenizer.json"), "{err}");
+        let err = resolve_file("../not/a/repo", "config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a Hugging Face Hub id"), "{err}");
+    }
+
+    #[test]
+    fn a_named_model_is_found_beside_the_naming_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("text")).unwrap();
+        let found = resolve_relative("../text", &root.path().join("model")).unwrap_err();
+        assert!(found.to_string().contains("../text"), "{found}");
+        std::fs::create_dir(root.path().join("model")).unwrap();
+        let found = resolve_relative("../text", &root.path().join("model")).unwrap();
+        assert_eq!(found.dir, root.path().join("model").join("../text"));
+    }
+
+    #[test]
     fn a_file_is_not_a_model() {
         let f = tempfile::NamedTempFile::new().unwrap();
         let err = resolve(f.path().to_str().unwrap()).unwrap_err().to_string();
