@@ -660,3 +660,41 @@ fn full_size_xlm_roberta_base_vit_b32_matches_open_clip() {
         assert!(max_err <= 1e-3 * scale);
     }
 }
+
+/// M-CLIP packs two checkpoints' weights (its text tower, the paired image tower) and the
+/// open_clip XLM-R model one; each keeps its own pack-cache file, and a second load reads them
+/// back and embeds identically.
+#[test]
+fn pack_cache_serves_both_checkpoints_of_a_pairing() {
+    use clipkit_core::{Clip, LoadOptions};
+
+    let cache = tempfile::tempdir().unwrap();
+    let options = LoadOptions {
+        pack_cache: Some(cache.path().to_path_buf()),
+        ..LoadOptions::default()
+    };
+    let pixels = vec![0.25f32; 3 * 48 * 48];
+    let mut files = 0;
+    for (model, side) in [("mclip-tiny", 48), ("oc-mean-mlp", 32)] {
+        let pixels = &pixels[..3 * side * side];
+        let embed = |clip: &Clip| {
+            (
+                clip.embed_texts(&["un chien sur la plage", "a dog"])
+                    .unwrap(),
+                clip.embed_pixels(&[pixels]).unwrap(),
+            )
+        };
+        let packed_now = Clip::from_dir(&xlmr().join(model), &options).unwrap();
+        let after_first = std::fs::read_dir(cache.path()).unwrap().count();
+        let from_cache = Clip::from_dir(&xlmr().join(model), &options).unwrap();
+        assert_eq!(
+            std::fs::read_dir(cache.path()).unwrap().count(),
+            after_first,
+            "{model}"
+        );
+        assert_eq!(embed(&packed_now), embed(&from_cache), "{model}");
+        files = after_first;
+    }
+    // M-CLIP's text and image checkpoints, then the open_clip file.
+    assert_eq!(files, 3);
+}
