@@ -365,3 +365,143 @@ fn full_size_vit_h_14() {
     println!("ViT-H-14: min image cosine {min_i}, min text cosine {min_t}");
     assert!(min_i >= 0.99999 && min_t >= 0.99999);
 }
+
+/// `resize_mode: longest` (ResizeKeepRatio + CenterCropOrPad) equals open_clip's transform,
+/// padding included (tall and wide images).
+#[test]
+fn longest_resize_matches_open_clips_transform() {
+    let tmp = copy_of("gelu-squash");
+    let config = tmp.path().join("open_clip_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["preprocess_cfg"]["resize_mode"] = "longest".into();
+    json["preprocess_cfg"]["interpolation"] = "bicubic".into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let clip = Clip::from_dir(tmp.path(), &options(CpuKernels::Candle)).unwrap();
+    let path = dir().join("preprocess_longest.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let names = meta.metadata().as_ref().unwrap()["images"].clone();
+    let r = common::load_tensors(&path);
+    let pixels = r["pixel_values"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let names: Vec<&str> = names.split(',').collect();
+    let plane = pixels.len() / names.len();
+    let mut padded = 0;
+    for (i, name) in names.iter().enumerate() {
+        let ours = clip
+            .preprocessor()
+            .preprocess_file(&common::fixtures().join("images").join(name))
+            .unwrap();
+        let theirs = &pixels[i * plane..(i + 1) * plane];
+        let worst = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{name}: pixel error {worst}");
+        // Black padding normalises to -mean/std: the tall and wide images have some.
+        if theirs.first() == Some(&(-0.5 / 0.2)) {
+            padded += 1;
+        }
+    }
+    assert!(padded >= 2, "only {padded} padded images");
+}
+
+/// `text_cfg.hf_tokenizer_name` with a `tokenizer.json` in the directory (MetaCLIP 2's way):
+/// ids equal open_clip's `HFTokenizer` (whitespace cleaning, truncation, the pad token).
+#[test]
+fn hf_tokenizer_matches_open_clips_hf_tokenizer() {
+    let tmp = copy_of("gelu-squash");
+    let config = tmp.path().join("open_clip_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "local/clip-tokenizer".into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let err = Clip::from_dir(tmp.path(), &options(CpuKernels::Candle))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("local/clip-tokenizer"),
+        "{err}"
+    );
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(
+            common::fixtures().join("tokenizer").join(f),
+            tmp.path().join(f),
+        )
+        .unwrap();
+    }
+    let clip = Clip::from_dir(tmp.path(), &options(CpuKernels::Candle)).unwrap();
+    let corpus = common::read_json(&dir().join("hf_tokenizer_corpus.json"));
+    assert_eq!(
+        u64::from(clip.tokenizer().pad_id()),
+        corpus["pad_id"].as_u64().unwrap()
+    );
+    let rows = corpus["rows"].as_array().unwrap();
+    assert!(rows.len() >= 300);
+    for row in rows {
+        let text = row["text"].as_str().unwrap();
+        let expected: Vec<u32> = row["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(clip.tokenizer().encode(text).unwrap(), expected, "{text:?}");
+    }
+}
+
+/// A training checkpoint's pickle (tensors under `state_dict`, names prefixed `module.`, f16,
+/// a non-contiguous view) reads without executing it, on both readers.
+#[test]
+fn pickle_checkpoints_nested_under_state_dict_read_as_data() {
+    use clipkit_core::weights::Weights;
+    let path = dir().join("nested_state_dict.bin");
+    let w = Weights::open_file(&path, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let a = w.get("a", &[2, 3]).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(a, vec![vec![0.0, 1.0, 2.0], vec![3.0, 4.0, 5.0]]);
+    let mut b = Vec::new();
+    w.read_f32("b", &[4], &mut b).unwrap();
+    assert_eq!(b, vec![0.5, -1.0, 2.0, 4.0]);
+    let t = w.get("t", &[2, 3]).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(t, vec![vec![0.0, 2.0, 4.0], vec![1.0, 3.0, 5.0]]);
+    let err = w.get("a", &[3, 2]).unwrap_err().to_string();
+    assert!(
+        err.contains("nested_state_dict.bin") && err.contains("[3, 2]"),
+        "{err}"
+    );
+    assert!(!w.contains("epoch"));
+}
+
+/// The pack cache works for open_clip checkpoints (keyed by the weights file, its layers by
+/// the names the model asks for): a second load maps the saved panels and embeds identically.
+#[test]
+fn pack_cache_round_trips_open_clip_checkpoints() {
+    let cache = tempfile::tempdir().unwrap();
+    let image = [common::fixtures().join("images").join("photo.jpg")];
+    for name in ["quickgelu-bin", "gelu-squash"] {
+        let options = LoadOptions {
+            pack_cache: Some(cache.path().to_path_buf()),
+            ..options(CpuKernels::Packed)
+        };
+        let embed = |clip: &Clip| {
+            let img = clip.embed_image_files(&image).remove(0).unwrap();
+            (img, clip.embed_texts(&["a photo of a cat"]).unwrap())
+        };
+        let first = embed(&Clip::from_dir(&dir().join(name), &options).unwrap());
+        let files = std::fs::read_dir(cache.path()).unwrap().count();
+        assert!(files >= 1, "{name}: no cache file written");
+        let second = embed(&Clip::from_dir(&dir().join(name), &options).unwrap());
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), files);
+        assert_eq!(first, second, "{name}");
+    }
+}

@@ -130,11 +130,19 @@ pub fn for_checkpoint(dir: &Path, config: &OpenClipConfig) -> Result<TextTokeniz
             path: file.clone(),
             message: e.to_string(),
         })?;
-        let pad_id = inner
-            .get_padding()
-            .map(|p| p.pad_id)
-            .or_else(|| inner.token_to_id("<pad>"))
-            .unwrap_or(0);
+        let strip_sep = t
+            .tokenizer_kwargs
+            .as_ref()
+            .and_then(|k| k.get("strip_sep_token"))
+            .and_then(|v| v.as_bool());
+        if strip_sep == Some(true) {
+            return Err(ClipError::config(
+                path,
+                "model_cfg.text_cfg.tokenizer_kwargs.strip_sep_token",
+                "is not supported",
+            ));
+        }
+        let pad_id = hf_pad_id(dir, &inner);
         return TextTokenizer::from_pipeline(
             inner,
             &file,
@@ -145,6 +153,33 @@ pub fn for_checkpoint(dir: &Path, config: &OpenClipConfig) -> Result<TextTokeniz
     }
     let clean = Clean::parse(clean_name.unwrap_or("lower"), path)?;
     simple_tokenizer(context, clean)
+}
+
+/// The id transformers pads with: `tokenizer.json`'s padding, else the `pad_token` of
+/// `tokenizer_config.json` or `special_tokens_map.json`, else `<pad>`, else 0. The towers
+/// open_clip pairs with these are causal, so the pad id never changes an embedding; it is
+/// kept for the ids to equal `HFTokenizer`'s.
+fn hf_pad_id(dir: &Path, inner: &Tokenizer) -> u32 {
+    if let Some(p) = inner.get_padding() {
+        return p.pad_id;
+    }
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let token = match json.get("pad_token") {
+            Some(serde_json::Value::String(s)) => Some(s.as_str()),
+            Some(v) => v.get("content").and_then(|c| c.as_str()),
+            None => None,
+        };
+        if let Some(id) = token.and_then(|t| inner.token_to_id(t)) {
+            return id;
+        }
+    }
+    inner.token_to_id("<pad>").unwrap_or(0)
 }
 
 /// open_clip's `SimpleTokenizer`: the bundled BPE, `<start_of_text> … <end_of_text>`, padded
