@@ -108,6 +108,14 @@ pub fn for_checkpoint(dir: &Path, config: &OpenClipConfig) -> Result<TextTokeniz
             // An XLM-RoBERTa text tower: transformers' XLMRobertaTokenizer, from the
             // checkpoint's tokenizer.json or else the named tokenizer's.
             let clean = Clean::parse(clean_name.unwrap_or("whitespace"), path)?;
+            let kwargs = t.tokenizer_kwargs.as_ref();
+            if kwargs.and_then(|k| k.get("strip_sep_token")) == Some(&serde_json::json!(true)) {
+                return Err(ClipError::config(
+                    path,
+                    "model_cfg.text_cfg.tokenizer_kwargs.strip_sep_token",
+                    "is not supported",
+                ));
+            }
             let own = dir.join("tokenizer.json");
             let file = if own.is_file() {
                 own
