@@ -13,12 +13,17 @@ use candle_core::{DType, Device};
 use crate::config::ClipConfig;
 use crate::device::MatmulPath;
 use crate::error::{ClipError, Result};
+use crate::hub;
+use crate::model::dense::Dense;
+use crate::model::mclip::{MclipConfig, MclipModel};
 use crate::model::open_clip::config::{self as open_clip_config, OpenClipConfig};
 use crate::model::open_clip::naming::naming as open_clip_naming;
 use crate::model::open_clip::OpenClipModel;
 use crate::model::siglip::SiglipConfig;
+use crate::model::xlm_roberta::open_clip::OpenClipXlmrModel;
+use crate::model::xlm_roberta::{PoolerType, Projection, XlmRobertaConfig, XlmRobertaTextTower};
 use crate::model::{ClipModel, DualEncoder, SiglipModel};
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{TextCleaning, TextTokenizer};
 use crate::weights::Weights;
 use clipkit_image::{PreprocessMode, PreprocessorConfig};
 
@@ -32,10 +37,13 @@ pub enum ModelFamily {
     Siglip,
     /// An open_clip checkpoint (`open_clip_config.json`).
     OpenClip,
+    /// M-CLIP (`model_type: M-CLIP`): an XLM-RoBERTa text tower paired with another
+    /// checkpoint's CLIP image tower.
+    Mclip,
 }
 
 /// The `model_type` values [`ModelFamily::detect`] accepts, for the error that lists them.
-const KNOWN_MODEL_TYPES: &str = "clip, siglip";
+const KNOWN_MODEL_TYPES: &str = "clip, siglip, M-CLIP";
 
 impl ModelFamily {
     /// The family of the checkpoint in `dir`. A transformers `config.json` decides when there
@@ -71,6 +79,7 @@ impl ModelFamily {
         match json.get("model_type").and_then(|t| t.as_str()) {
             Some("clip") => Ok(ModelFamily::Clip),
             Some("siglip") => Ok(ModelFamily::Siglip),
+            Some("M-CLIP") => Ok(ModelFamily::Mclip),
             Some(other) => Err(unknown(path, other)),
             None if json.get("model_type").is_some() => Err(unknown(path, "(not a string)")),
             None => Ok(ModelFamily::Clip),
@@ -83,6 +92,7 @@ impl ModelFamily {
             ModelFamily::Clip => "CLIP",
             ModelFamily::Siglip => "SigLIP",
             ModelFamily::OpenClip => "open_clip",
+            ModelFamily::Mclip => "M-CLIP",
         }
     }
 }
@@ -120,35 +130,110 @@ pub(crate) struct WeightsPlan<'a> {
 pub(crate) fn load(family: ModelFamily, dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     match family {
         ModelFamily::Clip => load_clip(dir, plan),
-        ModelFamily::Siglip => load_siglip(dir, plan),
+        ModelFamily::Mclip => load_mclip(dir, plan),
         ModelFamily::OpenClip => load_open_clip(dir, plan),
+        ModelFamily::Siglip => load_siglip(dir, plan),
     }
 }
 
 fn load_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     let config = ClipConfig::from_file(&dir.join("config.json"))?;
-    let image_size = config.vision_config.image_size as u32;
-    let pp_path = dir.join("preprocessor_config.json");
-    let preprocess = if pp_path.is_file() {
-        PreprocessorConfig::from_file(&pp_path, image_size)?
-    } else {
-        PreprocessorConfig::openai(image_size)
-    };
-    if preprocess.crop_size != (image_size, image_size) {
-        return Err(ClipError::config(
-            &pp_path,
-            "crop_size",
-            format!(
-                "{:?} does not match the model's image_size {image_size}",
-                preprocess.crop_size
-            ),
-        ));
-    }
+    let preprocess = clip_preprocess(dir, &config)?;
     let tokenizer = TextTokenizer::from_dir(dir, config.text_config.max_position_embeddings)?;
     let weights = || Weights::open(dir, plan.dtype, plan.device);
     let model = with_weights(weights, plan, |w| {
         ClipModel::load(&w.root(), &config, plan.path)
     })?;
+    Ok(Parts {
+        model: Box::new(model),
+        tokenizer,
+        preprocess,
+        reference_mode: PreprocessMode::Transformers,
+    })
+}
+
+/// An M-CLIP text checkpoint in `dir` and the CLIP checkpoint it pairs with (whose
+/// preprocessing and temperature it takes). Both are read before either's weights.
+fn load_mclip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
+    let config_path = dir.join("config.json");
+    let config = MclipConfig::from_file(&config_path)?;
+    let text_config = XlmRobertaConfig::resolve(&config.model_base, dir)?;
+    if text_config.hidden_size != config.transformer_dimensions {
+        return Err(ClipError::config(
+            &config_path,
+            "transformerDimensions",
+            format!(
+                "{} does not match the hidden_size {} of modelBase `{}`",
+                config.transformer_dimensions, text_config.hidden_size, config.model_base
+            ),
+        ));
+    }
+    let image = hub::resolve_relative(&config.image_model(dir)?, dir)?;
+    let image_config = ClipConfig::from_file(&image.dir.join("config.json"))?;
+    if image_config.projection_dim != config.num_dims {
+        return Err(ClipError::config(
+            &config_path,
+            "numDims",
+            format!(
+                "{} does not match the projection_dim {} of the paired image model {}",
+                config.num_dims,
+                image_config.projection_dim,
+                image.dir.display()
+            ),
+        ));
+    }
+    let preprocess = clip_preprocess(&image.dir, &image_config)?;
+    // Its own tokenizer.json, else its base encoder's (the same vocabulary). M-CLIP's own
+    // call pads and never truncates (a longer text fails there); clipkit truncates where the
+    // position table ends.
+    let own = dir.join("tokenizer.json");
+    let tokenizer_path = if own.is_file() {
+        own
+    } else {
+        XlmRobertaConfig::resolve_tokenizer(&config.model_base, dir)?
+    };
+    let tokenizer = TextTokenizer::xlm_roberta(
+        &tokenizer_path,
+        text_config.max_tokens(),
+        TextCleaning::None,
+    )?;
+    // M-CLIP's hub repositories ship only `pytorch_model.bin`: read without executing it.
+    let pickle = dir.join("pytorch_model.bin");
+    let text_weights = || {
+        if Weights::files(dir).is_err() && pickle.is_file() {
+            Weights::open_file(&pickle, plan.dtype, plan.device)
+        } else {
+            Weights::open(dir, plan.dtype, plan.device)
+        }
+    };
+    let text = with_weights(text_weights, plan, |w| {
+        let root = w.root();
+        let (d, e) = (config.transformer_dimensions, config.num_dims);
+        let linear = Dense::load(&root.pp("LinearTransformation"), d, e, true, plan.path)?;
+        XlmRobertaTextTower::load(
+            &root.pp("transformer"),
+            &text_config,
+            PoolerType::Mean,
+            Projection::Linear(linear),
+            plan.path,
+        )
+    })?;
+    let image_weights = || Weights::open(&image.dir, plan.dtype, plan.device);
+    let (vision, logit_scale) = with_weights(image_weights, plan, |w| {
+        let root = w.root();
+        let v = &image_config.vision_config;
+        let projection = Dense::load(
+            &root.pp("visual_projection"),
+            v.hidden_size,
+            image_config.projection_dim,
+            false,
+            plan.path,
+        )?;
+        let vision =
+            crate::model::clip::vision::load(&root.pp("vision_model"), v, projection, plan.path)?;
+        Ok((vision, root.get_scalar("logit_scale")?.exp()))
+    })?;
+    let model = MclipModel::new(text, vision, logit_scale, image_config, config.num_dims);
     Ok(Parts {
         model: Box::new(model),
         tokenizer,
@@ -198,6 +283,36 @@ fn load_siglip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
     })
 }
 
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| ClipError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A CLIP checkpoint's preprocessing: its `preprocessor_config.json`, or OpenAI's.
+fn clip_preprocess(dir: &Path, config: &ClipConfig) -> Result<PreprocessorConfig> {
+    let image_size = config.vision_config.image_size as u32;
+    let pp_path = dir.join("preprocessor_config.json");
+    let preprocess = if pp_path.is_file() {
+        PreprocessorConfig::from_file(&pp_path, image_size)?
+    } else {
+        PreprocessorConfig::openai(image_size)
+    };
+    if preprocess.crop_size != (image_size, image_size) {
+        return Err(ClipError::config(
+            &pp_path,
+            "crop_size",
+            format!(
+                "{:?} does not match the model's image_size {image_size}",
+                preprocess.crop_size
+            ),
+        ));
+    }
+    Ok(preprocess)
+}
+
 /// The weights files of an open_clip checkpoint, in the order open_clip's hub loader prefers.
 pub const OPEN_CLIP_WEIGHTS: [&str; 2] =
     ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
@@ -220,6 +335,34 @@ fn load_open_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
                 OPEN_CLIP_WEIGHTS[0], OPEN_CLIP_WEIGHTS[1]
             ),
         })?;
+    if let Some(name) = &config.model.text_cfg.hf_model_name {
+        let text_config = XlmRobertaConfig::resolve(name, dir)?;
+        let context = config.model.text_cfg.context_length;
+        if context > text_config.max_tokens() {
+            return Err(ClipError::config(
+                &config.path,
+                "model_cfg.text_cfg.context_length",
+                format!(
+                    "{context} is more than the {} tokens `{name}`'s positions cover",
+                    text_config.max_tokens()
+                ),
+            ));
+        }
+        // The HF text tower is open_clip's `CustomTextCLIP` text (`text.*`, unmapped names).
+        let weights = || {
+            Ok(Weights::open_file(&file, plan.dtype, plan.device)?
+                .with_naming(open_clip_naming("text.")))
+        };
+        let model = with_weights(weights, plan, |w| {
+            OpenClipXlmrModel::load(&w.root(), &config, &text_config, plan.path)
+        })?;
+        return Ok(Parts {
+            model: Box::new(model),
+            tokenizer,
+            preprocess,
+            reference_mode: PreprocessMode::OpenAi,
+        });
+    }
     let text_prefix = if config.model.custom_text {
         "text."
     } else {
@@ -237,14 +380,6 @@ fn load_open_clip(dir: &Path, plan: &WeightsPlan) -> Result<Parts> {
         tokenizer,
         preprocess,
         reference_mode: PreprocessMode::OpenAi,
-    })
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| ClipError::Json {
-        path: path.to_path_buf(),
-        source,
     })
 }
 
@@ -314,6 +449,15 @@ mod tests {
             ("config.json", r#"{"model_type": "clip"}"#),
         ]);
         assert_eq!(ModelFamily::detect(both.path()).unwrap(), ModelFamily::Clip);
+    }
+
+    #[test]
+    fn mclip_is_read_from_its_model_type() {
+        let mclip = dir_with(&[("config.json", r#"{"model_type": "M-CLIP"}"#)]);
+        assert_eq!(
+            ModelFamily::detect(mclip.path()).unwrap(),
+            ModelFamily::Mclip
+        );
     }
 
     #[test]

@@ -54,6 +54,48 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
     download(spec)
 }
 
+/// A model that another checkpoint names (a paired image model, M-CLIP's `modelBase`,
+/// open_clip's `hf_model_name`): a directory — a relative one is taken relative to
+/// `relative_to`, the naming checkpoint's directory, so that checkpoints can travel together —
+/// or else a hub id as [`resolve`] takes it.
+pub fn resolve_relative(spec: &str, relative_to: &Path) -> Result<ResolvedModel> {
+    let local = relative_to.join(spec);
+    if local.is_dir() {
+        return Ok(ResolvedModel {
+            dir: local,
+            name: spec.to_string(),
+        });
+    }
+    resolve(spec)
+}
+
+/// One file of hub repository `repo`, from the HF cache or (unless `HF_HUB_OFFLINE` is set)
+/// downloaded: for the small files (a `config.json`, a `tokenizer.json`) of a repository whose
+/// weights are not needed.
+pub fn resolve_file(repo: &str, file: &str) -> Result<PathBuf> {
+    if !looks_like_hub_id(repo) {
+        return Err(ClipError::Hub {
+            model: repo.into(),
+            message: "no such directory, and not a Hugging Face Hub id (owner/name)".into(),
+        });
+    }
+    if let Some(path) = hf_hub::Cache::from_env().model(repo.to_string()).get(file) {
+        return Ok(path);
+    }
+    if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0" && !v.is_empty()) {
+        return Err(offline_error(
+            repo,
+            &format!("HF_HUB_OFFLINE is set and its {file} is not in the cache"),
+        ));
+    }
+    let hub_err = |e: hf_hub::api::sync::ApiError| offline_error(repo, &e.to_string());
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(hub_err)?;
+    api.model(repo.to_string()).get(file).map_err(hub_err)
+}
+
 fn looks_like_hub_id(spec: &str) -> bool {
     let mut parts = spec.split('/');
     let ok = |s: Option<&str>| {
@@ -155,6 +197,33 @@ mod tests {
             .to_string();
         assert!(err.contains("openai/clip-vit-base-patch32"), "{err}");
         assert!(err.contains("load it from that directory"), "{err}");
+    }
+
+    #[test]
+    fn an_offline_miss_for_one_file_names_the_repository_and_the_file() {
+        let cache = tempfile::tempdir().unwrap();
+        std::env::set_var("HF_HOME", cache.path());
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+        let err = resolve_file("FacebookAI/xlm-roberta-large", "tokenizer.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FacebookAI/xlm-roberta-large"), "{err}");
+        assert!(err.contains("tokenizer.json"), "{err}");
+        let err = resolve_file("../not/a/repo", "config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a Hugging Face Hub id"), "{err}");
+    }
+
+    #[test]
+    fn a_named_model_is_found_beside_the_naming_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("text")).unwrap();
+        let found = resolve_relative("../text", &root.path().join("model")).unwrap_err();
+        assert!(found.to_string().contains("../text"), "{found}");
+        std::fs::create_dir(root.path().join("model")).unwrap();
+        let found = resolve_relative("../text", &root.path().join("model")).unwrap();
+        assert_eq!(found.dir, root.path().join("model").join("../text"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use clipkit_core::device::CpuKernels;
-use clipkit_core::image::{DecodeOptions, PreprocessMode};
+use clipkit_core::image::DecodeOptions;
 use clipkit_core::{Clip, LoadOptions};
 
 fn dir() -> PathBuf {
@@ -260,10 +260,6 @@ fn unsupported_configs_name_the_file_and_the_field() {
         (
             "/model_cfg/vision_cfg/timm_model_name",
             serde_json::json!("vit_base_patch16_224"),
-        ),
-        (
-            "/model_cfg/text_cfg/hf_model_name",
-            serde_json::json!("xlm-roberta-base"),
         ),
         (
             "/model_cfg/vision_cfg/ls_init_value",

@@ -39,6 +39,21 @@ pub enum Mask {
     /// One batch item holding sequences of these lengths back to back, each causal within
     /// itself: the text tower without padding (packed CPU path).
     CausalPacked(Vec<usize>),
+    /// One batch item holding sequences of these lengths back to back, each token seeing
+    /// every token of its own sequence (bidirectional text towers such as XLM-R, packed CPU
+    /// path): block-diagonal attention, the padding mask without the padding.
+    Packed(Vec<usize>),
+    /// Batch items padded at the end: item `i`'s first `lengths[i]` tokens are real and see
+    /// each other, the padding is masked out as a key (bidirectional towers on candle, as
+    /// transformers' attention mask does it).
+    PaddedEnd(Vec<usize>),
+}
+
+impl Mask {
+    /// Whether a token sees only the tokens before it.
+    fn is_causal(&self) -> bool {
+        matches!(self, Mask::Causal | Mask::CausalPacked(_))
+    }
 }
 
 /// Multi-head self-attention with the q/k/v projections fused into one matmul at load time.
@@ -58,15 +73,29 @@ impl Attention {
     pub fn load(w: &Scope, hidden: usize, num_heads: usize, path: MatmulPath) -> Result<Self> {
         let projections = ["q_proj", "k_proj", "v_proj"].map(|p| w.pp(p));
         let qkv = Dense::load_stacked(&projections, hidden, hidden, true, path)?;
+        let out_proj = Dense::load(&w.pp("out_proj"), hidden, hidden, true, path)?;
+        Ok(Self::new(qkv, out_proj, hidden, num_heads, path))
+    }
+
+    /// From the fused `[3·hidden, hidden]` QKV projection (q, k, v stacked in that order) and
+    /// the output projection, for families whose weights have other names (BERT's
+    /// `query`/`key`/`value` and `output.dense`).
+    pub fn new(
+        qkv: Dense,
+        out_proj: Dense,
+        hidden: usize,
+        num_heads: usize,
+        path: MatmulPath,
+    ) -> Self {
         let head_dim = hidden / num_heads;
-        Ok(Self {
+        Self {
             qkv,
-            out_proj: Dense::load(&w.pp("out_proj"), hidden, hidden, true, path)?,
+            out_proj,
             num_heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
             fused: path.is_packed(),
-        })
+        }
     }
 
     /// `residual + out_proj(attention(xs))`; `xs`: `[batch, seq, hidden]`.
@@ -84,14 +113,17 @@ impl Attention {
             seq: n,
             heads: self.num_heads,
             head_dim: self.head_dim,
-            causal: !matches!(mask, Mask::Full),
+            causal: mask.is_causal(),
         };
         let out = if self.fused {
-            let lengths = match mask {
-                Mask::CausalPacked(lengths) => Some(lengths.clone()),
-                _ => None,
+            let segments = match mask {
+                Mask::Full | Mask::Causal => Segments::Batch,
+                Mask::CausalPacked(lengths) | Mask::Packed(lengths) => {
+                    Segments::Packed(lengths.clone())
+                }
+                Mask::PaddedEnd(lengths) => Segments::PaddedEnd(lengths.clone()),
             };
-            qkv.apply_op1_no_bwd(&FusedAttention { shape, lengths })?
+            qkv.apply_op1_no_bwd(&FusedAttention { shape, segments })?
         } else {
             let qkv = qkv
                 .reshape((b, n, 3, self.num_heads, self.head_dim))?
@@ -102,8 +134,10 @@ impl Attention {
             let mut scores = q.matmul(&k.t()?)?;
             let additive = match mask {
                 Mask::Full => None,
-                Mask::Causal => Some(causal_mask(&[n], xs.device())?),
-                Mask::CausalPacked(lengths) => Some(causal_mask(lengths, xs.device())?),
+                Mask::Causal => Some(block_mask(&[n], true, xs.device())?),
+                Mask::CausalPacked(lengths) => Some(block_mask(lengths, true, xs.device())?),
+                Mask::Packed(lengths) => Some(block_mask(lengths, false, xs.device())?),
+                Mask::PaddedEnd(lengths) => Some(key_padding_mask(lengths, n, xs.device())?),
             };
             if let Some(m) = additive {
                 scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
@@ -115,27 +149,35 @@ impl Attention {
     }
 }
 
-/// Additive `[Σ lengths, Σ lengths]` mask: 0 where row `i` may see column `j` (same
-/// sequence, `j ≤ i`), `-inf` elsewhere.
-fn causal_mask(lengths: &[usize], device: &Device) -> Result<Tensor> {
-    let total: usize = lengths.iter().sum();
-    let mut seq_start = Vec::with_capacity(total);
-    for (start, &len) in lengths
+/// Additive `[b, 1, 1, n]` mask: 0 on each item's first `lengths[i]` keys, `-inf` on its
+/// padding (transformers adds the dtype's minimum instead; both give the padding exactly zero
+/// weight, as no row is all padding).
+fn key_padding_mask(lengths: &[usize], n: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = lengths
         .iter()
-        .scan(0, |acc, &l| {
-            let s = *acc;
-            *acc += l;
-            Some(s)
-        })
-        .zip(lengths)
-    {
-        seq_start.extend(std::iter::repeat_n(start, len));
+        .flat_map(|&len| (0..n).map(move |j| if j < len { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (lengths.len(), 1, 1, n), device)?)
+}
+
+/// Additive `[Σ lengths, Σ lengths]` mask: 0 where row `i` may see column `j` (same
+/// sequence, and with `causal` `j ≤ i`), `-inf` elsewhere.
+fn block_mask(lengths: &[usize], causal: bool, device: &Device) -> Result<Tensor> {
+    let total: usize = lengths.iter().sum();
+    // Each row's sequence as (first row, one past its last row).
+    let mut bounds = Vec::with_capacity(total);
+    let mut start = 0;
+    for &len in lengths {
+        bounds.extend(std::iter::repeat_n((start, start + len), len));
+        start += len;
     }
-    let mask: Vec<f32> = (0..total)
-        .flat_map(|i| {
-            let first = seq_start[i];
+    let mask: Vec<f32> = bounds
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &(first, last))| {
+            let end = if causal { i + 1 } else { last };
             (0..total).map(move |j| {
-                if j < first || j > i {
+                if j < first || j >= end {
                     f32::NEG_INFINITY
                 } else {
                     0.0
@@ -149,8 +191,18 @@ fn causal_mask(lengths: &[usize], device: &Device) -> Result<Tensor> {
 /// `clipkit_kernels::attention` as a candle op: `[b, n, 3·hidden]` → `[b, n, hidden]`.
 struct FusedAttention {
     shape: AttentionShape,
-    /// Packed sequences (`batch` is 1), see [`Mask::CausalPacked`].
-    lengths: Option<Vec<usize>>,
+    segments: Segments,
+}
+
+/// Which rows attend to which, for the fused kernel.
+enum Segments {
+    /// Each batch item is one sequence ([`Mask::Full`], [`Mask::Causal`]).
+    Batch,
+    /// One batch item of sequences back to back ([`Mask::CausalPacked`], [`Mask::Packed`]).
+    Packed(Vec<usize>),
+    /// Each batch item's first `lengths[i]` rows ([`Mask::PaddedEnd`]); padding rows are
+    /// left zero (nothing reads them: a padding mask also leaves them out of the pooling).
+    PaddedEnd(Vec<usize>),
 }
 
 impl CustomOp1 for FusedAttention {
@@ -162,14 +214,32 @@ impl CustomOp1 for FusedAttention {
         let qkv = f32_slice(self.name(), s, l)?;
         let shape = self.shape;
         let mut out = vec![0f32; shape.batch * shape.seq * shape.hidden()];
-        match &self.lengths {
-            Some(lengths) => {
+        match &self.segments {
+            Segments::Packed(lengths) => {
                 if shape.batch != 1 || lengths.iter().sum::<usize>() != shape.seq {
                     candle_core::bail!("packed attention: lengths do not cover the sequence");
                 }
-                attention_packed(qkv, lengths, shape.heads, shape.head_dim, true, &mut out)
+                let (heads, head_dim) = (shape.heads, shape.head_dim);
+                attention_packed(qkv, lengths, heads, head_dim, shape.causal, &mut out)
             }
-            None => attention(qkv, shape, &mut out),
+            Segments::PaddedEnd(lengths) => {
+                if lengths.len() != shape.batch || lengths.iter().any(|&l| l > shape.seq) {
+                    candle_core::bail!("padded attention: lengths do not fit the batch");
+                }
+                let (n, hidden) = (shape.seq, shape.hidden());
+                for (i, &len) in lengths.iter().enumerate() {
+                    let rows = i * n..i * n + len;
+                    attention_packed(
+                        &qkv[rows.start * 3 * hidden..rows.end * 3 * hidden],
+                        &[len],
+                        shape.heads,
+                        shape.head_dim,
+                        shape.causal,
+                        &mut out[rows.start * hidden..rows.end * hidden],
+                    );
+                }
+            }
+            Segments::Batch => attention(qkv, shape, &mut out),
         }
         Ok((
             CpuStorage::F32(out),
@@ -185,6 +255,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// From its two layers, for families whose weights have other names (BERT's
+    /// `intermediate.dense` and `output.dense`).
+    pub fn new(fc1: Dense, fc2: Dense, act: Activation) -> Self {
+        Self { fc1, fc2, act }
+    }
+
     /// `fc1` and `fc2` in scope `w`.
     pub fn load(
         w: &Scope,
@@ -379,6 +455,63 @@ mod tests {
             let mask = Mask::CausalPacked(lengths);
             let (full, pooled) = both(&text, &xs, &mask, &[3, 5, 11]);
             assert_close(&full, &pooled, path);
+        }
+    }
+
+    /// A bidirectional tower's two layouts give the same rows on both paths: sequences back to
+    /// back under the block-diagonal mask, and padded at the end under the key-padding mask
+    /// (whatever the padding holds), and both differ from a mask that lets padding be seen.
+    #[test]
+    fn packed_and_padded_bidirectional_masks_agree() {
+        let lengths = vec![4, 1, 6];
+        let paths = [MatmulPath::Candle, MatmulPath::Packed(WeightFormat::F32)];
+        for path in paths {
+            let (enc, h) = encoder(false, path);
+            let packed_in = input(1, 11, h);
+            let packed = enc
+                .forward(&packed_in, &Mask::Packed(lengths.clone()))
+                .unwrap();
+            // The same rows, each sequence padded to 6 with arbitrary values.
+            let noise = input(3, 6, h).affine(3.0, 1.0).unwrap();
+            let mut items = Vec::new();
+            let mut start = 0;
+            for (i, &len) in lengths.iter().enumerate() {
+                let real = packed_in.narrow(1, start, len).unwrap();
+                let pad = noise
+                    .narrow(0, i, 1)
+                    .unwrap()
+                    .narrow(1, len, 6 - len)
+                    .unwrap();
+                items.push(Tensor::cat(&[&real, &pad], 1).unwrap());
+                start += len;
+            }
+            let padded_in = Tensor::cat(&items, 0).unwrap();
+            let padded = enc
+                .forward(&padded_in, &Mask::PaddedEnd(lengths.clone()))
+                .unwrap();
+            let seen = enc.forward(&padded_in, &Mask::Full).unwrap();
+            let row = |t: &Tensor, b: usize, r: usize| -> Vec<f32> {
+                t.get(b).unwrap().get(r).unwrap().to_vec1::<f32>().unwrap()
+            };
+            let mut start = 0;
+            for (i, &len) in lengths.iter().enumerate() {
+                for r in 0..len {
+                    let (a, b) = (row(&packed, 0, start + r), row(&padded, i, r));
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!(
+                            (x - y).abs() <= 1e-5,
+                            "{path:?}: seq {i} row {r}: {x} vs {y}"
+                        );
+                    }
+                }
+                start += len;
+            }
+            // Padding seen as keys changes the short sequences' rows.
+            let (a, b) = (row(&padded, 1, 0), row(&seen, 1, 0));
+            assert!(
+                a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3),
+                "{path:?}"
+            );
         }
     }
 

@@ -7,14 +7,17 @@
 //!   on candle or on the packed CPU kernels;
 //! - one module per family: [`clip`] (transformers' `CLIPModel`), [`siglip`] (`SiglipModel`),
 //!   [`open_clip`] (open_clip's CLIP checkpoints, read into [`clip`]'s towers through a tensor
-//!   naming).
+//!   naming); [`xlm_roberta`] is the multilingual text tower open_clip and M-CLIP pair with a
+//!   CLIP image tower, [`mclip`] M-CLIP's pairing of one with a CLIP checkpoint's image tower.
 
 pub mod clip;
 pub mod dense;
 pub mod layers;
+pub mod mclip;
 pub mod open_clip;
 pub mod siglip;
 pub mod tower;
+pub mod xlm_roberta;
 
 pub use clip::ClipModel;
 pub use dense::MatmulPath;

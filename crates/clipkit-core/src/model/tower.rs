@@ -131,6 +131,9 @@ pub enum TextPoolingRule {
     EndOfText(EosRule),
     /// The last position of the (padded) sequence.
     Last,
+    /// The tower pools by its own rule over each input's real tokens (XLM-R's mean over the
+    /// attention mask, or its `<s>` token), whatever the layout's positions say.
+    Tower,
 }
 
 impl TextPoolingRule {
@@ -139,6 +142,7 @@ impl TextPoolingRule {
         match self {
             TextPoolingRule::EndOfText(rule) => rule.position(ids),
             TextPoolingRule::Last => padded_len.saturating_sub(1),
+            TextPoolingRule::Tower => 0,
         }
     }
 }

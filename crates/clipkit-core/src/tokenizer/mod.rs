@@ -16,6 +16,7 @@ pub mod siglip;
 pub mod siglip_cleaning;
 pub mod spm;
 pub mod spm_normalizer;
+mod xlmr;
 
 use std::path::{Path, PathBuf};
 

@@ -34,6 +34,7 @@ use tokenizers::{NormalizedString, Normalizer, Tokenizer};
 use super::{TextCleaning, TextTokenizer};
 use crate::error::{ClipError, Result};
 use crate::model::open_clip::config::OpenClipConfig;
+use crate::model::xlm_roberta::XlmRobertaConfig;
 
 /// open_clip's copy of OpenAI's BPE merges (MIT, OpenAI 2021), gzip-compressed.
 const BPE_GZ: &[u8] = include_bytes!("../../data/bpe_simple_vocab_16e6.txt.gz");
@@ -103,6 +104,26 @@ pub fn for_checkpoint(dir: &Path, config: &OpenClipConfig) -> Result<TextTokeniz
         .and_then(|k| k.get("clean"))
         .and_then(|c| c.as_str());
     if let Some(name) = &t.hf_tokenizer_name {
+        if t.hf_model_name.is_some() {
+            // An XLM-RoBERTa text tower: transformers' XLMRobertaTokenizer, from the
+            // checkpoint's tokenizer.json or else the named tokenizer's.
+            let clean = Clean::parse(clean_name.unwrap_or("whitespace"), path)?;
+            let kwargs = t.tokenizer_kwargs.as_ref();
+            if kwargs.and_then(|k| k.get("strip_sep_token")) == Some(&serde_json::json!(true)) {
+                return Err(ClipError::config(
+                    path,
+                    "model_cfg.text_cfg.tokenizer_kwargs.strip_sep_token",
+                    "is not supported",
+                ));
+            }
+            let own = dir.join("tokenizer.json");
+            let file = if own.is_file() {
+                own
+            } else {
+                XlmRobertaConfig::resolve_tokenizer(name, dir)?
+            };
+            return TextTokenizer::xlm_roberta(&file, context, TextCleaning::OpenClip(clean));
+        }
         let file = dir.join("tokenizer.json");
         if !file.is_file() {
             return Err(ClipError::MissingFile {

@@ -103,6 +103,10 @@ pub struct TextCfg {
     pub act_kwargs: Option<Value>,
     pub norm_kwargs: Option<Value>,
     pub hf_model_name: Option<String>,
+    /// How a Hugging Face text tower is pooled (`mean_pooler`, `cls_pooler`, …).
+    pub hf_pooler_type: String,
+    /// How a Hugging Face text tower is projected (`mlp`, `linear`; `null`: none).
+    pub hf_proj_type: Option<String>,
 }
 
 impl Default for TextCfg {
@@ -128,6 +132,8 @@ impl Default for TextCfg {
             act_kwargs: None,
             norm_kwargs: None,
             hf_model_name: None,
+            hf_pooler_type: "mean_pooler".into(),
+            hf_proj_type: Some("mlp".into()),
         }
     }
 }
@@ -229,13 +235,9 @@ impl OpenClipConfig {
                 format!("`{name}`: timm image towers are not supported, only open_clip's ViT"),
             );
         }
-        if let Some(name) = &t.hf_model_name {
-            // The hook for Hugging Face text towers (XLM-RoBERTa): they load elsewhere.
-            return unsupported(
-                "model_cfg.text_cfg.hf_model_name",
-                format!("`{name}`: Hugging Face text towers are not supported yet"),
-            );
-        }
+        // A Hugging Face text tower (`text_cfg.hf_model_name`) is XLM-RoBERTa's, loaded by
+        // `crate::model::xlm_roberta::open_clip`; the CLIP text fields below keep their
+        // defaults then and are not used.
         let layers = v.layers.as_u64().filter(|&n| n > 0).map(|n| n as usize);
         let Some(vision_layers) = layers else {
             return unsupported(
