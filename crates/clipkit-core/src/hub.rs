@@ -204,10 +204,11 @@ fn download(spec: &str) -> Result<ResolvedModel> {
 /// The shard files a safetensors index names, each once, sorted.
 fn shards(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index).map_err(|e| ClipError::io(index, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| ClipError::Json {
-        path: index.to_path_buf(),
-        source,
-    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ClipError::Json {
+            path: index.to_path_buf(),
+            source,
+        })?;
     let mut shards: Vec<String> = json["weight_map"]
         .as_object()
         .map(|m| {
@@ -277,6 +278,9 @@ mod tests {
             r#"{"weight_map": {"a": "m-2.safetensors", "b": "m-1.safetensors", "c": "m-2.safetensors"}}"#,
         )
         .unwrap();
-        assert_eq!(shards(&index).unwrap(), ["m-1.safetensors", "m-2.safetensors"]);
+        assert_eq!(
+            shards(&index).unwrap(),
+            ["m-1.safetensors", "m-2.safetensors"]
+        );
     }
 }

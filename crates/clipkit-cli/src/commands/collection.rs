@@ -18,6 +18,7 @@ pub fn info_of(clip: &Clip, args: &ModelArgs) -> CollectionInfo {
         model: clip.name().to_owned(),
         dim: clip.embedding_dim(),
         preprocess: args.preprocess,
+        family: Some(clip.family().name().to_owned()),
     }
 }
 
@@ -60,6 +61,15 @@ pub fn model_for(store: &dyn Store, args: &ModelArgs) -> Result<Clip> {
     } else {
         load_model(args)?
     };
+    if let Some(stored) = &info.family {
+        if stored != clip.family().name() {
+            bail!(clipkit_index::IndexError::ModelMismatch {
+                store: store.address(),
+                stored: info.describe(),
+                requested: info_of(&clip, args).describe(),
+            });
+        }
+    }
     if clip.embedding_dim() != info.dim {
         bail!(clipkit_index::IndexError::WrongVectorDimension {
             store: store.address(),

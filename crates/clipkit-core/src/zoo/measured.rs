@@ -28,6 +28,14 @@ pub struct BenchRecord {
     pub images_per_sec: f64,
     /// UTC date and time of the run, `YYYY-MM-DDTHH:MM:SSZ`.
     pub date: String,
+    /// The loaded checkpoint's family ([`crate::ModelFamily::name`]), image size and
+    /// embedding size, so that a checkpoint outside the catalogue can be listed too.
+    #[serde(default)]
+    pub family: Option<String>,
+    #[serde(default)]
+    pub image_size: Option<usize>,
+    #[serde(default)]
+    pub embedding_dim: Option<usize>,
 }
 
 /// The default record file: `bench.jsonl` in clipkit's cache directory.
@@ -75,7 +83,11 @@ pub fn latest<'a>(records: &'a [BenchRecord], model: &str, cpu: &str) -> Option<
     let mine = |r: &&BenchRecord| r.model.eq_ignore_ascii_case(model) && r.cpu == cpu;
     let newest = |rs: Vec<&'a BenchRecord>| rs.into_iter().max_by(|a, b| a.date.cmp(&b.date));
     let all: Vec<&BenchRecord> = records.iter().filter(mine).collect();
-    let f32s: Vec<&BenchRecord> = all.iter().copied().filter(|r| r.precision == "f32").collect();
+    let f32s: Vec<&BenchRecord> = all
+        .iter()
+        .copied()
+        .filter(|r| r.precision == "f32")
+        .collect();
     newest(f32s).or_else(|| newest(all))
 }
 
@@ -137,6 +149,9 @@ mod tests {
             threads: 2,
             images_per_sec: ips,
             date: date.into(),
+            family: None,
+            image_size: None,
+            embedding_dim: None,
         }
     }
 

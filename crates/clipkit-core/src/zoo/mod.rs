@@ -109,6 +109,42 @@ pub struct KnownModel {
     pub languages: Languages,
 }
 
+/// One row of `clipkit models`: a catalogued checkpoint, or one that was only benchmarked
+/// here (a local directory, a hub id outside the catalogue), with its latest measurement on
+/// this CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct Listing<'a> {
+    /// The hub id, or the model as `clipkit bench` was given it.
+    pub id: &'a str,
+    pub known: Option<&'static KnownModel>,
+    pub measured: Option<&'a measured::BenchRecord>,
+}
+
+/// The catalogue in order, each with its latest measurement on `cpu` (see
+/// [`measured::latest`]), then the other models measured on `cpu`, in the order they were
+/// first benchmarked.
+pub fn listing<'a>(records: &'a [measured::BenchRecord], cpu: &str) -> Vec<Listing<'a>> {
+    let mut rows: Vec<Listing<'a>> = CATALOGUE
+        .iter()
+        .map(|m| Listing {
+            id: m.id,
+            known: Some(m),
+            measured: measured::latest(records, m.id, cpu),
+        })
+        .collect();
+    for r in records.iter().filter(|r| r.cpu == cpu) {
+        let seen = rows.iter().any(|row| row.id.eq_ignore_ascii_case(&r.model));
+        if !seen {
+            rows.push(Listing {
+                id: &r.model,
+                known: None,
+                measured: measured::latest(records, &r.model, cpu),
+            });
+        }
+    }
+    rows
+}
+
 /// The known checkpoint with this hub id (compared without regard to case, as the Hub does).
 pub fn find(id: &str) -> Option<&'static KnownModel> {
     CATALOGUE.iter().find(|m| m.id.eq_ignore_ascii_case(id))
@@ -152,6 +188,37 @@ mod tests {
         assert!(CATALOGUE
             .iter()
             .any(|m| m.languages == Languages::Multilingual));
+    }
+
+    #[test]
+    fn listing_joins_this_cpus_measurements_and_adds_unlisted_models() {
+        let record = |model: &str, cpu: &str| measured::BenchRecord {
+            model: model.into(),
+            cpu: cpu.into(),
+            precision: "f32".into(),
+            batch: 8,
+            threads: 2,
+            images_per_sec: 5.0,
+            date: "2026-01-01T00:00:00Z".into(),
+            family: Some("CLIP".into()),
+            image_size: Some(224),
+            embedding_dim: Some(512),
+        };
+        let records = vec![
+            record("openai/clip-vit-base-patch32", "here"),
+            record("/models/mine", "here"),
+            record("/models/elsewhere", "there"),
+            record("/models/mine", "here"),
+        ];
+        let rows = listing(&records, "here");
+        assert_eq!(rows.len(), CATALOGUE.len() + 1);
+        assert!(rows[0].measured.is_some(), "{:?}", rows[0].id);
+        assert!(rows[1..CATALOGUE.len()]
+            .iter()
+            .all(|r| r.measured.is_none()));
+        let extra = rows.last().unwrap();
+        assert_eq!((extra.id, extra.known.is_none()), ("/models/mine", true));
+        assert!(extra.measured.is_some());
     }
 
     #[test]
