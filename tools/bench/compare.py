@@ -395,7 +395,9 @@ class Clipkit:
     def bench(self, model_dir: Path, batch: int, iters: int, precision: str = "f32",
               images: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
         cmd = [str(self.binary), "bench", "--model", str(model_dir), "--batch", str(batch), "--iters", str(iters),
-               "--threads", str(self.threads), "--format", "json"]
+               "--threads", str(self.threads), "--format", "json",
+               # random-weight checkpoints in --work are not models `clipkit models` should list
+               "--no-record"]
         if precision != "f32":
             cmd += ["--precision", precision]
         if images is not None:

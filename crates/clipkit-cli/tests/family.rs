@@ -3,6 +3,7 @@
 //! in clipkit-core's unit tests), and a collection records the checkpoint's family and refuses
 //! a model of another.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;

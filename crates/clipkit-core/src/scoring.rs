@@ -314,7 +314,9 @@ mod tests {
         let texts = [vec![1.0, 0.0], vec![0.0, 1.0], vec![0.6, 0.8]];
         let s = similarity(&images, &texts, &scoring);
         // logits 10·cos − 5: 5, −5, 1; each probability is its own logit's sigmoid.
-        assert_eq!(s.logits[0], [5.0, -5.0, 1.0]);
+        for (got, want) in s.logits[0].iter().zip([5.0, -5.0, 1.0]) {
+            assert!((got - want).abs() < 1e-5, "{:?}", s.logits[0]);
+        }
         for (p, l) in s.probabilities[0].iter().zip(&s.logits[0]) {
             assert!((p - 1.0 / (1.0 + (-l).exp())).abs() < 1e-7);
         }

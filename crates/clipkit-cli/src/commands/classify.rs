@@ -108,7 +108,7 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                 print_csv(&["image", "label", "logit", "prob", "probability"], &rows)?;
             } else {
                 let prob = format!("prob ({probability})");
-                print_table(&["image", "label", "logit", &prob], &rows);
+                print_table(&["image", "label", "logit", prob.as_str()], &rows);
             }
         }
     }
