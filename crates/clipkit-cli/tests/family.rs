@@ -43,9 +43,9 @@ fn every_probability_names_the_function_that_produced_it() {
 
     let o = run!("classify", "-m", m, "-l", "cat", "-l", "dog", "-f", "csv", img);
     let mut reader = csv::Reader::from_reader(o.stdout.as_slice());
-    assert_eq!(reader.headers().unwrap().iter().last(), Some("probability"));
+    assert_eq!(reader.headers().unwrap().iter().next_back(), Some("probability"));
     for row in reader.records() {
-        assert_eq!(row.unwrap().iter().last(), Some("softmax"));
+        assert_eq!(row.unwrap().iter().next_back(), Some("softmax"));
     }
     let o = run!("classify", "-m", m, "-l", "cat", "-l", "dog", img);
     let header = stdout(&o).lines().next().unwrap().to_owned();
