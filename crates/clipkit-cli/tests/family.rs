@@ -43,7 +43,10 @@ fn every_probability_names_the_function_that_produced_it() {
 
     let o = run!("classify", "-m", m, "-l", "cat", "-l", "dog", "-f", "csv", img);
     let mut reader = csv::Reader::from_reader(o.stdout.as_slice());
-    assert_eq!(reader.headers().unwrap().iter().next_back(), Some("probability"));
+    assert_eq!(
+        reader.headers().unwrap().iter().next_back(),
+        Some("probability")
+    );
     for row in reader.records() {
         assert_eq!(row.unwrap().iter().next_back(), Some("softmax"));
     }
