@@ -1,30 +1,40 @@
 #!/usr/bin/env python3
-"""Compare clipkit's CPU throughput with PyTorch + transformers and ONNX Runtime, in one run.
+"""Compare clipkit's CPU throughput with PyTorch (transformers, open_clip) and ONNX Runtime, in one run.
 
 Why this exists
 ---------------
 The benchmark tables (README, docs/benchmarks.md) must compare engines that ran on the same machine, in the same
 minutes, on the same models and inputs, with the same thread count -- numbers collected on
 different days (or while someone else was compiling) are not comparable. This script builds
-random-weight, full-size CLIP checkpoints (no model hub needed, weights do not change speed),
+random-weight, full-size checkpoints (no model hub needed, weights do not change speed),
 exports them to ONNX, and times every engine in interleaved repetitions so that slow drift of
 the machine hits all engines alike. It watches /proc/stat while it times and marks every
 measurement during which *other* processes used the CPU.
 
+Models (--models; families.py builds each and runs its reference):
+  b32, l14     OpenAI CLIP ViT-B/32 and ViT-L/14, transformers CLIPModel (the default pair)
+  siglip2-b16  SigLIP 2 B/16 at 224 px (google/siglip2-base-patch16-224's shapes), transformers
+               SiglipModel; text padded to 64 tokens with no mask, as SigLIP reads it
+  h14          open_clip ViT-H/14 (laion/CLIP-ViT-H-14-laion2B-s32B-b79K's shapes), open_clip on
+               PyTorch, checkpoint in open_clip's hub layout; on request (986M parameters)
+
 What it measures (all on CPU, --threads for every engine)
 ----------------------------------------------------------
-1. Image tower (pixel_values -> image_embeds), model only, random preprocessed 224x224 input:
-     PyTorch  transformers CLIPModel.get_image_features under torch.inference_mode(), f32
+1. Image tower (pixel_values -> image_embeds), model only, random preprocessed input:
+     PyTorch  the family's reference (CLIPModel / SiglipModel get_image_features, open_clip
+              encode_image) under torch.inference_mode(), f32
      ORT f32  vision tower + projection exported to ONNX (dynamic batch), ORT_ENABLE_ALL,
               CPUExecutionProvider
      ORT int8 onnxruntime.quantization.quantize_dynamic of that model (QInt8 weights,
               dynamically quantised uint8 activations)
      clipkit  `clipkit bench --format json` (subprocess) images_per_sec, f32, plus
               `--precision bf16|int8|f16` rows where the binary accepts the flag
-2. Text tower, texts/s: the prompts of `clipkit bench` (about ten tokens), padded to the
-   longest prompt of the batch (not to 77) for PyTorch and ORT, as clipkit does.
-3. End to end from JPEG files (decode + preprocess + model): transformers' CLIPProcessor
-   given file paths + get_image_features vs `clipkit bench --images DIR`, on web-size
+2. Text tower, texts/s: the prompts of `clipkit bench` (about ten tokens), for CLIP padded to
+   the longest prompt of the batch (not to 77) for PyTorch and ORT, as clipkit does; SigLIP
+   and open_clip as their references lay them out (64 and 77 tokens).
+3. End to end from JPEG files (decode + preprocess + model): the family's reference processor
+   (transformers' CLIPProcessor given file paths, SiglipImageProcessor, open_clip's transform)
+   + the image tower vs `clipkit bench --images DIR`, on web-size
    (640x480) and 12 MP (4000x3000) photos made from skimage.data; plus clipkit's end-to-end
    rate divided by its model-only rate measured in the same process, with full decodes (the
    default, transformers' pixels) and with `--jpeg-draft` (JPEGs decoded at reduced scale in
@@ -41,6 +51,8 @@ from one repetition to the next. Tables show the median over repetitions and the
 spread; --json keeps every raw sample.
 
 Run it with the pinned venv (tools/bench/requirements.txt); see tools/bench/README.md.
+`--quick` is a short check that every path runs, not a benchmark; `--smoke` builds 2-layer
+models so that check takes seconds (its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -67,11 +79,10 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import make_fixtures as mf  # noqa: E402  (random-weight CLIP builder shared with the fixtures)
+import families  # noqa: E402  (each model's checkpoint builder and reference runner)
 
-MODEL_DIRS = {"b32": "vit-b-32", "l14": "vit-l-14"}
-MODEL_NAMES = {"b32": "ViT-B/32", "l14": "ViT-L/14"}
-MODEL_SEED = mf.SEED + 1000  # the seed make_fixtures.py --big uses
+# Models timed at --large-batches (and end to end at their largest batch).
+LARGE_MODELS = {"l14", "h14"}
 INPUT_SEED = 1234
 OPSET = 18
 ENGINE_LABELS = {
@@ -207,77 +218,33 @@ def idle_probe(seconds: float = 2.0) -> float:
 # ----------------------------------------------------------------------------------------
 
 
-def ensure_model(arch: str, work: Path) -> Path:
-    """A clipkit-loadable random-weight HF checkpoint with the real openai/clip-vit-* shapes,
-    built the way make_fixtures.py --big builds it (same seed), without its reference outputs."""
-    out = work / "models" / MODEL_DIRS[arch]
-    stamp = out / "bench-model.json"
-    if stamp.is_file():
-        return out
-    spec = mf.BIG_MODELS[arch]
-    tok_dir = mf.FIX / "tokenizer"
-    if not (tok_dir / "tokenizer.json").is_file():
-        sys.exit(f"{tok_dir} missing (the committed fixtures are needed for the tokenizer files)")
-    log(f"building random-weight {MODEL_NAMES[arch]} -> {out}")
-    t0 = time.perf_counter()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    model = mf.build_model(spec["text"], spec["vision"], spec["projection_dim"], MODEL_SEED, None)
-    model.save_pretrained(str(out), max_shard_size="100GB")
-    del model
-    mf.check_saved_keys(out)
-    s = spec["image_size"]
-    (out / "preprocessor_config.json").write_text(json.dumps(mf.preprocessor_config(s, s, legacy=True), indent=2) + "\n")
-    mf.link_or_copy_tokenizer(out, tok_dir, symlink=False)
-    stamp.write_text(json.dumps({"arch": arch, "seed": MODEL_SEED, "transformers": transformers.__version__,
-                                 "torch": torch.__version__, "build_sec": time.perf_counter() - t0}) + "\n")
-    log(f"  built in {time.perf_counter() - t0:.0f} s")
-    return out
-
-
-class VisionTower(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values):
-        return self.model.get_image_features(pixel_values=pixel_values).pooler_output
-
-
-class TextTower(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-
-
-def export_onnx(model, tokenizer, arch: str, model_dir: Path, work: Path) -> dict:
-    """vision.onnx (pixel_values -> image_embeds), text.onnx (input_ids, attention_mask ->
-    text_embeds), both with dynamic batch (and sequence) axes, and vision.int8.onnx."""
-    d = work / "onnx" / MODEL_DIRS[arch]
+def export_onnx(fam: families.Family, work: Path) -> dict:
+    """vision.onnx (pixel_values -> image_embeds), text.onnx (the family's text inputs ->
+    text_embeds), both with dynamic batch (and, for CLIP, sequence) axes, and vision.int8.onnx."""
+    d = work / "onnx" / fam.dir_name()
     paths = {"vision": d / "vision.onnx", "text": d / "text.onnx", "vision-int8": d / "vision.int8.onnx"}
     stamp = d / "export.json"
     if stamp.is_file() and all(p.is_file() for p in paths.values()):
         return json.loads(stamp.read_text()) | {k: str(v) for k, v in paths.items()}
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    s = model.config.vision_config.image_size
+    s = fam.image_size
     info = {"opset": OPSET}
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("seq", min=2, max=77)
-    enc = tokenizer(["a photo of a cat", "a photo of a dog on a beach"], padding=True, return_tensors="pt")
+    enc = fam.text_inputs(["a photo of a cat", "a photo of a dog on a beach"])
+    names = fam.text_input_names
+    text_dims = {0: batch, 1: seq} if fam.text_dynamic_seq else {0: batch}
+    text_axes = {0: "batch", 1: "seq"} if fam.text_dynamic_seq else {0: "batch"}
     jobs = [
-        ("vision", VisionTower(model).eval(), (torch.randn(2, 3, s, s),), {"pixel_values": {0: batch}},
+        ("vision", fam.vision_module(), (torch.randn(2, 3, s, s),), {"pixel_values": {0: batch}},
          ["pixel_values"], ["image_embeds"], {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}),
-        ("text", TextTower(model).eval(), (enc.input_ids, enc.attention_mask),
-         {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-         ["input_ids", "attention_mask"], ["text_embeds"],
-         {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "text_embeds": {0: "batch"}}),
+        ("text", fam.text_module(), tuple(torch.from_numpy(enc[n]) for n in names),
+         {n: text_dims for n in names}, names, ["text_embeds"],
+         {n: text_axes for n in names} | {"text_embeds": {0: "batch"}}),
     ]
     for name, mod, args, dyn, inames, onames, axes in jobs:
-        log(f"exporting {name} tower of {MODEL_NAMES[arch]} to ONNX (opset {OPSET})")
+        log(f"exporting {name} tower of {fam.name} to ONNX (opset {OPSET})")
         t0 = time.perf_counter()
         with torch.no_grad():
             try:  # the dynamo exporter is torch's default and maintained path
@@ -428,7 +395,9 @@ class Clipkit:
     def bench(self, model_dir: Path, batch: int, iters: int, precision: str = "f32",
               images: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
         cmd = [str(self.binary), "bench", "--model", str(model_dir), "--batch", str(batch), "--iters", str(iters),
-               "--threads", str(self.threads), "--format", "json"]
+               "--threads", str(self.threads), "--format", "json",
+               # random-weight checkpoints in --work are not models `clipkit models` should list
+               "--no-record"]
         if precision != "f32":
             cmd += ["--precision", precision]
         if images is not None:
@@ -456,46 +425,42 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: dict) -> None:
-    from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    name = MODEL_NAMES[arch]
-    model_dir = ensure_model(arch, args.work)
-    model = CLIPModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    tok = CLIPTokenizer.from_pretrained(str(model_dir))
-    proc = CLIPProcessor.from_pretrained(str(model_dir))
-    results["models"][name] = {"dir": str(model_dir), "attn_implementation": model.config._attn_implementation,
-                               "image_processor": type(proc.image_processor).__name__,
+    fam = families.family(arch, args.smoke)
+    name = fam.name
+    model_dir = fam.ensure(args.work)
+    fam.load(model_dir)
+    results["models"][name] = {"dir": str(model_dir), **fam.describe(),
                                "build": json.loads((model_dir / "bench-model.json").read_text())}
     engines = args.engines
     use_ort = "ort" in engines
     onnx = None
     if use_ort:
         with torch.no_grad():
-            onnx = export_onnx(model, tok, arch, model_dir, args.work)
+            onnx = export_onnx(fam, args.work)
         results["models"][name]["onnx"] = onnx
         sess = {"ort": ort_session(onnx["vision"], args.threads),
                 "ort-int8": ort_session(onnx["vision-int8"], args.threads)}
         text_sess = ort_session(onnx["text"], args.threads)
 
-    batches = args.large_batches if arch == "l14" else args.batches
+    large = arch in LARGE_MODELS
+    batches = args.large_batches if large else args.batches
     text_batch = args.text_batch or max(batches)
-    s = model.config.vision_config.image_size
+    s = fam.image_size
     gen = torch.Generator().manual_seed(INPUT_SEED)
     pixels = {b: torch.randn(b, 3, s, s, generator=gen) for b in batches}
     prompts = clipkit_prompts()
     texts = [prompts[i % len(prompts)] for i in range(text_batch)]
-    enc = tok(texts, padding="longest", return_tensors="pt")
-    ids_np, mask_np = enc.input_ids.numpy().astype(np.int64), enc.attention_mask.numpy().astype(np.int64)
+    enc = fam.text_inputs(texts)
     results["models"][name].update({"batches": batches, "text_batch": text_batch,
-                                    "text_tokens_padded": int(enc.input_ids.shape[1])})
+                                    "text_tokens_padded": int(next(iter(enc.values())).shape[1])})
 
     def torch_image(b):
         with torch.inference_mode():
-            return model.get_image_features(pixel_values=pixels[b]).pooler_output
+            return fam.image_features(pixels[b])
 
     def torch_text():
         with torch.inference_mode():
-            return model.get_text_features(input_ids=enc.input_ids, attention_mask=enc.attention_mask).pooler_output
+            return fam.text_features(enc)
 
     # In-process callables per (section, engine); clipkit is driven separately (subprocess).
     image_fns = {}
@@ -508,22 +473,22 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
     if "torch" in engines:
         text_fns["torch"] = torch_text
     if use_ort:
-        text_fns["ort"] = lambda: text_sess.run(None, {"input_ids": ids_np, "attention_mask": mask_np})
+        text_fns["ort"] = lambda: text_sess.run(None, enc)
     ck_precisions = [p for p in args.clipkit_precisions if "clipkit" in engines]
 
     # ---- agreement on real photos (also a check that the ONNX export is right) --------
     agree = results["agreement"].setdefault(name, {})
     cos_files = sorted(photos["cos"].glob("*.jpg"))
-    pv = proc(images=[str(p) for p in cos_files], return_tensors="pt").pixel_values
+    pv = fam.preprocess([str(p) for p in cos_files])
     with torch.inference_mode():
-        ref = model.get_image_features(pixel_values=pv).pooler_output.numpy().astype(np.float64)
+        ref = fam.image_features(pv).numpy().astype(np.float64)
     if use_ort:
         for e in ("ort", "ort-int8"):
             got = sess[e].run(None, {"pixel_values": pv.numpy()})[0].astype(np.float64)
             c = cosines(got, ref)
             agree[ENGINE_LABELS[e]] = {"vs": "PyTorch f32", "mean": float(c.mean()), "min": float(c.min()),
                                        "n": len(c)}
-        etxt = text_sess.run(None, {"input_ids": ids_np, "attention_mask": mask_np})[0]
+        etxt = text_sess.run(None, enc)[0]
         c = cosines(etxt.astype(np.float64), torch_text().numpy().astype(np.float64))
         agree["ORT f32 (text)"] = {"vs": "PyTorch f32", "mean": float(c.mean()), "min": float(c.min()), "n": len(c)}
     if ck_precisions:
@@ -540,7 +505,7 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                 continue
             got = np.stack([emb[p.name] for p in cos_files])
             c = cosines(got, ref)
-            agree[label] = {"vs": "PyTorch f32 (transformers' processor)", "mean": float(c.mean()),
+            agree[label] = {"vs": "PyTorch f32 (the reference's preprocessing)", "mean": float(c.mean()),
                             "min": float(c.min()), "n": len(c)}
             if prec == "f32":
                 ck_f32 = got
@@ -642,7 +607,7 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                     t = timed_calls(text_fns[e], args.iters)
                 record("text", e, text_batch, rep, text_batch / statistics.median(t), t, m)
         if e2e:
-            eb = max(batches) if arch == "l14" else args.e2e_batch
+            eb = max(batches) if large else args.e2e_batch
             for folder in ("web", "12mp"):
                 files = sorted(photos[folder].glob("*.jpg"))
                 variants = [x for x in ("torch", "clipkit") if x in engines]
@@ -654,8 +619,7 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                             for i in range(0, len(files), eb):
                                 batch_files = [str(p) for p in files[i:i + eb]]
                                 with torch.inference_mode():
-                                    x = proc(images=batch_files, return_tensors="pt").pixel_values
-                                    model.get_image_features(pixel_values=x)
+                                    fam.image_features(fam.preprocess(batch_files))
                         with CpuMeter() as m:
                             t = timed_calls(e2e_torch, 1)
                         record(f"e2e-{folder}", "torch", eb, rep, len(files) / t[0], t, m, {"files": len(files)})
@@ -670,7 +634,7 @@ def run_model(arch: str, args, ck: Clipkit, photos: dict[str, Path], results: di
                                {"files": ee["files"], "failed": ee["failed"],
                                 "model_only_images_per_sec": r["images_per_sec"],
                                 "clipkit": {k: v for k, v in r.items() if not k.startswith("_")}})
-    del model
+    del fam
     if use_ort:
         del sess, text_sess
 
@@ -721,6 +685,12 @@ def ratio(a: dict | None, b: dict | None) -> str:
     return f"{a['median'] / b['median']:.2f}×" + (" ⚠" if a["busy"] or b["busy"] else "")
 
 
+def model_order(name: str) -> int:
+    """Report order: families.KEYS order of the model named `name`."""
+    names = [families.family(k).name for k in families.KEYS]
+    return names.index(name) if name in names else len(names)
+
+
 def render(results: dict, args) -> str:
     summ = summarize(results["samples"], args.busy_threshold)
     info = results["machine"]
@@ -740,7 +710,7 @@ def render(results: dict, args) -> str:
         return summ.get((section, model, engine, batch))
 
     img_models = sorted({s.model for s in results["samples"] if s.section == "image"},
-                        key=lambda m: list(MODEL_NAMES.values()).index(m))
+                        key=model_order)
     eng_order = [e for e in ENGINE_LABELS if any(k[0] == "image" and k[2] == e for k in summ)]
     for m in img_models:
         mi = results["models"][m]
@@ -781,10 +751,10 @@ def render(results: dict, args) -> str:
 
     e2e_order = ["e2e-web", "e2e-12mp"]
     e2e_keys = sorted({(k[1], k[0], k[3]) for k in summ if k[0] in e2e_order},
-                      key=lambda x: (list(MODEL_NAMES.values()).index(x[0]), e2e_order.index(x[1]), x[2]))
+                      key=lambda x: (model_order(x[0]), e2e_order.index(x[1]), x[2]))
     if e2e_keys:
         lines += ["", "### End to end from JPEG files (decode + preprocess + model, images/s)", ""]
-        header = ["model", "files", "batch", "transformers CLIPProcessor + model", "clipkit", "clipkit model only",
+        header = ["model", "files", "batch", "reference processor + PyTorch", "clipkit", "clipkit model only",
                   "clipkit e2e ÷ model only", "clipkit --jpeg-draft", "draft ÷ model only", "clipkit ÷ transformers"]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for m, section, b in e2e_keys:
@@ -827,26 +797,31 @@ def parse_args():
     ap.add_argument("--clipkit", type=Path,
                     default=Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "clipkit",
                     help="clipkit binary (default $CARGO_TARGET_DIR or target/, release/clipkit)")
-    ap.add_argument("--models", type=strs, help="b32,l14 (default both; --quick: b32)")
+    ap.add_argument("--models", type=strs, help=f"any of {','.join(families.KEYS)} (default b32,l14; "
+                    "--quick: b32); siglip2-b16 is SigLIP 2 B/16 at 224, h14 open_clip ViT-H/14")
     ap.add_argument("--engines", type=strs, default=["torch", "ort", "clipkit"],
                     help="torch, ort (f32 and dynamic int8), clipkit")
     ap.add_argument("--clipkit-precisions", type=strs, default=["f32", "bf16", "int8", "f16"],
                     help="clipkit rows; bf16/int8/f16 pass --precision and are skipped if the binary "
                          "(or the CPU: f16 needs AVX-512 FP16) rejects it")
-    ap.add_argument("--batches", type=ints, help="image batches for ViT-B/32 (default 1,8,32; --quick: 1,8)")
-    ap.add_argument("--large-batches", type=ints, help="image batches for ViT-L/14 (default 8)")
+    ap.add_argument("--batches", type=ints, help="image batches for ViT-B/32 and SigLIP 2 B/16 "
+                    "(default 1,8,32; --quick: 1,8)")
+    ap.add_argument("--large-batches", type=ints, help="image batches for ViT-L/14 and ViT-H/14 (default 8)")
     ap.add_argument("--text-batch", type=int, help="texts per batch (default: the model's largest image batch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, help="interleaved repetitions (default 5; --quick: 2)")
     ap.add_argument("--iters", type=int, help="timed calls per repetition (default 3; --quick: 1)")
     ap.add_argument("--warmup", type=int, help="warm-up calls per engine and batch (default 2; --quick: 1)")
     ap.add_argument("--e2e-models", type=strs, default=["b32"], help="models timed end to end (default b32)")
-    ap.add_argument("--e2e-batch", type=int, default=32, help="batch for the end-to-end runs of ViT-B/32")
+    ap.add_argument("--e2e-batch", type=int, default=32, help="batch for the end-to-end runs of the base models")
     ap.add_argument("--web-files", type=int, help="640x480 JPEGs (default 64; --quick: 8)")
     ap.add_argument("--12mp-files", dest="mp12_files", type=int, help="4000x3000 JPEGs (default 16; --quick: 2)")
     ap.add_argument("--busy-threshold", type=float, default=0.05,
                     help="share of the machine other processes may use before a sample is marked (0.05)")
     ap.add_argument("--quick", action="store_true", help="a short end-to-end check, not a benchmark")
+    ap.add_argument("--smoke", action="store_true",
+                    help="build the models with 2 layers per tower (checks the script's paths in minutes; "
+                         "the numbers mean nothing). Implies nothing else: combine with --quick")
     ap.add_argument("--json", type=Path, help="write every raw sample and the summary here")
     a = ap.parse_args()
     q = a.quick
@@ -861,8 +836,8 @@ def parse_args():
     if q:
         a.e2e_batch = min(a.e2e_batch, 8)
     for m in a.models + a.e2e_models:
-        if m not in MODEL_DIRS:
-            ap.error(f"unknown model {m!r} (b32, l14)")
+        if m not in families.KEYS:
+            ap.error(f"unknown model {m!r} ({', '.join(families.KEYS)})")
     for e in a.engines:
         if e not in ("torch", "ort", "clipkit"):
             ap.error(f"unknown engine {e!r} (torch, ort, clipkit)")

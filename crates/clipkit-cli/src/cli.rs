@@ -12,9 +12,10 @@ pub mod values;
 #[command(
     name = "clipkit",
     version,
-    about = "OpenAI's CLIP in one binary: embeddings, similarity, zero-shot classification, charts",
-    after_help = "Models: a Hugging Face CLIP directory (config.json, model.safetensors, tokenizer.json, \
-                  preprocessor_config.json) or a hub id such as openai/clip-vit-base-patch32."
+    about = "CLIP-family models in one binary: embeddings, similarity, zero-shot classification, charts",
+    after_help = "Models: a checkpoint directory (transformers: config.json + model.safetensors; \
+                  open_clip: open_clip_config.json + weights) or a hub id such as \
+                  openai/clip-vit-base-patch32. `clipkit models` lists the known ones."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,6 +38,8 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Throughput: images/s and texts/s of the model, and end to end from image files.
     Bench(BenchArgs),
+    /// The checkpoints clipkit knows: family, sizes, published accuracy, speed on this CPU.
+    Models(ModelsArgs),
     /// Keep a collection of image embeddings in step with folders (add, status).
     #[command(subcommand)]
     Index(IndexCommand),
@@ -530,6 +533,18 @@ pub struct BenchArgs {
     /// Also time embedding the image files in this folder, decoding included.
     #[arg(long)]
     pub images: Option<PathBuf>,
+    /// Do not add this run's images/s to the results `clipkit models` shows.
+    #[arg(long)]
+    pub no_record: bool,
+    #[command(flatten)]
+    pub print: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Only models whose text tower reads many languages.
+    #[arg(long)]
+    pub multilingual: bool,
     #[command(flatten)]
     pub print: FormatArgs,
 }

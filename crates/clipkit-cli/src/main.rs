@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Probe(args) => commands::probe::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Models(args) => commands::models::run(args),
         Command::Index(IndexCommand::Add(args)) => commands::index::add(args),
         Command::Index(IndexCommand::Status(args)) => commands::index::status(args),
         Command::Search(args) => commands::search::run(args),

@@ -114,7 +114,10 @@ fn classify_top_k_table_and_csv() {
     assert_eq!(out.lines().count(), 3, "header + 2 rows:\n{out}");
     let o = run!("classify", "-m", m, "-l", "cat", "-l", "dog", "--format", "csv", img);
     let out = stdout(&o);
-    assert_eq!(out.lines().next(), Some("image,label,logit,prob"));
+    assert_eq!(
+        out.lines().next(),
+        Some("image,label,logit,prob,probability")
+    );
     assert_eq!(out.lines().count(), 3);
 }
 

@@ -113,21 +113,80 @@ fn offline_error(spec: &str, why: &str) -> ClipError {
         model: spec.into(),
         message: format!(
             "cannot fetch it from the Hugging Face Hub ({why}). On a machine with network, \
-             run once to fill the cache, or download the repository (config.json, \
-             preprocessor_config.json, tokenizer.json, model.safetensors) and load it \
-             from that directory"
+             run once to fill the cache, or download the repository (its config.json or \
+             open_clip_config.json, tokenizer and preprocessor files, and weights) and load \
+             it from that directory"
         ),
     }
 }
 
-/// A cached snapshot with everything needed, if the HF cache has one.
+/// The files that tell a checkpoint's format: transformers' config, open_clip's config.
+const CONFIG_FILES: &[&str] = &["config.json", OPEN_CLIP_CONFIG];
+
+/// open_clip's model config (`model_cfg`, `preprocess_cfg`).
+const OPEN_CLIP_CONFIG: &str = "open_clip_config.json";
+
+/// The weights files of one format, in the order a loader prefers them. A repository that
+/// ships several formats needs only one, so only the first present is downloaded.
+const TRANSFORMERS_WEIGHTS: &[&str] = &[SINGLE_FILE, INDEX_FILE, "pytorch_model.bin"];
+const OPEN_CLIP_WEIGHTS: &[&str] = &["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
+
+/// Small files a family may read; each is fetched when the repository has it, and a missing
+/// one is not an error (CLIP's older repositories have no tokenizer.json, SigLIP 1 ships only
+/// spiece.model, open_clip repositories may carry no tokenizer at all and use the bundled one).
+const OPTIONAL_FILES: &[&str] = &[
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+];
+
+/// Whether `config.json` is a transformers model config (it names a `model_type`, or has
+/// CLIP's `text_config`). timm's hub repositories also have a `config.json`, describing only
+/// the image tower, beside the `open_clip_config.json` that describes the checkpoint.
+fn is_transformers_config(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|json| json.get("model_type").is_some() || json.get("text_config").is_some())
+}
+
+/// The weights files the checkpoint in `dir` is loaded from: transformers' when `config.json`
+/// is a transformers config, else open_clip's when there is an `open_clip_config.json`.
+fn weights_files_for(dir: &Path) -> &'static [&'static str] {
+    let config = dir.join("config.json");
+    if config.is_file() && is_transformers_config(&config) {
+        TRANSFORMERS_WEIGHTS
+    } else if dir.join(OPEN_CLIP_CONFIG).is_file() {
+        OPEN_CLIP_WEIGHTS
+    } else {
+        TRANSFORMERS_WEIGHTS
+    }
+}
+
+/// A cached snapshot with everything needed, if the HF cache has one: a config, and weights
+/// of the format that config asks for (sharded safetensors complete). Tokenizer files are
+/// optional, as for [`download`]: a family without its tokenizer says so when it loads.
 fn cached_snapshot(spec: &str) -> Option<PathBuf> {
     let repo = hf_hub::Cache::from_env().model(spec.to_string());
-    let dir = repo.get("config.json")?.parent()?.to_path_buf();
-    Weights::files(&dir).ok()?;
-    let has_tokenizer = dir.join("tokenizer.json").is_file()
-        || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file());
-    has_tokenizer.then_some(dir)
+    let dir = CONFIG_FILES
+        .iter()
+        .find_map(|f| repo.get(f))?
+        .parent()?
+        .to_path_buf();
+    let weights = weights_files_for(&dir);
+    let complete = weights.iter().any(|&f| {
+        if f == INDEX_FILE || f == SINGLE_FILE {
+            dir.join(f).is_file() && Weights::files(&dir).is_ok()
+        } else {
+            dir.join(f).is_file()
+        }
+    });
+    complete.then_some(dir)
 }
 
 fn download(spec: &str) -> Result<ResolvedModel> {
@@ -137,40 +196,72 @@ fn download(spec: &str) -> Result<ResolvedModel> {
         .build()
         .map_err(hub_err)?;
     let repo = api.model(spec.to_string());
-    let config = repo.get("config.json").map_err(hub_err)?;
-    let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
-    // Optional: older repositories have no preprocessor config or tokenizer.json.
-    let _ = repo.get("preprocessor_config.json");
-    if repo.get("tokenizer.json").is_err() {
-        repo.get("vocab.json").map_err(hub_err)?;
-        repo.get("merges.txt").map_err(hub_err)?;
-    }
-    if repo.get(SINGLE_FILE).is_err() {
-        let index = repo.get(INDEX_FILE).map_err(hub_err)?;
-        let text = std::fs::read_to_string(&index).map_err(|e| ClipError::io(&index, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| ClipError::Json {
-                path: index.clone(),
-                source,
-            })?;
-        let mut shards: Vec<String> = json["weight_map"]
-            .as_object()
-            .map(|m| {
-                m.values()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        shards.sort();
-        shards.dedup();
-        for shard in shards {
-            repo.get(&shard).map_err(hub_err)?;
+    // Every config the repository has: which one decides the format is read from both.
+    let mut dir = None;
+    let mut first_error = None;
+    for file in CONFIG_FILES {
+        match repo.get(file) {
+            Ok(path) => dir = dir.or_else(|| path.parent().map(Path::to_path_buf)),
+            Err(e) => first_error = first_error.or(Some(e)),
         }
     }
-    Ok(ResolvedModel {
-        dir,
-        name: spec.to_string(),
-    })
+    let Some(dir) = dir else {
+        return Err(first_error.map_or_else(
+            || offline_error(spec, "it has neither config.json nor open_clip_config.json"),
+            hub_err,
+        ));
+    };
+    for file in OPTIONAL_FILES {
+        // Absent files are normal (see OPTIONAL_FILES); the loader names what it misses.
+        let _ = repo.get(file);
+    }
+    let candidates = weights_files_for(&dir);
+    let mut last_error = None;
+    for &file in candidates {
+        match repo.get(file) {
+            Ok(path) => {
+                if file == INDEX_FILE {
+                    for shard in shards(&path)? {
+                        repo.get(&shard).map_err(hub_err)?;
+                    }
+                }
+                return Ok(ResolvedModel {
+                    dir,
+                    name: spec.to_string(),
+                });
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(offline_error(
+        spec,
+        &format!(
+            "it has none of the weights files {} ({})",
+            candidates.join(", "),
+            last_error.map_or_else(String::new, |e| e.to_string())
+        ),
+    ))
+}
+
+/// The shard files a safetensors index names, each once, sorted.
+fn shards(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index).map_err(|e| ClipError::io(index, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ClipError::Json {
+            path: index.to_path_buf(),
+            source,
+        })?;
+    let mut shards: Vec<String> = json["weight_map"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
 }
 
 #[cfg(test)]
@@ -231,5 +322,34 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         let err = resolve(f.path().to_str().unwrap()).unwrap_err().to_string();
         assert!(err.contains("checkpoint directory"), "{err}");
+    }
+
+    #[test]
+    fn the_weights_format_follows_the_config_that_describes_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(weights_files_for(d), TRANSFORMERS_WEIGHTS);
+        std::fs::write(d.join(OPEN_CLIP_CONFIG), "{}").unwrap();
+        assert_eq!(weights_files_for(d), OPEN_CLIP_WEIGHTS);
+        // timm's config.json (the image tower only) beside open_clip's: open_clip's weights.
+        std::fs::write(d.join("config.json"), r#"{"architecture": "vit_huge"}"#).unwrap();
+        assert_eq!(weights_files_for(d), OPEN_CLIP_WEIGHTS);
+        std::fs::write(d.join("config.json"), r#"{"model_type": "clip"}"#).unwrap();
+        assert_eq!(weights_files_for(d), TRANSFORMERS_WEIGHTS);
+    }
+
+    #[test]
+    fn index_shards_are_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join(INDEX_FILE);
+        std::fs::write(
+            &index,
+            r#"{"weight_map": {"a": "m-2.safetensors", "b": "m-1.safetensors", "c": "m-2.safetensors"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            shards(&index).unwrap(),
+            ["m-1.safetensors", "m-2.safetensors"]
+        );
     }
 }

@@ -14,9 +14,11 @@
 //! - [`device`] decides once how the matmuls run (device, precision, kernels),
 //! - [`scoring`] turns embeddings into logits, probabilities (the family's scoring head),
 //!   rankings and prompt ensembles ([`scores`] is its older path),
-//! - [`clip`] ties everything together behind [`Clip`], the type most users want, and
+//! - [`clip`] ties everything together behind [`Clip`], the type most users want,
 //! - [`embedder`] is the seam the indexer, the server and evaluation embed through
-//!   ([`Embedder`], implemented by [`Clip`]).
+//!   ([`Embedder`], implemented by [`Clip`]), and
+//! - [`zoo`] lists the checkpoints clipkit knows, with published accuracy and the speed
+//!   `clipkit bench` measured here.
 
 pub mod clip;
 pub mod config;
@@ -34,6 +36,7 @@ pub mod scores;
 pub mod scoring;
 pub mod tokenizer;
 pub mod weights;
+pub mod zoo;
 
 pub use clip::{Clip, LoadOptions};
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};

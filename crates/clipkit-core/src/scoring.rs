@@ -58,6 +58,35 @@ impl Scoring {
             Scoring::Sigmoid { .. } => "sigmoid",
         }
     }
+
+    /// The bias added to every logit (SigLIP's `logit_bias`); `None` for a head without one.
+    pub fn logit_bias(&self) -> Option<f32> {
+        match *self {
+            Scoring::Softmax { .. } => None,
+            Scoring::Sigmoid { logit_bias, .. } => Some(logit_bias),
+        }
+    }
+
+    /// What a chart's probability axis says, so that a reader knows whether the bars compete
+    /// (softmax: they sum to one over the labels shown and hidden) or stand alone (sigmoid).
+    pub fn probability_axis(&self) -> &'static str {
+        match self {
+            Scoring::Softmax { .. } => "probability (softmax over the labels)",
+            Scoring::Sigmoid { .. } => "probability (sigmoid, each label on its own)",
+        }
+    }
+
+    /// The same head with another factor for the cosines (CLIP_benchmark scores every model
+    /// with 100): the family's probability function and bias are kept.
+    pub fn with_logit_scale(&self, logit_scale: f32) -> Scoring {
+        match *self {
+            Scoring::Softmax { .. } => Scoring::Softmax { logit_scale },
+            Scoring::Sigmoid { logit_bias, .. } => Scoring::Sigmoid {
+                logit_scale,
+                logit_bias,
+            },
+        }
+    }
 }
 
 /// One label's score for one image.
@@ -271,6 +300,62 @@ mod tests {
         assert!(p[2] >= 0.0 && p[2] < 1e-30 && p[3] == 1.0);
         assert_eq!(scoring.logit_scale(), 10.0);
         assert_eq!(scoring.probability_name(), "sigmoid");
+        assert_eq!(scoring.logit_bias(), Some(-5.0));
+        assert!(scoring.probability_axis().contains("sigmoid"));
+    }
+
+    #[test]
+    fn sigmoid_probabilities_do_not_compete_and_need_not_sum_to_one() {
+        let scoring = Scoring::Sigmoid {
+            logit_scale: 10.0,
+            logit_bias: -5.0,
+        };
+        let images = [vec![1.0, 0.0]];
+        let texts = [vec![1.0, 0.0], vec![0.0, 1.0], vec![0.6, 0.8]];
+        let s = similarity(&images, &texts, &scoring);
+        // logits 10·cos − 5: 5, −5, 1; each probability is its own logit's sigmoid.
+        for (got, want) in s.logits[0].iter().zip([5.0, -5.0, 1.0]) {
+            assert!((got - want).abs() < 1e-5, "{:?}", s.logits[0]);
+        }
+        for (p, l) in s.probabilities[0].iter().zip(&s.logits[0]) {
+            assert!((p - 1.0 / (1.0 + (-l).exp())).abs() < 1e-7);
+        }
+        assert!((s.probabilities[0].iter().sum::<f32>() - 1.0).abs() > 0.1);
+        // Adding a label leaves the others' probabilities as they were (unlike softmax).
+        let fewer = similarity(&images, &texts[..2], &scoring);
+        assert_eq!(fewer.probabilities[0], s.probabilities[0][..2]);
+        let softmax = Scoring::Softmax { logit_scale: 10.0 };
+        let (all, two) = (
+            similarity(&images, &texts, &softmax),
+            similarity(&images, &texts[..2], &softmax),
+        );
+        assert_ne!(two.probabilities[0], all.probabilities[0][..2]);
+        // Ranking: classify orders by probability, which for sigmoid is the logit order.
+        let ranked = classify(&images, &texts, &scoring, Some(3)).remove(0);
+        assert_eq!(
+            ranked.iter().map(|r| r.label).collect::<Vec<_>>(),
+            [0, 2, 1]
+        );
+        assert_eq!(ranked[1].probability, s.probabilities[0][2]);
+    }
+
+    #[test]
+    fn a_new_scale_keeps_the_family_head() {
+        let sigmoid = Scoring::Sigmoid {
+            logit_scale: 117.0,
+            logit_bias: -12.0,
+        };
+        assert_eq!(
+            sigmoid.with_logit_scale(100.0),
+            Scoring::Sigmoid {
+                logit_scale: 100.0,
+                logit_bias: -12.0
+            }
+        );
+        let softmax = Scoring::Softmax { logit_scale: 100.0 }.with_logit_scale(1.0);
+        assert_eq!(softmax, Scoring::Softmax { logit_scale: 1.0 });
+        assert_eq!(softmax.logit_bias(), None);
+        assert!(softmax.probability_axis().contains("softmax"));
     }
 
     #[test]

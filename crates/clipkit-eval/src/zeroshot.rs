@@ -11,13 +11,24 @@ use crate::dataset::Dataset;
 use crate::metrics::{self, Metrics};
 use crate::Result;
 
-/// What multiplies the cosine similarities.
+/// What multiplies the cosine similarities. Either way the family's scoring head decides
+/// the rest: SigLIP's `logit_bias` is added and its probabilities are sigmoids.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LogitScale {
     /// CLIP_benchmark's constant 100 (what published numbers use).
     Fixed(f32),
     /// The checkpoint's own `exp(logit_scale)`.
     Model,
+}
+
+impl LogitScale {
+    /// The scoring head evaluation applies: `family`'s, with this scale.
+    pub fn head(self, family: &scoring::Scoring) -> scoring::Scoring {
+        match self {
+            LogitScale::Fixed(scale) => family.with_logit_scale(scale),
+            LogitScale::Model => *family,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +47,13 @@ pub struct EvalReport {
     pub logits: Vec<Vec<f32>>,
     pub predictions: Vec<usize>,
     pub logit_scale: f32,
+    /// The family's `logit_bias` (SigLIP), added to every logit.
+    pub logit_bias: Option<f32>,
+    /// The function that turns a row of logits into probabilities (`softmax`, `sigmoid`).
+    pub probability: &'static str,
+    /// The scoring head the logits were made with (scale, bias, probability function).
+    #[serde(skip)]
+    pub scoring: scoring::Scoring,
     pub metrics: Metrics,
     /// Images that could not be read, with the reason; left out of the metrics.
     pub failures: Vec<(PathBuf, String)>,
@@ -135,10 +153,7 @@ pub fn evaluate(
     progress: &dyn Fn(usize),
 ) -> Result<EvalReport> {
     let classifier = classifier(embedder, &dataset.classes, &options.templates)?;
-    let scale = match options.logit_scale {
-        LogitScale::Fixed(s) => s,
-        LogitScale::Model => embedder.scoring().logit_scale(),
-    };
+    let head = options.logit_scale.head(&embedder.scoring());
     let (embedded, cache_hits) = embed_dataset(
         embedder,
         dataset,
@@ -153,7 +168,10 @@ pub fn evaluate(
         labels: Vec::new(),
         logits: Vec::new(),
         predictions: Vec::new(),
-        logit_scale: scale,
+        logit_scale: head.logit_scale(),
+        logit_bias: head.logit_bias(),
+        probability: head.probability_name(),
+        scoring: head,
         metrics: metrics::compute(&[], &[], dataset.classes.len()),
         failures: Vec::new(),
         cache_hits,
@@ -161,7 +179,8 @@ pub fn evaluate(
     for ((path, label), result) in dataset.items.iter().zip(embedded) {
         match result {
             Ok(e) => {
-                let logits = scoring::logits(&[e], &classifier, scale).remove(0);
+                let cos: Vec<f32> = classifier.iter().map(|c| scoring::dot(&e, c)).collect();
+                let logits = head.logits(&cos);
                 report.predictions.push(metrics::argmax(&logits));
                 report.logits.push(logits);
                 report.images.push(path.clone());

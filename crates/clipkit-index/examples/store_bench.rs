@@ -98,6 +98,7 @@ fn main() {
         model: "bench".into(),
         dim: a.dim,
         preprocess: PreprocessMode::Transformers,
+        family: None,
     };
     let mut store = EmbeddedStore::open_dir(&a.dir, Some(&info)).expect("store");
     let mut gen = Gen(42);
@@ -231,7 +232,7 @@ fn main() {
             &LabelOptions {
                 images_per_label: 10,
                 labels_per_image: 3,
-                logit_scale: 100.0,
+                scoring: clipkit_core::Scoring::Softmax { logit_scale: 100.0 },
                 min_score: None,
             },
         )

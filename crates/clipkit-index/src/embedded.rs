@@ -694,11 +694,11 @@ fn check_compatible(dir: &Path, stored: &CollectionInfo, wanted: &CollectionInfo
             got: wanted.dim,
         });
     }
-    if stored.model != wanted.model || stored.preprocess != wanted.preprocess {
+    if !stored.accepts(wanted) {
         return Err(IndexError::ModelMismatch {
             store,
-            stored: format!("{} ({})", stored.model, stored.preprocess),
-            requested: format!("{} ({})", wanted.model, wanted.preprocess),
+            stored: stored.describe(),
+            requested: wanted.describe(),
         });
     }
     Ok(())
@@ -723,6 +723,7 @@ fn read_info(conn: &Connection) -> rusqlite::Result<Option<CollectionInfo>> {
         model,
         dim: dim.parse().unwrap_or(0),
         preprocess,
+        family: get("family")?,
     }))
 }
 
@@ -731,6 +732,9 @@ fn write_info(conn: &Connection, info: &CollectionInfo) -> rusqlite::Result<()> 
     set_meta(conn, "model", &info.model)?;
     set_meta(conn, "dim", &info.dim.to_string())?;
     set_meta(conn, "preprocess", &info.preprocess.to_string())?;
+    if let Some(family) = &info.family {
+        set_meta(conn, "family", family)?;
+    }
     set_meta(conn, "generation", "0")?;
     set_meta(conn, "log_since", "0")
 }

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use clipkit_core::Scoring;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -15,15 +16,16 @@ use crate::exact::ExactIndex;
 use crate::store::{Hit, LabelVector, Store};
 use crate::{IndexError, Result};
 
-/// Up to this many labels, image → labels is exact and gets softmax probabilities.
+/// Up to this many labels, image → labels is exact and gets probabilities.
 pub const EXACT_LABEL_LIMIT: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct LabelOptions {
     pub images_per_label: usize,
     pub labels_per_image: usize,
-    /// Multiplies cosines into logits for the softmax (the model's `exp(logit_scale)`).
-    pub logit_scale: f32,
+    /// The model family's scoring head: cosines into logits, logits into probabilities
+    /// (CLIP's softmax over the labels, SigLIP's sigmoid of each).
+    pub scoring: Scoring,
     /// Drop pairs whose cosine is below this.
     pub min_score: Option<f32>,
 }
@@ -32,7 +34,8 @@ pub struct LabelOptions {
 pub struct LabelScore {
     pub label: String,
     pub score: f32,
-    /// Softmax over all labels; present when the label set is small enough to score exactly.
+    /// The scoring head's probability (softmax over all labels, or the label's own sigmoid);
+    /// present when the label set is small enough to score exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prob: Option<f32>,
 }
@@ -52,6 +55,8 @@ pub struct LabelImages {
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Labelling {
+    /// The function that produced the `prob`s (`softmax`, `sigmoid`).
+    pub probability: &'static str,
     pub per_label: Vec<LabelImages>,
     pub per_image: Vec<ImageLabels>,
 }
@@ -87,7 +92,7 @@ pub fn label(
         let index = LabelIndex::new(labels, store.info().dim)?;
         store.scan(2048, &mut |entries| {
             let queries: Vec<Vec<f32>> = entries.iter().map(|e| e.vector.clone()).collect();
-            let ranked = index.rank(&queries, options.labels_per_image, options.logit_scale)?;
+            let ranked = index.rank(&queries, options.labels_per_image, &options.scoring)?;
             for (e, ranked) in entries.iter().zip(ranked) {
                 per_image.push(ImageLabels {
                     path: e.file.path.clone(),
@@ -107,12 +112,13 @@ pub fn label(
         per_image.sort_by(|a, b| a.path.cmp(&b.path));
     }
     Ok(Labelling {
+        probability: options.scoring.probability_name(),
         per_label,
         per_image,
     })
 }
 
-/// A label index, its cosine, and its softmax probability when scored exactly.
+/// A label index, its cosine, and its probability when scored exactly.
 type Ranked = (usize, f32, Option<f32>);
 
 /// Nearest labels of image vectors.
@@ -151,8 +157,8 @@ impl LabelIndex {
         Ok(Self::Ann(index))
     }
 
-    /// Top `k` labels per query as (label index, cosine, softmax probability if exact).
-    fn rank(&self, queries: &[Vec<f32>], k: usize, scale: f32) -> Result<Vec<Vec<Ranked>>> {
+    /// Top `k` labels per query as (label index, cosine, probability if exact).
+    fn rank(&self, queries: &[Vec<f32>], k: usize, scoring: &Scoring) -> Result<Vec<Vec<Ranked>>> {
         match self {
             Self::Exact(index) => {
                 let n = index.len();
@@ -160,8 +166,7 @@ impl LabelIndex {
                 Ok(scores
                     .chunks(n)
                     .map(|row| {
-                        let logits: Vec<f32> = row.iter().map(|s| s * scale).collect();
-                        let probs = clipkit_core::scores::softmax(&logits);
+                        let probs = scoring.probabilities(&scoring.logits(row));
                         crate::exact::best(row, k)
                             .into_iter()
                             .map(|(i, s)| (i, s, Some(probs[i])))

@@ -22,6 +22,34 @@ pub struct CollectionInfo {
     /// The preprocessing the image embeddings were made with; stored by its name (`hf` or
     /// `openai`), so collections written before it was an enum still open.
     pub preprocess: PreprocessMode,
+    /// The model family (`CLIP`, `SigLIP`, `open_clip`, …): two checkpoints of different
+    /// families never share a space, even where their names or sizes could be confused.
+    /// `None` in collections written before it was recorded; those are not checked by it.
+    #[serde(default)]
+    pub family: Option<String>,
+}
+
+impl CollectionInfo {
+    /// Whether vectors described by `wanted` can go into (or query) a collection described by
+    /// `self`: same size, model, preprocessing, and family where both record one.
+    pub fn accepts(&self, wanted: &CollectionInfo) -> bool {
+        let family_agrees = match (&self.family, &wanted.family) {
+            (Some(stored), Some(wanted)) => stored == wanted,
+            _ => true,
+        };
+        self.dim == wanted.dim
+            && self.model == wanted.model
+            && self.preprocess == wanted.preprocess
+            && family_agrees
+    }
+
+    /// The checkpoint as error messages show it: `name (family, preprocessing)`.
+    pub fn describe(&self) -> String {
+        match &self.family {
+            Some(family) => format!("{} ({family}, {})", self.model, self.preprocess),
+            None => format!("{} ({})", self.model, self.preprocess),
+        }
+    }
 }
 
 /// What a store knows about one indexed file, enough to tell whether it changed.

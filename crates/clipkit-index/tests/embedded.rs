@@ -14,6 +14,7 @@ fn info(dim: usize) -> CollectionInfo {
         model: "test-model".into(),
         dim,
         preprocess: PreprocessMode::Transformers,
+        family: None,
     }
 }
 
@@ -320,4 +321,23 @@ fn preprocessing_is_stored_by_its_stable_name() {
     drop(db);
     let reopened = EmbeddedStore::open_dir(&dir, None).unwrap();
     assert_eq!(reopened.info().preprocess, PreprocessMode::Transformers);
+}
+
+#[test]
+fn collections_written_before_the_family_was_recorded_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    // `info` records no family, as collections made before it was recorded.
+    drop(EmbeddedStore::open_dir(dir.path(), Some(&info(4))).unwrap());
+    let with_family = CollectionInfo {
+        family: Some("CLIP".into()),
+        ..info(4)
+    };
+    let store = EmbeddedStore::open_dir(dir.path(), Some(&with_family)).unwrap();
+    assert_eq!(store.info().family, None);
+    drop(store);
+    // A new collection records it.
+    let fresh = tempfile::tempdir().unwrap();
+    drop(EmbeddedStore::open_dir(fresh.path(), Some(&with_family)).unwrap());
+    let reopened = EmbeddedStore::open_dir(fresh.path(), None).unwrap();
+    assert_eq!(reopened.info().family.as_deref(), Some("CLIP"));
 }

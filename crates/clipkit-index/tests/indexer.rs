@@ -120,6 +120,7 @@ fn only_unseen_content_is_decoded_and_moves_and_copies_reuse_vectors() {
                 model: "histogram".into(),
                 dim: DIM,
                 preprocess: PreprocessMode::default(),
+                family: None,
             }),
         )
         .unwrap();

@@ -171,8 +171,13 @@ pub struct Mistake {
     pub top: Vec<(String, f32)>,
 }
 
-/// A grid of mistakes, each picture with its true class and its top-3 probabilities.
-pub fn mistakes_gallery(mistakes: &[Mistake], path: &Path) -> Result<(), PlotError> {
+/// A grid of mistakes, each picture with its true class and its top-3 probabilities;
+/// `probability` names the function that produced them (`softmax`, `sigmoid`).
+pub fn mistakes_gallery(
+    mistakes: &[Mistake],
+    probability: &str,
+    path: &Path,
+) -> Result<(), PlotError> {
     check_png(path)?;
     if mistakes.is_empty() {
         return Err(PlotError::NoBars);
@@ -184,7 +189,7 @@ pub fn mistakes_gallery(mistakes: &[Mistake], path: &Path) -> Result<(), PlotErr
     let root = BitMapBackend::new(path, (cols * tile_w, rows * tile_h + 40)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     root.draw(&Text::new(
-        "worst mistakes (most confident wrong predictions)",
+        format!("worst mistakes (most confident wrong predictions; {probability} probabilities)"),
         (10, 10),
         ("sans-serif", 18),
     ))
@@ -279,7 +284,7 @@ mod tests {
                 ("camera man".into(), 0.1),
             ],
         }];
-        mistakes_gallery(&mistakes, &dir.path().join("mistakes.png")).unwrap();
+        mistakes_gallery(&mistakes, "softmax", &dir.path().join("mistakes.png")).unwrap();
         assert!(
             per_class_accuracy(&classes, &[None, None, None], 10, &dir.path().join("e.png"))
                 .is_err()

@@ -45,12 +45,21 @@ fn register_font() {
     });
 }
 
+/// What the chart shows besides the bars: its title and what its probability axis says
+/// (which function produced the probabilities, e.g. "probability (sigmoid, each label on its
+/// own)").
+#[derive(Debug, Clone, Copy)]
+pub struct ChartText<'a> {
+    pub title: &'a str,
+    pub axis: &'a str,
+}
+
 /// Draws `image` beside the bars (highest probability on top, at most `max_bars`) into
 /// `path`; the extension picks PNG or SVG.
 pub fn probability_chart(
     image: &RgbImage,
     bars: &[Bar],
-    title: &str,
+    text: ChartText,
     max_bars: usize,
     path: &Path,
 ) -> Result<(), PlotError> {
@@ -73,13 +82,13 @@ pub fn probability_chart(
     match ext.as_deref() {
         Some("png") => {
             let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            draw(&root, image, &bars, title).map_err(err)?;
+            draw(&root, image, &bars, text).map_err(err)?;
             root.present().map_err(|e| err(e.to_string()))
         }
         Some("svg") => {
             {
                 let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-                draw(&root, image, &bars, title).map_err(err)?;
+                draw(&root, image, &bars, text).map_err(err)?;
                 root.present().map_err(|e| err(e.to_string()))?;
             }
             // plotters writes `data:png`; browsers need the full MIME type to show the image.
@@ -99,7 +108,7 @@ pub fn probability_chart(
 pub fn probability_chart_png(
     image: &RgbImage,
     bars: &[Bar],
-    title: &str,
+    text: ChartText,
     max_bars: usize,
 ) -> Result<Vec<u8>, PlotError> {
     if bars.is_empty() {
@@ -116,7 +125,7 @@ pub fn probability_chart_png(
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, image, &bars, title).map_err(err)?;
+        draw(&root, image, &bars, text).map_err(err)?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
     let canvas = RgbImage::from_raw(WIDTH, HEIGHT, rgb).expect("buffer has WIDTH×HEIGHT×3 bytes");
@@ -131,7 +140,7 @@ fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     image: &RgbImage,
     bars: &[Bar],
-    title: &str,
+    text: ChartText,
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
@@ -157,7 +166,7 @@ fn draw<DB: DrawingBackend>(
     let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
     let n = bars.len();
     let mut chart = ChartBuilder::on(&right)
-        .caption(title, ("sans-serif", 22))
+        .caption(text.title, ("sans-serif", 22))
         .margin(20)
         .x_label_area_size(40)
         .y_label_area_size(label_area_width(&labels))
@@ -167,7 +176,7 @@ fn draw<DB: DrawingBackend>(
         .configure_mesh()
         .disable_y_mesh()
         .light_line_style(WHITE)
-        .x_desc("probability")
+        .x_desc(text.axis)
         .x_labels(6)
         .y_labels(n)
         .y_label_formatter(&|v| match v {
@@ -217,6 +226,13 @@ fn label_area_width(labels: &[String]) -> u32 {
 mod tests {
     use super::*;
 
+    fn text(title: &str) -> ChartText<'_> {
+        ChartText {
+            title,
+            axis: "probability (sigmoid, each label on its own)",
+        }
+    }
+
     fn bars() -> Vec<Bar> {
         vec![
             Bar {
@@ -235,7 +251,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chart.png");
         let red = RgbImage::from_pixel(64, 32, image::Rgb([255, 0, 0]));
-        probability_chart(&red, &bars(), "chelsea.png", 10, &path).unwrap();
+        probability_chart(&red, &bars(), text("chelsea.png"), 10, &path).unwrap();
         let out = image::open(&path).unwrap().to_rgb8();
         assert_eq!(out.dimensions(), (WIDTH, HEIGHT));
         // The centre of the image panel shows the (red) picture.
@@ -256,21 +272,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chart.svg");
         let img = RgbImage::from_pixel(10, 10, image::Rgb([0, 255, 0]));
-        probability_chart(&img, &bars(), "t", 10, &path).unwrap();
+        probability_chart(&img, &bars(), text("t"), 10, &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.contains("<image") && svg.contains("data:image/png;base64,"));
         assert!(svg.contains("a photo of a cat"));
         assert!(svg.contains("90.0%"));
+        // The axis says which function produced the probabilities.
+        assert!(svg.contains("sigmoid, each label on its own"), "{svg}");
     }
 
     #[test]
     fn bad_requests_are_errors() {
         let img = RgbImage::new(4, 4);
         let dir = tempfile::tempdir().unwrap();
-        let err = probability_chart(&img, &bars(), "t", 5, &dir.path().join("x.gif")).unwrap_err();
+        let err =
+            probability_chart(&img, &bars(), text("t"), 5, &dir.path().join("x.gif")).unwrap_err();
         assert!(err.to_string().contains("x.gif"));
         assert!(matches!(
-            probability_chart(&img, &[], "t", 5, &dir.path().join("x.png")),
+            probability_chart(&img, &[], text("t"), 5, &dir.path().join("x.png")),
             Err(PlotError::NoBars)
         ));
     }
@@ -278,11 +297,11 @@ mod tests {
     #[test]
     fn png_in_memory_is_a_png_of_the_chart_size() {
         let image = RgbImage::from_pixel(40, 30, image::Rgb([200, 10, 10]));
-        let png = probability_chart_png(&image, &bars(), "title", 10).unwrap();
+        let png = probability_chart_png(&image, &bars(), text("title"), 10).unwrap();
         let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (WIDTH, HEIGHT));
         assert!(matches!(
-            probability_chart_png(&image, &[], "t", 10),
+            probability_chart_png(&image, &[], text("t"), 10),
             Err(PlotError::NoBars)
         ));
     }

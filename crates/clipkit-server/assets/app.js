@@ -111,6 +111,9 @@ async function runClassify(event) {
     if (!response.ok) throw new Error(await apiError(response));
     const body = await response.json();
     showBars(body.scores);
+    // Which function produced the bars: softmax bars share 100%, sigmoid bars stand alone.
+    $("bars").dataset.probability = body.probability;
+    $("bars").title = `${body.probability} probabilities`;
     $("classification").hidden = false;
     const best = body.scores.reduce((a, b) => (b.prob > a.prob ? b : a));
     setStatus(status, `most likely: ${best.label}`);

@@ -373,6 +373,8 @@ async fn classify_and_similarity_match_the_library() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // CLIP's head: a softmax over the labels, and the response says so.
+    assert_eq!(body["probability"], "softmax");
     let got = body["scores"].as_array().unwrap();
     assert_eq!(got.len(), 3);
     let mut total = 0.0;
@@ -471,6 +473,8 @@ async fn classify_and_similarity_match_the_library() {
     assert_eq!(mstatus, 200, "{mbody}");
     for b in [&body, &mbody] {
         assert!((b["logit_scale"].as_f64().unwrap() as f32 - clip.logit_scale()).abs() < 1e-4);
+        assert_eq!(b["probability"], "softmax");
+        assert!(b.get("logit_bias").is_none(), "CLIP has no logit bias: {b}");
         for i in 0..2 {
             let row = vector(&b["logits_per_image"][i]);
             let prow = vector(&b["probs_per_image"][i]);
@@ -599,6 +603,10 @@ async fn search_by_text_and_image_with_thumbnails() {
     let (status, info) = s.get_json("/v1/info", "/v1/info").await;
     assert_eq!(status, 200);
     assert_eq!(info["store"]["images"], PHOTOS.len());
+    assert_eq!(
+        (info["family"].as_str(), info["probability"].as_str()),
+        (Some("CLIP"), Some("softmax"))
+    );
     s.stop().await.unwrap();
 }
 
@@ -995,6 +1003,7 @@ async fn a_store_that_is_down_answers_503_with_retry_after() {
             model: clip.name().to_owned(),
             dim: clip.embedding_dim(),
             preprocess: clipkit_core::PreprocessMode::Transformers,
+            family: None,
         },
     };
     let s = TestServer::start_with(clip, config(), Some(Box::new(store)), true).await;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
+use clipkit_core::zoo::measured;
 use serde_json::json;
 
 use super::Outcome;
@@ -130,6 +131,31 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
     };
     let precision = name(&|| args.model.precision.to_possible_value());
     let kernels = name(&|| args.model.cpu_kernels.to_possible_value());
+    let recorded = if args.no_record || args.model.device != "cpu" {
+        None
+    } else {
+        let record = measured::BenchRecord {
+            model: clip.name().to_owned(),
+            cpu: measured::cpu_name(),
+            precision: precision.clone(),
+            batch: args.batch,
+            threads,
+            images_per_sec,
+            date: measured::now_utc(),
+            family: Some(clip.family().name().to_owned()),
+            image_size: Some(clip.image_size()),
+            embedding_dim: Some(clip.embedding_dim()),
+        };
+        let path = measured::default_path();
+        match measured::append(&path, &record) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                // The measurement itself succeeded; only `clipkit models` misses it.
+                eprintln!("warning: the result was not recorded: {e}");
+                None
+            }
+        }
+    };
 
     match args.print.format {
         Format::Json => print_json(&json!({
@@ -146,6 +172,7 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
             "image_gflops_per_sec": gflops,
             "model_load_sec": load_s,
             "peak_rss_mb": rss,
+            "recorded_in": recorded.as_ref().map(|p| p.to_string_lossy()),
             "end_to_end": end_to_end.as_ref().map(|e| json!({
                 "files": e.files,
                 "images_per_pass": e.images,
@@ -173,6 +200,12 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
                 vec![
                     "peak_rss_mb".into(),
                     rss.map_or_else(String::new, |r| r.to_string()),
+                ],
+                vec![
+                    "recorded_in".into(),
+                    recorded
+                        .as_ref()
+                        .map_or_else(String::new, |p| p.to_string_lossy().into_owned()),
                 ],
             ];
             if let Some(e) = &end_to_end {
@@ -226,6 +259,9 @@ pub fn run(args: &BenchArgs) -> Result<Outcome> {
             rows.push(vec!["precision".into(), precision]);
             rows.push(vec!["matmul kernel".into(), clip.matmul_kernel().into()]);
             print_table(&["measure", "value"], &rows);
+            if let Some(path) = &recorded {
+                println!("\nrecorded for `clipkit models` in {}", path.display());
+            }
         }
     }
     Ok(Outcome::Success)

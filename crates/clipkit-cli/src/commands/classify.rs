@@ -23,6 +23,13 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
     };
     let images = expand_images(&args.images)?;
     let clip = load_model(&args.model)?;
+    // A probe is a softmax classifier over its own logits: no cosine scale applies. Zero-shot
+    // labels are scored by the family's head (CLIP's softmax, SigLIP's sigmoid).
+    let head = match probe {
+        Some(_) => Scoring::Softmax { logit_scale: 1.0 },
+        None => clip.scoring(),
+    };
+    let probability = head.probability_name();
     let scorer: Scorer = match (probe, zero_shot) {
         (Some(p), _) => {
             if p.dim != clip.embedding_dim() {
@@ -33,13 +40,10 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                     clip.embedding_dim()
                 );
             }
-            // A probe is a softmax classifier over its own logits: no cosine scale applies.
-            let head = Scoring::Softmax { logit_scale: 1.0 };
             Box::new(move |e, top_k| scoring::rank(&p.logits(e), &head, top_k))
         }
         (None, Some(zero_shot)) => {
             let label_embeddings = zero_shot.embed(&clip)?;
-            let head = clip.scoring();
             Box::new(move |e, top_k| {
                 scoring::classify(&[e.to_vec()], &label_embeddings, &head, top_k).remove(0)
             })
@@ -65,6 +69,7 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                 .map(|(path, scored)| {
                     json!({
                         "image": path_str(path),
+                        "probability": probability,
                         "scores": scored.iter().map(|&(i, logit, prob)| json!({
                             "label": labels[i], "logit": logit, "prob": prob,
                         })).collect::<Vec<_>>(),
@@ -92,14 +97,18 @@ pub fn run(args: &ClassifyArgs) -> Result<Outcome> {
                     } else {
                         format!("{logit:.3}")
                     };
-                    rows.push(vec![image, labels[i].clone(), logit, prob]);
+                    let mut row = vec![image, labels[i].clone(), logit, prob];
+                    if args.print.format == Format::Csv {
+                        row.push(probability.to_owned());
+                    }
+                    rows.push(row);
                 }
             }
-            let header = ["image", "label", "logit", "prob"];
             if args.print.format == Format::Csv {
-                print_csv(&header, &rows)?;
+                print_csv(&["image", "label", "logit", "prob", "probability"], &rows)?;
             } else {
-                print_table(&header, &rows);
+                let prob = format!("prob ({probability})");
+                print_table(&["image", "label", "logit", prob.as_str()], &rows);
             }
         }
     }

@@ -13,11 +13,12 @@ pub fn address(args: &StoreArgs) -> Result<StoreAddress> {
     Ok(StoreAddress::parse(&args.store)?)
 }
 
-pub fn info_of(clip: &Clip, _args: &ModelArgs) -> CollectionInfo {
+pub fn info_of(clip: &Clip) -> CollectionInfo {
     CollectionInfo {
         model: clip.name().to_owned(),
         dim: clip.embedding_dim(),
         preprocess: clip.preprocess_mode(),
+        family: Some(clip.family().name().to_owned()),
     }
 }
 
@@ -27,8 +28,8 @@ pub fn open_existing(args: &StoreArgs) -> Result<Box<dyn Store>> {
 }
 
 /// Opens (creating if needed) the store for `clip`'s embeddings.
-pub fn open_for(args: &StoreArgs, clip: &Clip, model: &ModelArgs) -> Result<Box<dyn Store>> {
-    clipkit_index::open(&address(args)?, Some(&info_of(clip, model))).map_err(|e| match e {
+pub fn open_for(args: &StoreArgs, clip: &Clip) -> Result<Box<dyn Store>> {
+    clipkit_index::open(&address(args)?, Some(&info_of(clip))).map_err(|e| match e {
         // The library does not know the flag; the hint belongs to the command line.
         IndexError::ModelMismatch { ref stored, .. } => {
             anyhow!("{e} (use a new store, or --model {stored})")
@@ -60,6 +61,15 @@ pub fn model_for(store: &dyn Store, args: &ModelArgs) -> Result<Clip> {
     } else {
         load_model(args)?
     };
+    if let Some(stored) = &info.family {
+        if stored != clip.family().name() {
+            bail!(clipkit_index::IndexError::ModelMismatch {
+                store: store.address(),
+                stored: info.describe(),
+                requested: info_of(&clip).describe(),
+            });
+        }
+    }
     if clip.embedding_dim() != info.dim {
         bail!(clipkit_index::IndexError::WrongVectorDimension {
             store: store.address(),

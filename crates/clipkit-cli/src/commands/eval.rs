@@ -75,6 +75,8 @@ pub fn run(args: &EvalArgs) -> Result<Outcome> {
                 "confusion_matrix": m.confusion_matrix,
                 "templates": report.templates,
                 "logit_scale": report.logit_scale,
+                "logit_bias": report.logit_bias,
+                "probability": report.probability,
                 "images": report.images.len(),
                 "failed_images": report.failures.iter().map(|(p, e)| json!({"path": path_str(p), "error": e})).collect::<Vec<_>>(),
                 "cache_hits": report.cache_hits,
@@ -94,12 +96,16 @@ pub fn run(args: &EvalArgs) -> Result<Outcome> {
         }
         Format::Csv => print_csv(&["measure", "class", "value"], &csv_rows(&report))?,
         Format::Table => {
+            let bias = report
+                .logit_bias
+                .map_or_else(String::new, |b| format!(", logit bias {b}"));
             println!(
-                "{} images, {} classes, {} templates, logit scale {}",
+                "{} images, {} classes, {} templates, logit scale {}{bias} ({} scoring)",
                 report.images.len(),
                 report.classes.len(),
                 report.templates.len(),
-                report.logit_scale
+                report.logit_scale,
+                report.probability
             );
             println!("top-1 accuracy          {:.2}%", m.top1 * 100.0);
             if let Some(t5) = m.top5 {
@@ -141,6 +147,13 @@ fn csv_rows(report: &clipkit_eval::EvalReport) -> Vec<Vec<String>> {
         total("classes", report.classes.len().to_string()),
         total("templates", report.templates.len().to_string()),
         total("logit_scale", report.logit_scale.to_string()),
+        total(
+            "logit_bias",
+            report
+                .logit_bias
+                .map_or_else(String::new, |b| b.to_string()),
+        ),
+        total("probability", report.probability.to_owned()),
         total("acc1", m.top1.to_string()),
         total("acc5", m.top5.map_or_else(String::new, |t5| t5.to_string())),
         total("mean_per_class_recall", m.mean_per_class_recall.to_string()),
@@ -185,7 +198,7 @@ fn write_plots(
         .enumerate()
         .filter(|(i, _)| report.predictions[*i] != report.labels[*i])
         .map(|(i, logits)| {
-            let probs = clipkit_core::scores::softmax(logits);
+            let probs = report.scoring.probabilities(logits);
             (i, probs[report.predictions[i]], probs)
         })
         .collect();
@@ -214,7 +227,7 @@ fn write_plots(
         });
     }
     if !mistakes.is_empty() {
-        eval_charts::mistakes_gallery(&mistakes, &dir.join("mistakes.png"))?;
+        eval_charts::mistakes_gallery(&mistakes, report.probability, &dir.join("mistakes.png"))?;
     }
     eprintln!("wrote charts to {}", dir.display());
     Ok(())

@@ -28,7 +28,7 @@ pub fn export(args: &ExportArgs) -> Result<Outcome> {
 
 pub fn import(args: &ImportArgs) -> Result<Outcome> {
     let clip = load_model(&args.model)?;
-    let mut store = open_for(&args.store, &clip, &args.model)?;
+    let mut store = open_for(&args.store, &clip)?;
     let rows = read(&mut *store, &args.dir)?;
     eprintln!(
         "imported {rows} embeddings into {} ({} in total)",

@@ -30,7 +30,7 @@ impl Progress for Bar {
 
 pub fn add(args: &IndexAddArgs) -> Result<Outcome> {
     let clip = load_model(&args.model)?;
-    let mut store = open_for(&args.store, &clip, &args.model)?;
+    let mut store = open_for(&args.store, &clip)?;
     let roots = indexer::canonical_roots(&args.paths)?;
 
     // Ctrl-C finishes the batch in flight, commits it and stops; a second one kills.

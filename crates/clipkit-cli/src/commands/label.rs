@@ -32,7 +32,7 @@ pub fn run(args: &CollectionLabelArgs) -> Result<Outcome> {
         &LabelOptions {
             images_per_label: args.images_per_label,
             labels_per_image: args.labels_per_image,
-            logit_scale: clip.logit_scale(),
+            scoring: clip.scoring(),
             min_score: args.min_score,
         },
     )?;
@@ -60,7 +60,8 @@ pub fn run(args: &CollectionLabelArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// One row per (image, label) pair from both directions, marked by which one found it.
+/// One row per (image, label) pair from both directions, marked by which one found it; an
+/// image → label row with a probability names the function that produced it.
 fn pair_rows(result: &Labelling) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let mut rows = Vec::new();
     for l in &result.per_label {
@@ -72,6 +73,7 @@ fn pair_rows(result: &Labelling) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 format!("{:.4}", h.score),
                 String::new(),
                 path_str(&h.path),
+                String::new(),
             ]);
         }
     }
@@ -84,11 +86,22 @@ fn pair_rows(result: &Labelling) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 format!("{:.4}", l.score),
                 l.prob.map(|p| format!("{p:.4}")).unwrap_or_default(),
                 path_str(&i.path),
+                l.prob
+                    .map(|_| result.probability.to_owned())
+                    .unwrap_or_default(),
             ]);
         }
     }
     (
-        vec!["direction", "label", "rank", "score", "prob", "path"],
+        vec![
+            "direction",
+            "label",
+            "rank",
+            "score",
+            "prob",
+            "path",
+            "probability",
+        ],
         rows,
     )
 }
@@ -133,6 +146,7 @@ fn write_output(path: &std::path::Path, result: &Labelling) -> Result<()> {
                             .collect(),
                     ),
                     Column::Str("image_path".into(), col(5)),
+                    Column::Str("probability".into(), col(6)),
                 ],
             )?;
             Ok(())

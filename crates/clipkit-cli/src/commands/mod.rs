@@ -10,6 +10,7 @@ pub mod eval;
 pub mod export;
 pub mod index;
 pub mod label;
+pub mod models;
 pub mod plot;
 pub mod probe;
 pub mod search;

@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clipkit_core::image::Pixels;
 use clipkit_core::scoring;
-use clipkit_plot::{probability_chart, Bar};
+use clipkit_plot::{probability_chart, Bar, ChartText};
 
 use super::Outcome;
 use crate::cli::PlotArgs;
@@ -16,7 +16,8 @@ pub fn run(args: &PlotArgs) -> Result<Outcome> {
         .preprocessor()
         .normalize(&clip.preprocessor().resize_and_crop(&decoded));
     let embedding = clip.embed_pixels(&[pixels])?.remove(0);
-    let bars: Vec<Bar> = scoring::classify(&[embedding], &label_embeddings, &clip.scoring(), None)
+    let head = clip.scoring();
+    let bars: Vec<Bar> = scoring::classify(&[embedding], &label_embeddings, &head, None)
         .remove(0)
         .into_iter()
         .map(|s| Bar {
@@ -34,7 +35,11 @@ pub fn run(args: &PlotArgs) -> Result<Outcome> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    probability_chart(&shown, &bars, &title, args.max_bars, &args.output)
+    let text = ChartText {
+        title: &title,
+        axis: head.probability_axis(),
+    };
+    probability_chart(&shown, &bars, text, args.max_bars, &args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     eprintln!("wrote {}", args.output.display());
     Ok(Outcome::Success)

@@ -71,10 +71,10 @@ pub fn run(args: &ProbeArgs) -> Result<Outcome> {
     };
     let probe_acc = accuracy(&|e| fitted.predict(e));
     let classifier = zeroshot::classifier(&clip, &dataset.classes, &templates)?;
+    // The family's own head (CLIP's softmax, SigLIP's sigmoid with its bias) picks the class.
+    let head = clip.scoring();
     let zero_shot_acc = accuracy(&|e| {
-        clipkit_eval::metrics::argmax(
-            &clipkit_core::scores::logits(&[e.to_vec()], &classifier, 100.0)[0],
-        )
+        clipkit_core::scoring::classify(&[e.to_vec()], &classifier, &head, Some(1))[0][0].label
     });
     if let Some(out) = &args.output {
         fitted.save(out)?;
@@ -88,6 +88,7 @@ pub fn run(args: &ProbeArgs) -> Result<Outcome> {
             "test_images": test_x.len(),
             "probe_accuracy": probe_acc,
             "zero_shot_accuracy": zero_shot_acc,
+            "zero_shot_probability": head.probability_name(),
         }))?,
         Format::Csv => print_csv(
             &["measure", "value"],
@@ -99,6 +100,10 @@ pub fn run(args: &ProbeArgs) -> Result<Outcome> {
                 vec!["test_images".into(), test_x.len().to_string()],
                 vec!["probe_accuracy".into(), probe_acc.to_string()],
                 vec!["zero_shot_accuracy".into(), zero_shot_acc.to_string()],
+                vec![
+                    "zero_shot_probability".into(),
+                    head.probability_name().into(),
+                ],
             ],
         )?,
         Format::Table => {
@@ -110,7 +115,11 @@ pub fn run(args: &ProbeArgs) -> Result<Outcome> {
                 dataset.classes.len()
             );
             println!("probe accuracy       {:.2}%", probe_acc * 100.0);
-            println!("zero-shot accuracy   {:.2}%", zero_shot_acc * 100.0);
+            println!(
+                "zero-shot accuracy   {:.2}%  ({} scoring)",
+                zero_shot_acc * 100.0,
+                head.probability_name()
+            );
         }
     }
     Ok(Outcome::from_failures(failures))

@@ -27,6 +27,8 @@ pub fn run(args: &SimilarityArgs) -> Result<Outcome> {
             "images": embedded.iter().map(|(p, _)| path_str(p)).collect::<Vec<_>>(),
             "texts": texts,
             "logit_scale": head.logit_scale(),
+            "logit_bias": head.logit_bias(),
+            "probability": head.probability_name(),
             "logits_per_image": logits,
             "probs_per_image": probs,
         }))?,
@@ -39,10 +41,11 @@ pub fn run(args: &SimilarityArgs) -> Result<Outcome> {
                         text.to_string(),
                         logit.to_string(),
                         prob.to_string(),
+                        head.probability_name().to_owned(),
                     ]);
                 }
             }
-            print_csv(&["image", "text", "logit", "prob"], &rows)?;
+            print_csv(&["image", "text", "logit", "prob", "probability"], &rows)?;
         }
         Format::Table => {
             let mut header = vec!["image"];

@@ -12,7 +12,7 @@ use clipkit_image::PreprocessMode;
 
 use super::errors::is_index_not_found;
 use super::{
-    MilvusStore, HASH, ID, MAX_HASH_BYTES, MAX_PATH_BYTES, MTIME, PATH, PROP_MODEL,
+    MilvusStore, HASH, ID, MAX_HASH_BYTES, MAX_PATH_BYTES, MTIME, PATH, PROP_FAMILY, PROP_MODEL,
     PROP_PREPROCESS, PROP_ROOTS, READY_TIMEOUT, SIZE, VECTOR,
 };
 use crate::{CollectionInfo, IndexError, Result};
@@ -76,6 +76,7 @@ impl MilvusStore {
             model,
             dim,
             preprocess,
+            family: props.get(PROP_FAMILY).cloned(),
         })
     }
 
@@ -115,11 +116,14 @@ impl MilvusStore {
                     .data_type(DataType::FloatVector)
                     .dimension(self.info.dim as u32),
             );
-        let properties = HashMap::from([
+        let mut properties = HashMap::from([
             (PROP_MODEL.to_owned(), self.info.model.clone()),
             (PROP_PREPROCESS.to_owned(), self.info.preprocess.to_string()),
             (PROP_ROOTS.to_owned(), "[]".to_owned()),
         ]);
+        if let Some(family) = &self.info.family {
+            properties.insert(PROP_FAMILY.to_owned(), family.clone());
+        }
         self.create_collection(&self.collection, schema, properties)?;
         self.ensure_index(&self.collection, IndexType::Hnsw)
     }
@@ -261,11 +265,11 @@ pub(super) fn check_compatible(
             got: wanted.dim,
         });
     }
-    if stored.model != wanted.model || stored.preprocess != wanted.preprocess {
+    if !stored.accepts(wanted) {
         return Err(IndexError::ModelMismatch {
             store: store.to_owned(),
-            stored: format!("{} ({})", stored.model, stored.preprocess),
-            requested: format!("{} ({})", wanted.model, wanted.preprocess),
+            stored: stored.describe(),
+            requested: wanted.describe(),
         });
     }
     Ok(())

@@ -46,6 +46,8 @@ const HASH: &str = "hash";
 const VECTOR: &str = "vector";
 
 const PROP_MODEL: &str = "clipkit.model";
+/// The model family (`CLIP`, `SigLIP`, …); absent in collections made before it was recorded.
+const PROP_FAMILY: &str = "clipkit.family";
 const PROP_PREPROCESS: &str = "clipkit.preprocess";
 const PROP_ROOTS: &str = "clipkit.roots";
 
@@ -126,6 +128,7 @@ impl MilvusStore {
                 model: String::new(),
                 dim: 0,
                 preprocess: PreprocessMode::default(),
+                family: None,
             },
         };
         let exists = store.has_collection(collection)?;

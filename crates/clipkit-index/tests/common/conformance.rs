@@ -52,6 +52,7 @@ pub fn info(dim: usize) -> CollectionInfo {
         model: "ViT-B-32/openai".into(),
         dim,
         preprocess: PreprocessMode::OpenAi,
+        family: Some("CLIP".into()),
     }
 }
 
@@ -289,6 +290,26 @@ pub fn refuses_other_models_and_dims(open: Open) {
         ),
         "other preprocessing accepted"
     );
+    // The same name from another family (a directory whose checkpoint was replaced) is
+    // refused too, and the error names both families.
+    let other_family = CollectionInfo {
+        family: Some("SigLIP".into()),
+        ..info(8)
+    };
+    match open(name, Some(&other_family)) {
+        Err(IndexError::ModelMismatch {
+            stored, requested, ..
+        }) => {
+            assert!(stored.contains("CLIP"), "{stored}");
+            assert!(requested.contains("SigLIP"), "{requested}");
+        }
+        Err(e) => panic!("other family: expected ModelMismatch, got {e}"),
+        Ok(_) => panic!("other family accepted"),
+    }
+    // The family is read back as written.
+    let reopened = open(name, None).expect("reopening");
+    assert_eq!(reopened.info().family.as_deref(), Some("CLIP"));
+    drop(reopened);
     match open(name, Some(&info(12))) {
         Err(IndexError::WrongVectorDimension { expected, got, .. }) => {
             assert_eq!((expected, got), (8, 12));

@@ -5,7 +5,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use clipkit_core::scoring;
-use clipkit_plot::{probability_chart_png, Bar};
+use clipkit_plot::{probability_chart_png, Bar, ChartText};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -59,6 +59,9 @@ pub struct ChartQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClassifyResponse {
     pub model: String,
+    /// The function that produced each `prob`: `softmax` (over the labels, summing to one;
+    /// CLIP) or `sigmoid` (of each label's logit on its own; SigLIP).
+    pub probability: String,
     /// Scores in label order, or best first with `top_k`.
     pub scores: Vec<LabelScore>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -68,9 +71,9 @@ pub struct ClassifyResponse {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LabelScore {
     pub label: String,
-    /// logit_scale · cosine.
+    /// logit_scale · cosine (+ logit_bias for SigLIP).
     pub logit: f32,
-    /// Softmax over the labels.
+    /// The label's probability (see `probability`).
     pub prob: f32,
 }
 
@@ -184,8 +187,13 @@ pub async fn classify(
             })
             .collect();
         let title = req.title;
+        let axis = scoring.probability_axis();
         let png = tokio::task::spawn_blocking(move || {
-            probability_chart_png(&shown, &bars, &title, CHART_BARS)
+            let text = ChartText {
+                title: &title,
+                axis,
+            };
+            probability_chart_png(&shown, &bars, text, CHART_BARS)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("chart task failed: {e}")))?
@@ -201,6 +209,7 @@ pub async fn classify(
     }
     Ok(Json(ClassifyResponse {
         model: state.config.served_model_name.clone(),
+        probability: scoring.probability_name().to_owned(),
         scores: scores
             .into_iter()
             .map(|s| LabelScore {

@@ -173,7 +173,14 @@ pub struct InfoResponse {
     pub model: String,
     /// Embedding size.
     pub dim: usize,
+    /// The model family (`CLIP`, `SigLIP`, `open_clip`, …).
+    pub family: String,
     pub logit_scale: f32,
+    /// The checkpoint's `logit_bias` (SigLIP); absent for CLIP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<f32>,
+    /// How classify and similarity turn logits into probabilities: `softmax` or `sigmoid`.
+    pub probability: String,
     pub image_size: usize,
     /// Longest text in tokens (longer ones are truncated).
     pub context_length: usize,
@@ -230,7 +237,10 @@ pub async fn info(state: Shared) -> Result<Json<InfoResponse>, ApiError> {
     Ok(Json(InfoResponse {
         model: c.served_model_name.clone(),
         dim: state.clip.embedding_dim(),
+        family: state.clip.family().name().to_owned(),
         logit_scale: state.clip.logit_scale(),
+        logit_bias: state.clip.scoring().logit_bias(),
+        probability: state.clip.scoring().probability_name().to_owned(),
         image_size: state.clip.image_size(),
         context_length: state.clip.tokenizer().context_length(),
         store,

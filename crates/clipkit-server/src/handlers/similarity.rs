@@ -1,5 +1,6 @@
 //! `POST /v1/similarity`: the images × texts logits matrix (`logits_per_image`) and each
-//! image's softmax over the texts, as `clipkit similarity --format json` prints them.
+//! image's probabilities over the texts (the family's scoring: CLIP's softmax, SigLIP's
+//! sigmoid), as `clipkit similarity --format json` prints them.
 
 use axum::Json;
 use clipkit_core::scoring;
@@ -39,9 +40,15 @@ pub struct SimilarityResponse {
     pub texts: Vec<String>,
     /// `exp(logit_scale)` of the checkpoint.
     pub logit_scale: f32,
-    /// `logits_per_image[i][j]` = logit_scale · cos(image i, text j).
+    /// The checkpoint's `logit_bias` (SigLIP), added to every logit; absent for CLIP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<f32>,
+    /// The function that produced `probs_per_image`: `softmax` (over the texts; CLIP) or
+    /// `sigmoid` (of each logit on its own; SigLIP).
+    pub probability: String,
+    /// `logits_per_image[i][j]` = logit_scale · cos(image i, text j) (+ logit_bias).
     pub logits_per_image: Vec<Vec<f32>>,
-    /// Per image, softmax over the texts.
+    /// Per image, the probability of each text (see `probability`).
     pub probs_per_image: Vec<Vec<f32>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -105,6 +112,8 @@ pub async fn similarity(
         warnings: state.truncation_warnings(&texts),
         texts,
         logit_scale: scoring.logit_scale(),
+        logit_bias: scoring.logit_bias(),
+        probability: scoring.probability_name().to_owned(),
         logits_per_image: similarity.logits,
         probs_per_image: similarity.probabilities,
     }))

@@ -71,6 +71,7 @@ pub fn build_store(dir: &Path, clip: &Clip) -> Box<dyn Store> {
         model: clip.name().to_owned(),
         dim: clip.embedding_dim(),
         preprocess: PreprocessMode::Transformers,
+        family: None,
     };
     let mut store =
         clipkit_index::open(&StoreAddress::Embedded(dir.join("store")), Some(&info)).unwrap();
