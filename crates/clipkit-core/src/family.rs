@@ -51,10 +51,17 @@ impl ModelFamily {
     /// `open_clip_config.json` makes it open_clip.
     pub fn detect(dir: &Path) -> Result<Self> {
         let config = dir.join("config.json");
+        let open_clip = dir.join("open_clip_config.json").is_file();
         if config.is_file() {
-            return Self::from_config(&config);
+            return match Self::from_config(&config)? {
+                // timm's config.json beside open_clip's files (MetaCLIP 2's hub repos) is
+                // neither a transformers CLIP config nor a family of its own.
+                Some(family) => Ok(family),
+                None if open_clip => Ok(ModelFamily::OpenClip),
+                None => Ok(ModelFamily::Clip),
+            };
         }
-        if dir.join("open_clip_config.json").is_file() {
+        if open_clip {
             return Ok(ModelFamily::OpenClip);
         }
         Err(ClipError::MissingFile {
@@ -68,8 +75,8 @@ impl ModelFamily {
 
     /// The family named by a transformers `config.json`'s `model_type`. Configs written before
     /// transformers recorded it (no `model_type`, but CLIP's `text_config`/`vision_config`)
-    /// are CLIP's.
-    fn from_config(path: &Path) -> Result<Self> {
+    /// are CLIP's; `None` when the file has neither (another library's config).
+    fn from_config(path: &Path) -> Result<Option<Self>> {
         let text = std::fs::read_to_string(path).map_err(|e| ClipError::io(path, e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| ClipError::Json {
@@ -77,12 +84,15 @@ impl ModelFamily {
                 source,
             })?;
         match json.get("model_type").and_then(|t| t.as_str()) {
-            Some("clip") => Ok(ModelFamily::Clip),
-            Some("siglip") => Ok(ModelFamily::Siglip),
-            Some("M-CLIP") => Ok(ModelFamily::Mclip),
+            Some("clip") => Ok(Some(ModelFamily::Clip)),
+            Some("siglip") => Ok(Some(ModelFamily::Siglip)),
+            Some("M-CLIP") => Ok(Some(ModelFamily::Mclip)),
             Some(other) => Err(unknown(path, other)),
             None if json.get("model_type").is_some() => Err(unknown(path, "(not a string)")),
-            None => Ok(ModelFamily::Clip),
+            None if json.get("text_config").is_some() || json.get("vision_config").is_some() => {
+                Ok(Some(ModelFamily::Clip))
+            }
+            None => Ok(None),
         }
     }
 
@@ -441,6 +451,15 @@ mod tests {
         let open_clip = dir_with(&[("open_clip_config.json", "{}")]);
         assert_eq!(
             ModelFamily::detect(open_clip.path()).unwrap(),
+            ModelFamily::OpenClip
+        );
+        // timm's config.json (no model_type, no CLIP configs) beside open_clip's files.
+        let timm = dir_with(&[
+            ("open_clip_config.json", "{}"),
+            ("config.json", r#"{"architecture": "vit_huge_patch14_clip_224"}"#),
+        ]);
+        assert_eq!(
+            ModelFamily::detect(timm.path()).unwrap(),
             ModelFamily::OpenClip
         );
         // Both formats: transformers' names decide.
