@@ -456,7 +456,10 @@ mod tests {
         // timm's config.json (no model_type, no CLIP configs) beside open_clip's files.
         let timm = dir_with(&[
             ("open_clip_config.json", "{}"),
-            ("config.json", r#"{"architecture": "vit_huge_patch14_clip_224"}"#),
+            (
+                "config.json",
+                r#"{"architecture": "vit_huge_patch14_clip_224"}"#,
+            ),
         ]);
         assert_eq!(
             ModelFamily::detect(timm.path()).unwrap(),

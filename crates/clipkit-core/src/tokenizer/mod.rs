@@ -26,6 +26,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 use crate::error::{ClipError, Result};
 
 pub mod open_clip;
+pub mod open_clip_cleaning;
 
 pub const START_OF_TEXT: &str = "<|startoftext|>";
 pub const END_OF_TEXT: &str = "<|endoftext|>";
@@ -46,7 +47,7 @@ pub enum TextCleaning {
     Siglip(siglip_cleaning::SiglipCleaning),
     /// open_clip's `clean_fn` (ftfy-style fixes, HTML unescaping, whitespace; see
     /// [`open_clip`]).
-    OpenClip(open_clip::Clean),
+    OpenClip(open_clip_cleaning::Clean),
 }
 
 impl TextCleaning {

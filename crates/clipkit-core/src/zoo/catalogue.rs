@@ -9,10 +9,10 @@
 //! SigLIP parameter counts were counted from transformers' `SiglipModel` built with each
 //! checkpoint's shapes (they agree with open_clip's table for the two SigLIP 1 checkpoints).
 
-use super::Architecture::{Clip, MClip, OpenClip, OpenClipXlmRoberta, Siglip};
-use super::Languages::{English, Multilingual};
-use super::Source::{OpenClipResults, Paper};
-use super::{KnownModel, Source, ZeroShot};
+use super::known::Architecture::{Clip, MClip, OpenClip, OpenClipXlmRoberta, Siglip};
+use super::known::Languages::{English, Multilingual};
+use super::known::Source::{OpenClipResults, Paper};
+use super::known::{KnownModel, Source, ZeroShot};
 
 const SIGLIP2_PAPER: Source = Paper("SigLIP 2 paper (arXiv 2502.14786)");
 const METACLIP2_PAPER: Source = Paper("MetaCLIP 2 paper (arXiv 2507.22062)");
