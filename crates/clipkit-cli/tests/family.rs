@@ -1,6 +1,6 @@
 //! Everything follows the model family: every probability a command prints says which
-//! function produced it (CLIP's softmax here; SigLIP's sigmoid is held to `Scoring::Sigmoid`
-//! in clipkit-core's unit tests), and a collection records the checkpoint's family and refuses
+//! function produced it (CLIP's softmax, SigLIP's sigmoid), every family's committed tiny
+//! checkpoint runs the commands, and a collection records the checkpoint's family and refuses
 //! a model of another.
 
 #[macro_use]
@@ -138,4 +138,91 @@ fn a_collection_records_the_family_and_refuses_another() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("SigLIP") && err.contains("CLIP"), "{err}");
+}
+
+#[test]
+fn siglip_probabilities_are_sigmoids_in_every_output() {
+    let m = fixtures().join("siglip/tiny-spm");
+    let img = image("chelsea.png");
+    let o = run!("classify", "-m", m, "-l", "cat", "-l", "dog", "-l", "car", "-f", "json", img);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v[0]["probability"], "sigmoid");
+    let probs: Vec<f64> = v[0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["prob"].as_f64().unwrap())
+        .collect();
+    assert_eq!(probs.len(), 3);
+    assert!(probs.iter().all(|p| (0.0..=1.0).contains(p)), "{probs:?}");
+    let total: f64 = probs.iter().sum();
+    assert!(
+        (total - 1.0).abs() > 1e-3,
+        "independent sigmoids, not a softmax: {total}"
+    );
+
+    let o = run!(
+        "similarity",
+        "-m",
+        m,
+        "-i",
+        img,
+        "-x",
+        "a cat",
+        "-f",
+        "json"
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["probability"], "sigmoid");
+    assert!(v["logit_bias"].is_number(), "SigLIP has a logit bias: {v}");
+
+    let chart = tempfile::tempdir().unwrap();
+    let svg = chart.path().join("chart.svg");
+    let o = run!("plot", "-m", m, "-l", "cat", "-l", "dog", img, "-o", svg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("sigmoid"));
+}
+
+/// Each family's tiny checkpoint indexes a folder and answers a text search from the store,
+/// recording its family (open_clip's own files, and open_clip with an XLM-R text tower queried
+/// in French).
+#[test]
+fn every_family_indexes_and_searches() {
+    for (dir, family, query) in [
+        ("siglip/tiny-gemma", "SigLIP", "a cat"),
+        ("open_clip/gelu-squash", "open_clip", "a cat"),
+        ("xlmr/oc-mean-mlp", "open_clip", "un chien sur la plage"),
+    ] {
+        let m = fixtures().join(dir);
+        let work = tempfile::tempdir().unwrap();
+        let photos = work.path().join("photos");
+        std::fs::create_dir(&photos).unwrap();
+        for f in ["chelsea.png", "coffee.png", "photo.jpg"] {
+            std::fs::copy(image(f), photos.join(f)).unwrap();
+        }
+        let store = work.path().join("s.store");
+        let o = run!("index", "add", "-q", "-s", store, "-m", m, photos);
+        assert!(o.status.success(), "{dir}: {}", stderr(&o));
+        let info = store_info(&store);
+        assert_eq!(info.family.as_deref(), Some(family), "{dir}");
+        let o = run!("search", "-s", store, "-m", m, "-f", "json", query);
+        assert!(o.status.success(), "{dir}: {}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["results"].as_array().map(Vec::len), Some(3), "{dir}: {v}");
+        // The stored vector of a photo is what its image query embeds to.
+        let cat = photos.join("chelsea.png");
+        let o = run!("search", "-s", store, "-m", m, "--image", cat, "-k", "1", "-f", "json");
+        assert!(o.status.success(), "{dir}: {}", stderr(&o));
+        let top = &json(&o)["results"][0];
+        assert!(
+            top["path"].as_str().unwrap().contains("chelsea"),
+            "{dir}: {top}"
+        );
+        assert!(
+            (top["score"].as_f64().unwrap() - 1.0).abs() < 1e-4,
+            "{dir}: {top}"
+        );
+    }
 }
