@@ -216,52 +216,17 @@ impl ClipConfig {
             ("vision_config.image_size", v.image_size),
             ("vision_config.patch_size", v.patch_size),
         ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err(ClipError::config(path, field, "must be positive"));
-            }
-        }
-        if v.num_channels != 3 {
-            return Err(ClipError::config(
-                path,
-                "vision_config.num_channels",
-                format!("is {}, only RGB (3) is supported", v.num_channels),
-            ));
-        }
-        for (field, hidden, heads) in [
-            ("text_config", t.hidden_size, t.num_attention_heads),
-            ("vision_config", v.hidden_size, v.num_attention_heads),
-        ] {
-            if hidden % heads != 0 {
-                return Err(ClipError::config(
-                    path,
-                    format!("{field}.num_attention_heads"),
-                    format!("{heads} heads do not divide hidden_size {hidden}"),
-                ));
-            }
-        }
-        if !v.image_size.is_multiple_of(v.patch_size) {
-            return Err(ClipError::config(
-                path,
-                "vision_config.patch_size",
-                format!(
-                    "patch size {} does not divide image size {}",
-                    v.patch_size, v.image_size
-                ),
-            ));
-        }
-        for (field, eps) in [
-            ("text_config.layer_norm_eps", t.layer_norm_eps),
-            ("vision_config.layer_norm_eps", v.layer_norm_eps),
-        ] {
-            if !eps.is_finite() || eps <= 0.0 {
-                return Err(ClipError::config(
-                    path,
-                    field,
-                    format!("{eps} is not a positive finite number"),
-                ));
-            }
-        }
+        check_dual_towers(
+            path,
+            &positive,
+            DualTowerShape {
+                num_channels: v.num_channels,
+                image_size: v.image_size,
+                patch_size: v.patch_size,
+                text: (t.hidden_size, t.num_attention_heads, t.layer_norm_eps),
+                vision: (v.hidden_size, v.num_attention_heads, v.layer_norm_eps),
+            },
+        )?;
         if !self.logit_scale_init_value.is_finite() {
             return Err(ClipError::config(
                 path,
@@ -312,6 +277,73 @@ impl EosRule {
             EosRule::FirstId(eos) => ids.iter().position(|&id| id == eos).unwrap_or(0),
         }
     }
+}
+
+/// What the families' configs share that the towers rely on: an RGB patch embedding that
+/// tiles the image, and per tower `(hidden_size, num_attention_heads, layer_norm_eps)`.
+pub(crate) struct DualTowerShape {
+    pub num_channels: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub text: (usize, usize, f64),
+    pub vision: (usize, usize, f64),
+}
+
+/// The checks every transformers-style dual-tower config needs, naming the field that breaks
+/// one: the `positive` sizes, RGB input, heads dividing the width, patches tiling the image,
+/// LayerNorm epsilons positive and finite.
+pub(crate) fn check_dual_towers(
+    path: &Path,
+    positive: &[(&'static str, usize)],
+    shape: DualTowerShape,
+) -> Result<()> {
+    for &(field, value) in positive {
+        if value == 0 {
+            return Err(ClipError::config(path, field, "must be positive"));
+        }
+    }
+    if shape.num_channels != 3 {
+        return Err(ClipError::config(
+            path,
+            "vision_config.num_channels",
+            format!("is {}, only RGB (3) is supported", shape.num_channels),
+        ));
+    }
+    for (field, hidden, heads) in [
+        ("text_config", shape.text.0, shape.text.1),
+        ("vision_config", shape.vision.0, shape.vision.1),
+    ] {
+        if hidden % heads != 0 {
+            return Err(ClipError::config(
+                path,
+                format!("{field}.num_attention_heads"),
+                format!("{heads} heads do not divide hidden_size {hidden}"),
+            ));
+        }
+    }
+    if !shape.image_size.is_multiple_of(shape.patch_size) {
+        return Err(ClipError::config(
+            path,
+            "vision_config.patch_size",
+            format!(
+                "patch size {} does not divide image size {}",
+                shape.patch_size, shape.image_size
+            ),
+        ));
+    }
+    for (field, eps) in [
+        ("text_config.layer_norm_eps", shape.text.2),
+        ("vision_config.layer_norm_eps", shape.vision.2),
+    ] {
+        if !eps.is_finite() || eps <= 0.0 {
+            return Err(ClipError::config(
+                path,
+                field,
+                format!("{eps} is not a positive finite number"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

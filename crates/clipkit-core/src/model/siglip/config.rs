@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Activation, EncoderShape};
+use crate::config::{check_dual_towers, Activation, DualTowerShape, EncoderShape};
 use crate::error::{ClipError, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,52 +184,17 @@ impl SiglipConfig {
             ("vision_config.image_size", v.image_size),
             ("vision_config.patch_size", v.patch_size),
         ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err(ClipError::config(path, field, "must be positive"));
-            }
-        }
-        if v.num_channels != 3 {
-            return Err(ClipError::config(
-                path,
-                "vision_config.num_channels",
-                format!("is {}, only RGB (3) is supported", v.num_channels),
-            ));
-        }
-        for (field, hidden, heads) in [
-            ("text_config", t.hidden_size, t.num_attention_heads),
-            ("vision_config", v.hidden_size, v.num_attention_heads),
-        ] {
-            if hidden % heads != 0 {
-                return Err(ClipError::config(
-                    path,
-                    format!("{field}.num_attention_heads"),
-                    format!("{heads} heads do not divide hidden_size {hidden}"),
-                ));
-            }
-        }
-        if !v.image_size.is_multiple_of(v.patch_size) {
-            return Err(ClipError::config(
-                path,
-                "vision_config.patch_size",
-                format!(
-                    "patch size {} does not divide image size {}",
-                    v.patch_size, v.image_size
-                ),
-            ));
-        }
-        for (field, eps) in [
-            ("text_config.layer_norm_eps", t.layer_norm_eps),
-            ("vision_config.layer_norm_eps", v.layer_norm_eps),
-        ] {
-            if !eps.is_finite() || eps <= 0.0 {
-                return Err(ClipError::config(
-                    path,
-                    field,
-                    format!("{eps} is not a positive finite number"),
-                ));
-            }
-        }
+        check_dual_towers(
+            path,
+            &positive,
+            DualTowerShape {
+                num_channels: v.num_channels,
+                image_size: v.image_size,
+                patch_size: v.patch_size,
+                text: (t.hidden_size, t.num_attention_heads, t.layer_norm_eps),
+                vision: (v.hidden_size, v.num_attention_heads, v.layer_norm_eps),
+            },
+        )?;
         if !v.vision_use_head {
             return Err(ClipError::config(
                 path,
