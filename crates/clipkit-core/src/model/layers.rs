@@ -376,6 +376,33 @@ fn take_rows(xs: &Tensor, index: &Tensor) -> Result<Tensor> {
     Ok(xs.reshape(((), hidden))?.index_select(index, 0)?)
 }
 
+/// `[batch, ch, g·p, g·p]` pixels → `[batch, g·g, ch·p·p]`, one row per patch in raster order:
+/// a stride-p patch convolution is then one matmul over the rows (no im2col copy).
+pub fn patches(pixel_values: &Tensor, grid: usize, patch: usize) -> Result<Tensor> {
+    let (b, ch, _, _) = pixel_values.dims4()?;
+    let (g, p) = (grid, patch);
+    Ok(pixel_values
+        .reshape((b, ch, g, p, g, p))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((b, g * g, ch * p * p))?)
+}
+
+/// Token plus position embeddings of a padded `[batch, len]` id batch → `[batch, len, hidden]`.
+pub fn embed_padded(
+    token_embedding: &Tensor,
+    position_embedding: &Tensor,
+    ids: &Tensor,
+) -> Result<Tensor> {
+    let (b, len) = ids.dims2()?;
+    let hidden = token_embedding.dim(1)?;
+    let tokens = token_embedding
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, len, hidden))?;
+    let positions = position_embedding.narrow(0, 0, len)?.unsqueeze(0)?;
+    Ok(tokens.broadcast_add(&positions)?)
+}
+
 /// The flat rows (of `[batch·seq, hidden]`) at one position per batch item of `seq` tokens.
 pub fn rows_at(seq: usize, positions: &[usize]) -> Vec<usize> {
     positions

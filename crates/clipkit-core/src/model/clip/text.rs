@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use crate::config::ClipTextConfig;
 use crate::error::{ClipError, Result};
 use crate::model::dense::{Dense, MatmulPath};
-use crate::model::layers::{layer_norm, rows_at, Encoder, Mask};
+use crate::model::layers::{embed_padded, layer_norm, rows_at, Encoder, Mask};
 use crate::model::tower::{Embedded, Embeddings, TextBatch, TextLayout, TokenPooling, Tower};
 use crate::weights::Scope;
 
@@ -32,7 +32,6 @@ pub fn load(
 pub struct TextEmbeddings {
     token_embedding: Tensor,
     position_embedding: Tensor,
-    hidden: usize,
 }
 
 impl TextEmbeddings {
@@ -44,7 +43,6 @@ impl TextEmbeddings {
                 "position_embedding.weight",
                 &[c.max_position_embeddings, c.hidden_size],
             )?,
-            hidden: c.hidden_size,
         })
     }
 }
@@ -58,14 +56,9 @@ impl Embeddings for TextEmbeddings {
         let ids = &batch.ids;
         match &batch.layout {
             TextLayout::Padded { pool_positions } => {
-                let (b, len) = ids.dims2()?;
-                let tokens = self
-                    .token_embedding
-                    .index_select(&ids.flatten_all()?, 0)?
-                    .reshape((b, len, self.hidden))?;
-                let positions = self.position_embedding.narrow(0, 0, len)?.unsqueeze(0)?;
+                let len = ids.dim(1)?;
                 Ok(Embedded {
-                    hidden: tokens.broadcast_add(&positions)?,
+                    hidden: embed_padded(&self.token_embedding, &self.position_embedding, ids)?,
                     mask: Mask::Causal,
                     pooled_rows: rows_at(len, pool_positions),
                 })

@@ -7,7 +7,7 @@ use candle_nn::LayerNorm;
 use crate::config::ClipVisionConfig;
 use crate::error::Result;
 use crate::model::dense::{Dense, MatmulPath};
-use crate::model::layers::{layer_norm, rows_at, Encoder, Mask};
+use crate::model::layers::{layer_norm, patches, rows_at, Encoder, Mask};
 use crate::model::tower::{Embedded, Embeddings, TokenPooling, Tower};
 use crate::weights::Scope;
 
@@ -67,14 +67,11 @@ impl Embeddings for VisionEmbeddings {
 
     /// → `[batch, patches + 1, hidden]`, pooled at each image's class token.
     fn forward(&self, pixel_values: &Tensor) -> Result<Embedded> {
-        let (b, ch, _, _) = pixel_values.dims4()?;
-        let (g, p) = (self.grid, self.patch_size);
-        let patches = pixel_values
-            .reshape((b, ch, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b, g * g, ch * p * p))?;
-        let embeds = self.patch_embedding.forward(&patches)?;
+        let b = pixel_values.dim(0)?;
+        let g = self.grid;
+        let embeds = self
+            .patch_embedding
+            .forward(&patches(pixel_values, g, self.patch_size)?)?;
         let hidden = embeds.dim(2)?;
         let cls = self.class_embedding.broadcast_as((b, 1, hidden))?;
         let xs = Tensor::cat(&[&cls, &embeds], 1)?;

@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 use super::config::SiglipTextConfig;
 use crate::error::{ClipError, Result};
 use crate::model::dense::{Dense, MatmulPath};
-use crate::model::layers::{layer_norm, rows_at, Encoder, Mask};
+use crate::model::layers::{embed_padded, layer_norm, rows_at, Encoder, Mask};
 use crate::model::tower::{Embedded, Embeddings, TextBatch, TextLayout, TokenPooling, Tower};
 use crate::weights::Scope;
 
@@ -35,7 +35,6 @@ pub fn load(w: &Scope, c: &SiglipTextConfig, path: MatmulPath) -> Result<TextTow
 pub struct TextEmbeddings {
     token_embedding: Tensor,
     position_embedding: Tensor,
-    hidden: usize,
 }
 
 impl TextEmbeddings {
@@ -47,7 +46,6 @@ impl TextEmbeddings {
                 "position_embedding.weight",
                 &[c.max_position_embeddings, c.hidden_size],
             )?,
-            hidden: c.hidden_size,
         })
     }
 }
@@ -65,7 +63,7 @@ impl Embeddings for TextEmbeddings {
                 problem: "SigLIP's text attention is not causal; prompts must be padded".into(),
             });
         };
-        let (b, len) = batch.ids.dims2()?;
+        let len = batch.ids.dim(1)?;
         let max = self.position_embedding.dim(0)?;
         if len > max {
             return Err(ClipError::InvalidArgument {
@@ -74,13 +72,8 @@ impl Embeddings for TextEmbeddings {
                 problem: format!("more than the {max} positions the tower has"),
             });
         }
-        let tokens = self
-            .token_embedding
-            .index_select(&batch.ids.flatten_all()?, 0)?
-            .reshape((b, len, self.hidden))?;
-        let positions = self.position_embedding.narrow(0, 0, len)?.unsqueeze(0)?;
         Ok(Embedded {
-            hidden: tokens.broadcast_add(&positions)?,
+            hidden: embed_padded(&self.token_embedding, &self.position_embedding, &batch.ids)?,
             mask: Mask::Full,
             pooled_rows: rows_at(len, pool_positions),
         })

@@ -9,7 +9,7 @@ use super::config::SiglipVisionConfig;
 use super::pooling::AttentionPooling;
 use crate::error::Result;
 use crate::model::dense::{Dense, MatmulPath};
-use crate::model::layers::{Encoder, Mask};
+use crate::model::layers::{patches, Encoder, Mask};
 use crate::model::tower::{Embedded, Embeddings, Tower};
 use crate::weights::Scope;
 
@@ -57,16 +57,9 @@ impl Embeddings for VisionEmbeddings {
 
     /// → `[batch, patches, hidden]`; the attention head pools every token, so no pooled rows.
     fn forward(&self, pixel_values: &Tensor) -> Result<Embedded> {
-        let (b, ch, _, _) = pixel_values.dims4()?;
-        let (g, p) = (self.grid, self.patch_size);
-        let patches = pixel_values
-            .reshape((b, ch, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b, g * g, ch * p * p))?;
         let xs = self
             .patch_embedding
-            .forward(&patches)?
+            .forward(&patches(pixel_values, self.grid, self.patch_size)?)?
             .broadcast_add(&self.position_embedding)?;
         Ok(Embedded {
             hidden: xs,
