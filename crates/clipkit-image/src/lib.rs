@@ -13,6 +13,8 @@
 //! - [`preprocess`] chains resize, centre crop, rescale and normalise in that reference's
 //!   order ([`Preprocessor`]), using [`resample`] (PIL's fixed-point resize) and [`pil`]
 //!   (PIL's integer arithmetic for alpha and crop offsets),
+//! - [`metadata`] reads what a photo says about itself (capture date, GPS, camera) for
+//!   collections' filters,
 //! - [`error`] holds [`ImageError`] and the per-file [`ImageProblem`].
 //!
 //! Dependencies between the modules run one way: `preprocess` → `decode` → `jpeg` →
@@ -25,6 +27,7 @@ pub mod error;
 pub mod files;
 pub mod jpeg;
 mod jpeg_eighth;
+pub mod metadata;
 pub mod mode;
 pub mod pil;
 pub mod preprocess;
@@ -36,5 +39,6 @@ pub use config::{PreprocessorConfig, ResizeTarget};
 pub use decode::{decode_bytes, decode_file};
 pub use decoded::{DecodeOptions, DecodedImage, Pixels, SourceMode};
 pub use error::{ImageError, ImageProblem};
+pub use metadata::PhotoMetadata;
 pub use mode::{PreprocessMode, UnknownPreprocessMode};
 pub use preprocess::Preprocessor;

@@ -5,6 +5,7 @@
 //!
 //! cargo run --release -p clipkit-index --example store_bench -- --n 1000000 --labels 10000
 
+use clipkit_index::Filter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -138,6 +139,7 @@ fn main() {
                     size: j as u64,
                     mtime_ns: j as i64,
                     hash: format!("{j:064x}"),
+                    meta: Default::default(),
                 },
                 vector: gen.unit(Some(&centres[j % a.centres]), a.dim, spread),
             })
@@ -177,7 +179,7 @@ fn main() {
     let t = Instant::now();
     let store = EmbeddedStore::open_dir(&a.dir, None).expect("reopen");
     let _ = store
-        .search(&[centres[0].clone()], 1)
+        .search(&[centres[0].clone()], 1, &Filter::default())
         .expect("first search");
     println!(
         "reopen + first search (loads the index): {:.2} s",
@@ -191,7 +193,9 @@ fn main() {
     let mut ann_results = Vec::with_capacity(queries.len());
     for q in &queries {
         let t = Instant::now();
-        let hits = store.search(std::slice::from_ref(q), 10).expect("search");
+        let hits = store
+            .search(std::slice::from_ref(q), 10, &Filter::default())
+            .expect("search");
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
         ann_results.push(hits.into_iter().next().unwrap_or_default());
     }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::filter::Filter;
 use crate::store::Store;
 use crate::{IndexError, Result};
 
@@ -82,7 +83,7 @@ pub fn dedup(store: &dyn Store, options: &DedupOptions) -> Result<Dedup> {
     let k = options.neighbours.max(1) + 1;
     let mut neighbours: Vec<Vec<(usize, f32)>> = Vec::with_capacity(paths.len());
     for chunk in vectors.chunks(1024) {
-        for hits in store.search(chunk, k)? {
+        for hits in store.search(chunk, k, &Filter::default())? {
             let me = neighbours.len();
             neighbours.push(
                 hits.into_iter()

@@ -259,6 +259,7 @@ fn import_rows(
                 size: ints("size", i) as u64,
                 mtime_ns: ints("mtime_ns", i),
                 hash: hashes.and_then(|h| h.get(i)).cloned().unwrap_or_default(),
+                meta: Default::default(),
             },
             vector,
         });

@@ -413,6 +413,7 @@ impl Indexer<'_> {
             size: chunk[i].size,
             mtime_ns: chunk[i].mtime_ns,
             hash: hashes[i].clone(),
+            meta: Default::default(),
         };
         let sources: Vec<PathBuf> = reuse.iter().map(|(_, p)| p.clone()).collect();
         for ((i, source), vector) in reuse.iter().zip(self.store.vectors(&sources)?) {
@@ -529,6 +530,7 @@ mod tests {
             size: 10,
             mtime_ns: 1,
             hash: "h".into(),
+            meta: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::exact::ExactIndex;
+use crate::filter::Filter;
 use crate::store::{Hit, LabelVector, Store};
 use crate::{IndexError, Result};
 
@@ -76,7 +77,7 @@ pub fn label(
     let mut per_label = Vec::with_capacity(labels.len());
     if options.images_per_label > 0 {
         for (chunk_labels, chunk_vectors) in labels.chunks(256).zip(vectors.chunks(256)) {
-            let hits = store.search(chunk_vectors, options.images_per_label)?;
+            let hits = store.search(chunk_vectors, options.images_per_label, &Filter::default())?;
             for (l, mut images) in chunk_labels.iter().zip(hits) {
                 images.retain(|h| keep(h.score));
                 per_label.push(LabelImages {

@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod error;
 pub mod exact;
 pub mod export;
+pub mod filter;
 pub mod indexer;
 pub mod label;
 #[cfg(feature = "milvus")]
@@ -23,6 +24,7 @@ pub mod search;
 pub mod store;
 
 pub use error::{IndexError, Result};
+pub use filter::{Filter, Near};
 pub use store::{Batch, CollectionInfo, Entry, FileRecord, Hit, LabelVector, Store, StoreAddress};
 
 /// Opens the store at `address`. With `create`, a missing store is created for that model and

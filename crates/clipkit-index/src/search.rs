@@ -2,6 +2,7 @@
 //! Each part is embedded, the positive ones added and the negative ones subtracted, and the
 //! sum renormalised (rclip's `+`/`-` arithmetic), so a query is always one vector.
 
+use crate::filter::Filter;
 use crate::store::{Hit, Store};
 use crate::{IndexError, Result};
 
@@ -70,9 +71,10 @@ pub fn query(
     parts: &[(Sign, Vec<f32>)],
     k: usize,
     threshold: Option<f32>,
+    filter: &Filter,
 ) -> Result<Vec<Hit>> {
     let q = combine(parts)?;
-    search(store, &q, k, threshold)
+    search(store, &q, k, threshold, filter)
 }
 
 /// Sum of the positive vectors minus the negative ones, renormalised.
@@ -94,15 +96,17 @@ pub fn combine(parts: &[(Sign, Vec<f32>)]) -> Result<Vec<f32>> {
     Ok(q)
 }
 
-/// The `k` best hits for one query vector, keeping only scores ≥ `threshold`.
+/// The `k` best hits for one query vector among the entries `filter` lets through, keeping
+/// only scores ≥ `threshold`.
 pub fn search(
     store: &dyn Store,
     query: &[f32],
     k: usize,
     threshold: Option<f32>,
+    filter: &Filter,
 ) -> Result<Vec<Hit>> {
     let mut hits = store
-        .search(&[query.to_vec()], k)?
+        .search(&[query.to_vec()], k, filter)?
         .pop()
         .unwrap_or_default();
     if let Some(t) = threshold {

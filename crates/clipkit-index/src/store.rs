@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use clipkit_image::PreprocessMode;
+use clipkit_image::{PhotoMetadata, PreprocessMode};
 use serde::{Deserialize, Serialize};
 
+use crate::filter::Filter;
 use crate::paths;
 use crate::Result;
 
@@ -52,8 +53,9 @@ impl CollectionInfo {
     }
 }
 
-/// What a store knows about one indexed file, enough to tell whether it changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a store knows about one indexed file: enough to tell whether it changed, and what
+/// the filters ask about it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct FileRecord {
     pub path: PathBuf,
     pub size: u64,
@@ -61,11 +63,22 @@ pub struct FileRecord {
     pub mtime_ns: i64,
     /// blake3 of the content, hex.
     pub hash: String,
+    /// Capture date, position and camera, read at index time (empty for stores written
+    /// before they were recorded, until backfilled).
+    pub meta: PhotoMetadata,
 }
 
 impl FileRecord {
     pub fn id(&self) -> i64 {
         paths::path_id(&self.path)
+    }
+
+    /// When the photo was taken, in seconds on its own clock: the EXIF capture date, else the
+    /// modification time (UTC). What the date filters compare.
+    pub fn taken(&self) -> i64 {
+        self.meta
+            .taken
+            .unwrap_or_else(|| self.mtime_ns.div_euclid(1_000_000_000))
     }
 }
 
@@ -122,8 +135,9 @@ pub trait Store: Send + Sync {
     fn apply(&mut self, batch: Batch) -> Result<()>;
     /// Visits every entry, `chunk` at a time, in a stable order.
     fn scan(&self, chunk: usize, visit: &mut dyn FnMut(&[Entry]) -> Result<()>) -> Result<()>;
-    /// The `k` nearest entries by cosine for each (normalised) query, best first.
-    fn search(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>>;
+    /// The `k` nearest entries by cosine for each (normalised) query, best first, among the
+    /// entries `filter` lets through (all of them for `Filter::default()`).
+    fn search(&self, queries: &[Vec<f32>], k: usize, filter: &Filter) -> Result<Vec<Vec<Hit>>>;
     /// Persists derived state (an ANN index) after a run of writes.
     fn flush(&mut self) -> Result<()>;
     /// Stores a named label set as its own collection of vectors (replacing one of that name).

@@ -3,6 +3,7 @@
 
 mod common;
 
+use clipkit_index::Filter;
 use std::path::PathBuf;
 
 use clipkit_image::PreprocessMode;
@@ -47,6 +48,7 @@ fn entry(i: usize, vector: Vec<f32>) -> Entry {
             size: i as u64,
             mtime_ns: 1000 + i as i64,
             hash: format!("{i:064x}"),
+            meta: Default::default(),
         },
         vector,
     }
@@ -88,7 +90,7 @@ fn exact_and_ann_search_agree_with_brute_force() {
     let queries = vectors(50, dim, 99);
 
     // Small collection: exact, identical to brute force.
-    let exact = store.search(&queries, 10).unwrap();
+    let exact = store.search(&queries, 10, &Filter::default()).unwrap();
     for (q, hits) in queries.iter().zip(&exact) {
         let want = brute_force(&all, q, 10);
         let got: Vec<&PathBuf> = hits.iter().map(|h| &h.path).collect();
@@ -101,7 +103,7 @@ fn exact_and_ann_search_agree_with_brute_force() {
 
     // Forced ANN: recall@10 against brute force, and every reported score exact.
     store.set_exact_limit(0);
-    let ann = store.search(&queries, 10).unwrap();
+    let ann = store.search(&queries, 10, &Filter::default()).unwrap();
     let mut found = 0;
     for (q, hits) in queries.iter().zip(&ann) {
         let want = brute_force(&all, q, 10);
@@ -154,14 +156,18 @@ fn ann_index_catches_up_with_changes_and_survives_losing_its_state() {
     store.set_exact_limit(0);
     assert_eq!(store.len().unwrap(), 550);
     for i in [0usize, 10, 49] {
-        let hits = store.search(&[data[i].clone()], 5).unwrap();
+        let hits = store
+            .search(&[data[i].clone()], 5, &Filter::default())
+            .unwrap();
         assert!(
             hits[0].iter().all(|h| h.path != entry(i, vec![]).file.path),
             "removed {i} still found"
         );
     }
     for i in [500usize, 550, 599] {
-        let hits = store.search(&[data[i].clone()], 1).unwrap();
+        let hits = store
+            .search(&[data[i].clone()], 1, &Filter::default())
+            .unwrap();
         assert_eq!(hits[0][0].path, entry(i, vec![]).file.path);
         assert!((hits[0][0].score - 1.0).abs() < 1e-5);
     }
@@ -172,7 +178,9 @@ fn ann_index_catches_up_with_changes_and_survives_losing_its_state() {
         s.set_exact_limit(0);
         s
     };
-    let hits = store.search(&[data[520].clone()], 1).unwrap();
+    let hits = store
+        .search(&[data[520].clone()], 1, &Filter::default())
+        .unwrap();
     assert_eq!(hits[0][0].path, entry(520, vec![]).file.path);
 }
 

@@ -8,6 +8,7 @@
 
 mod common;
 
+use clipkit_index::Filter;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -278,7 +279,7 @@ fn wide_vectors_are_read_in_pieces() {
 
     // 300 queries × 200 hits is more than one response can carry too.
     let queries: Vec<Vec<f32>> = content[..300].iter().map(|e| e.vector.clone()).collect();
-    let results = store.search(&queries, 200).unwrap();
+    let results = store.search(&queries, 200, &Filter::default()).unwrap();
     assert_eq!(results.len(), 300);
     for (e, hits) in content.iter().zip(&results) {
         assert_eq!(hits.len(), 200);

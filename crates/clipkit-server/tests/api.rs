@@ -497,7 +497,8 @@ async fn search_by_text_and_image_with_thumbnails() {
     let store = build_store(dir.path(), &clip);
     // What `clipkit search` computes for the same query, straight from the library.
     let q = clip.embed_texts(&["a rocket launch"]).unwrap().remove(0);
-    let expected = clipkit_index::search::search(&*store, &q, 3, None).unwrap();
+    let expected =
+        clipkit_index::search::search(&*store, &q, 3, None, &Default::default()).unwrap();
     let s = TestServer::start(config(), Some(store)).await;
 
     let (status, body) = s
@@ -529,7 +530,9 @@ async fn search_by_text_and_image_with_thumbnails() {
     assert_eq!(status, 200, "{body}");
     let first = &body["results"][0];
     let server_store = &s.server.state().store.as_ref().unwrap().store;
-    let direct = clipkit_index::search::query(&**server_store, &parts, 7, None).unwrap();
+    let direct =
+        clipkit_index::search::query(&**server_store, &parts, 7, None, &Default::default())
+            .unwrap();
     assert_eq!(first["path"], direct[0].path.to_string_lossy().as_ref());
 
     // By image: the photo itself comes first, at cosine ≈ 1.
@@ -971,6 +974,7 @@ impl clipkit_index::Store for DownStore {
         &self,
         _queries: &[Vec<f32>],
         _k: usize,
+        _filter: &clipkit_index::Filter,
     ) -> clipkit_index::Result<Vec<Vec<clipkit_index::Hit>>> {
         self.down()
     }

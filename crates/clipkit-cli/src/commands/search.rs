@@ -38,7 +38,13 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         let v = v.with_context(|| format!("query image {}", path.display()))?;
         parts.push((*sign, v));
     }
-    let hits = query(&*store, &parts, args.top_k, args.threshold)?;
+    let hits = query(
+        &*store,
+        &parts,
+        args.top_k,
+        args.threshold,
+        &clipkit_index::Filter::default(),
+    )?;
 
     match args.print.format {
         Format::Json => print_json(&json!({

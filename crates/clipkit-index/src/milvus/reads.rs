@@ -144,6 +144,7 @@ impl MilvusStore {
             size: u64::try_from(row.get_i64(SIZE).map_err(bad)?).unwrap_or(0),
             mtime_ns: row.get_i64(MTIME).map_err(bad)?,
             hash: row.get_str(HASH).map_err(bad)?.to_owned(),
+            meta: Default::default(),
         })
     }
 }

@@ -13,6 +13,7 @@ use super::{
     MAX_PATH_BYTES, MAX_TOPK, MTIME, PATH, PROP_ROOTS, QUERIES_PER_REQUEST, READY_TIMEOUT,
     READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES, SIZE, VECTOR, WRITE_REQUEST_BYTES,
 };
+use crate::filter::Filter;
 use crate::paths::{decode_path, encode_path, path_id};
 use crate::Store;
 use crate::{Batch, CollectionInfo, Entry, FileRecord, Hit, IndexError, LabelVector, Result};
@@ -202,7 +203,12 @@ impl Store for MilvusStore {
         Ok(())
     }
 
-    fn search(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
+    fn search(&self, queries: &[Vec<f32>], k: usize, filter: &Filter) -> Result<Vec<Vec<Hit>>> {
+        if !filter.is_empty() {
+            // SKELETON (issue 23): the Milvus helper turns the filter into scalar fields and a
+            // boolean expression.
+            return Err(self.error("searching", "filters are not implemented on Milvus yet"));
+        }
         for q in queries {
             self.check_dim(q.len())?;
         }

@@ -6,6 +6,7 @@
 //! public function, so a backend can give every check its own `#[test]`; [`CHECKS`] lists
 //! them all.
 
+use clipkit_index::Filter;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -97,6 +98,7 @@ pub fn entry(path: impl Into<PathBuf>, n: u64, vector: Vec<f32>) -> Entry {
             size: 1000 + n,
             mtime_ns: 1_700_000_000_000_000_000 + n as i64,
             hash: format!("{n:064x}"),
+            meta: Default::default(),
         },
         vector,
     }
@@ -201,7 +203,9 @@ pub fn brute_force(entries: &[Entry], query: &[f32], k: usize) -> Vec<(PathBuf, 
 }
 
 pub fn assert_search_matches(store: &dyn Store, entries: &[Entry], queries: &[Vec<f32>], k: usize) {
-    let results = store.search(queries, k).expect("search()");
+    let results = store
+        .search(queries, k, &Filter::default())
+        .expect("search()");
     assert_eq!(results.len(), queries.len(), "one result list per query");
     for (qi, (query, hits)) in queries.iter().zip(&results).enumerate() {
         let want = brute_force(entries, query, k);
@@ -335,7 +339,7 @@ pub fn refuses_other_models_and_dims(open: Open) {
     ));
     assert_eq!(store.len().unwrap(), 3, "a refused batch writes nothing");
     assert!(matches!(
-        store.search(&[rng.vector(4)], 3),
+        store.search(&[rng.vector(4)], 3, &Filter::default()),
         Err(IndexError::WrongVectorDimension {
             expected: 8,
             got: 4,
@@ -520,13 +524,15 @@ pub fn search_equals_brute_force(open: Open) {
     assert_search_matches(store.as_ref(), &content, &queries, 10);
     assert_search_matches(store.as_ref(), &content, &queries[..3], 100);
     // An entry's own vector finds it first, with cosine 1.
-    let own = store.search(&[content[17].vector.clone()], 1).unwrap();
+    let own = store
+        .search(&[content[17].vector.clone()], 1, &Filter::default())
+        .unwrap();
     assert_eq!(own[0][0].path, content[17].file.path);
     assert!((own[0][0].score - 1.0).abs() < 1e-4);
 
-    assert!(store.search(&[], 5).unwrap().is_empty());
+    assert!(store.search(&[], 5, &Filter::default()).unwrap().is_empty());
     assert_eq!(
-        store.search(&queries[..2], 0).unwrap(),
+        store.search(&queries[..2], 0, &Filter::default()).unwrap(),
         vec![vec![], vec![]]
     );
 
@@ -581,7 +587,9 @@ pub fn odd_paths_round_trip(open: Open) {
         .collect();
     assert_eq!(scanned, paths.iter().cloned().collect());
     for e in &content {
-        let hits = store.search(std::slice::from_ref(&e.vector), 1).unwrap();
+        let hits = store
+            .search(std::slice::from_ref(&e.vector), 1, &Filter::default())
+            .unwrap();
         assert_eq!(
             hits[0][0].path, e.file.path,
             "search returns the exact path"

@@ -212,16 +212,24 @@ async fn run(
         }
     }
     let handle = store.store.clone();
-    let hits: Vec<Hit> = tokio::task::spawn_blocking(move || query(&*handle, &parts, k, threshold))
-        .await
-        .map_err(|e| ApiError::Internal(format!("search task failed: {e}")))?
-        .map_err(|e| match e {
-            IndexError::EmptyQuery => ApiError::invalid(
-                "q",
-                "the query has only negative parts; add something to search for",
-            ),
-            other => store_error("the collection failed", &other),
-        })?;
+    let hits: Vec<Hit> = tokio::task::spawn_blocking(move || {
+        query(
+            &*handle,
+            &parts,
+            k,
+            threshold,
+            &clipkit_index::Filter::default(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("search task failed: {e}")))?
+    .map_err(|e| match e {
+        IndexError::EmptyQuery => ApiError::invalid(
+            "q",
+            "the query has only negative parts; add something to search for",
+        ),
+        other => store_error("the collection failed", &other),
+    })?;
     let results = hits
         .into_iter()
         .enumerate()

@@ -14,14 +14,21 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use clipkit_image::PreprocessMode;
-use rayon::prelude::*;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+mod ann;
+pub use ann::AllowKey;
+mod sql;
+
 use crate::exact::ExactIndex;
+use crate::filter::Filter;
 use crate::paths::{path_bytes, path_from_bytes, path_id};
 use crate::store::{Batch, CollectionInfo, Entry, FileRecord, Hit, LabelVector, Store};
 use crate::{IndexError, Result};
+use sql::{
+    check_compatible, decode_vector, encode_vector, generation, read_info, set_meta, sqlite_error,
+    write_info, SCHEMA,
+};
 
 const FORMAT_VERSION: &str = "1";
 const DB_FILE: &str = "store.sqlite";
@@ -32,29 +39,6 @@ const ANN_STATE_FILE: &str = "ann.json";
 pub const DEFAULT_EXACT_LIMIT: usize = 20_000;
 /// Below this many vectors the ANN index is built single-threaded (deterministic graph).
 const PARALLEL_BUILD_MIN: usize = 100_000;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY,
-    path BLOB NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
-CREATE TABLE IF NOT EXISTS changes (generation INTEGER NOT NULL, id INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS labels (
-    set_name TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY (set_name, position)
-);
-CREATE TABLE IF NOT EXISTS label_sets (set_name TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY);
-";
 
 pub struct EmbeddedStore {
     dir: PathBuf,
@@ -191,56 +175,6 @@ impl EmbeddedStore {
             .collect())
     }
 
-    /// Approximate top-k through the HNSW index, rescored exactly.
-    pub fn search_ann(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
-        for q in queries {
-            self.check_dim(q)?;
-        }
-        let ann = self.ann_index()?;
-        // Twice the candidates, then exact rescoring: f16 graph distances can swap close
-        // neighbours, the stored f32 vectors settle the order.
-        let candidates = (2 * k).max(k + 8);
-        let found: Vec<Vec<u64>> = queries
-            .par_iter()
-            .map(|q| {
-                ann.search(q, candidates)
-                    .map(|m| m.keys)
-                    .map_err(|e| self.ann_error(e))
-            })
-            .collect::<Result<_>>()?;
-        let mut out = Vec::with_capacity(queries.len());
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT path, vector FROM files WHERE id = ?1")
-            .map_err(|e| self.sql(e))?;
-        for (q, keys) in queries.iter().zip(found) {
-            let mut hits = Vec::with_capacity(keys.len());
-            for key in keys {
-                let row = stmt
-                    .query_row([key as i64], |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                    })
-                    .optional()
-                    .map_err(|e| self.sql(e))?;
-                if let Some((path, vector)) = row {
-                    let v = decode_vector(&vector);
-                    hits.push(Hit {
-                        path: path_from_bytes(&path),
-                        score: clipkit_core::scores::dot(q, &v),
-                    });
-                }
-            }
-            hits.sort_by(|a, b| {
-                b.score
-                    .total_cmp(&a.score)
-                    .then_with(|| a.path.cmp(&b.path))
-            });
-            hits.truncate(k);
-            out.push(hits);
-        }
-        Ok(out)
-    }
-
     fn exact_index(&self) -> Result<Arc<ExactIndex>> {
         let generation = self.generation()?;
         let mut cached = self.exact.lock().unwrap_or_else(|p| p.into_inner());
@@ -259,153 +193,6 @@ impl EmbeddedStore {
         let index = Arc::new(index);
         *cached = Some((generation, index.clone()));
         Ok(index)
-    }
-
-    fn ann_error(&self, e: impl std::fmt::Display) -> IndexError {
-        IndexError::Ann {
-            store: self.address(),
-            message: e.to_string(),
-        }
-    }
-
-    fn ann_options(&self) -> usearch::IndexOptions {
-        usearch::IndexOptions {
-            dimensions: self.info.dim,
-            metric: usearch::MetricKind::IP,
-            quantization: usearch::ScalarKind::F16,
-            connectivity: 16,
-            expansion_add: 128,
-            expansion_search: 256,
-            multi: false,
-        }
-    }
-
-    /// The ANN index, brought up to the store's current generation: loaded from disk and
-    /// caught up through the change log, or rebuilt when there is none.
-    fn ann_index(&self) -> Result<Arc<usearch::Index>> {
-        let generation = self.generation()?;
-        let mut cached = self.ann.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((g, index)) = cached.as_ref() {
-            if *g == generation {
-                return Ok(index.clone());
-            }
-        }
-        let (index, changed) = self.refresh_ann(generation)?;
-        if changed {
-            self.save_ann(&index, generation)?;
-        }
-        let index = Arc::new(index);
-        *cached = Some((generation, index.clone()));
-        Ok(index)
-    }
-
-    fn refresh_ann(&self, generation: i64) -> Result<(usearch::Index, bool)> {
-        let index = usearch::Index::new(&self.ann_options()).map_err(|e| self.ann_error(e))?;
-        let file = self.dir.join(ANN_FILE);
-        if let Some(saved) = self.saved_ann_generation() {
-            if file.exists() && saved <= generation {
-                index
-                    .load(&file.to_string_lossy())
-                    .map_err(|e| self.ann_error(e))?;
-                if saved == generation {
-                    return Ok((index, false));
-                }
-                if self.catch_up(&index, saved)? {
-                    return Ok((index, true));
-                }
-            }
-        }
-        self.rebuild_ann(&index)?;
-        Ok((index, true))
-    }
-
-    /// Replays the change log since `since`; false when the log no longer reaches back
-    /// that far (then the caller rebuilds).
-    fn catch_up(&self, index: &usearch::Index, since: i64) -> Result<bool> {
-        let conn = self.conn();
-        // The log holds every change after `log_since`; older ones were pruned.
-        let logged_since = meta_i64(&conn, "log_since").map_err(|e| self.sql(e))?;
-        if since < logged_since {
-            return Ok(false);
-        }
-        let mut stmt = conn
-            .prepare(
-                "SELECT DISTINCT c.id, f.vector FROM changes c LEFT JOIN files f ON f.id = c.id
-                 WHERE c.generation > ?1",
-            )
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([since], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
-            })
-            .map_err(|e| self.sql(e))?;
-        for row in rows {
-            let (id, vector) = row.map_err(|e| self.sql(e))?;
-            index.remove(id as u64).map_err(|e| self.ann_error(e))?;
-            if let Some(v) = vector {
-                if index.size() + 1 > index.capacity() {
-                    index
-                        .reserve((index.capacity() * 2).max(1024))
-                        .map_err(|e| self.ann_error(e))?;
-                }
-                index
-                    .add(id as u64, &decode_vector(&v))
-                    .map_err(|e| self.ann_error(e))?;
-            }
-        }
-        Ok(true)
-    }
-
-    fn rebuild_ann(&self, index: &usearch::Index) -> Result<()> {
-        let n = self.len()?;
-        let threads = rayon::current_num_threads();
-        index
-            .reserve_capacity_and_threads(n.max(1024), threads)
-            .map_err(|e| self.ann_error(e))?;
-        // Parallel inserts only for large builds: concurrent HNSW inserts give a graph that
-        // depends on thread timing, and on small collections (where search must equal exact
-        // search) an occasionally poorly-linked node was measured to be missed by search.
-        let parallel = n >= PARALLEL_BUILD_MIN;
-        self.scan(8192, &mut |entries| {
-            let add = |e: &Entry| index.add(e.file.id() as u64, &e.vector);
-            if parallel {
-                entries.par_iter().try_for_each(add)
-            } else {
-                entries.iter().try_for_each(add)
-            }
-            .map_err(|e| self.ann_error(e))
-        })
-    }
-
-    fn saved_ann_generation(&self) -> Option<i64> {
-        let text = std::fs::read_to_string(self.dir.join(ANN_STATE_FILE)).ok()?;
-        let state: serde_json::Value = serde_json::from_str(&text).ok()?;
-        state.get("generation")?.as_i64()
-    }
-
-    /// Writes the index and its generation, each atomically (temp file + rename). A crash
-    /// between the two leaves a newer index under an older generation; replaying the log
-    /// over it is harmless because every replayed step is remove-then-add.
-    fn save_ann(&self, index: &usearch::Index, generation: i64) -> Result<()> {
-        let file = self.dir.join(ANN_FILE);
-        let tmp = self.dir.join(format!("{ANN_FILE}.tmp"));
-        index
-            .save(&tmp.to_string_lossy())
-            .map_err(|e| self.ann_error(e))?;
-        rename(&tmp, &file)?;
-        let state = serde_json::json!({ "generation": generation, "vectors": index.size() });
-        let tmp = self.dir.join(format!("{ANN_STATE_FILE}.tmp"));
-        std::fs::write(&tmp, state.to_string()).map_err(|source| IndexError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
-        rename(&tmp, &self.dir.join(ANN_STATE_FILE))?;
-        // The log before this generation is no longer needed by this index.
-        let conn = self.conn();
-        conn.execute("DELETE FROM changes WHERE generation <= ?1", [generation])
-            .map_err(|e| self.sql(e))?;
-        set_meta(&conn, "log_since", &generation.to_string()).map_err(|e| self.sql(e))?;
-        Ok(())
     }
 
     fn uses_ann(&self) -> Result<bool> {
@@ -441,6 +228,7 @@ impl Store for EmbeddedStore {
                     size: r.get::<_, i64>(1)? as u64,
                     mtime_ns: r.get(2)?,
                     hash: r.get(3)?,
+                    meta: Default::default(),
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -537,6 +325,7 @@ impl Store for EmbeddedStore {
                                     size: r.get::<_, i64>(2)? as u64,
                                     mtime_ns: r.get(3)?,
                                     hash: r.get(4)?,
+                                    meta: Default::default(),
                                 },
                                 vector: decode_vector(&r.get::<_, Vec<u8>>(5)?),
                             },
@@ -558,9 +347,36 @@ impl Store for EmbeddedStore {
         }
     }
 
-    fn search(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
+    fn search(&self, queries: &[Vec<f32>], k: usize, filter: &Filter) -> Result<Vec<Vec<Hit>>> {
+        if !filter.is_empty() {
+            // SKELETON (issue 23): exact search over the entries the filter lets through, by
+            // brute force; the filters' helper replaces this with SQL columns + a graph
+            // predicate chosen by selectivity.
+            for q in queries {
+                self.check_dim(q)?;
+            }
+            let mut index = ExactIndex::new(self.info.dim);
+            self.scan(4096, &mut |entries| {
+                for e in entries.iter().filter(|e| filter.matches(&e.file)) {
+                    index.push(e.file.path.clone(), &e.vector);
+                }
+                Ok(())
+            })?;
+            return Ok(index
+                .top_k(queries, k)
+                .into_iter()
+                .map(|hits| {
+                    hits.into_iter()
+                        .map(|(row, score)| Hit {
+                            path: index.paths[row].clone(),
+                            score,
+                        })
+                        .collect()
+                })
+                .collect());
+        }
         if self.uses_ann()? {
-            self.search_ann(queries, k)
+            self.search_ann(queries, k, None)
         } else {
             self.search_exact(queries, k)
         }
@@ -669,107 +485,4 @@ impl Store for EmbeddedStore {
         }
         Ok(())
     }
-}
-
-fn sqlite_error(dir: &Path, e: rusqlite::Error) -> IndexError {
-    IndexError::Sqlite {
-        store: dir.to_owned(),
-        message: e.to_string(),
-    }
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|source| IndexError::Io {
-        path: to.to_owned(),
-        source,
-    })
-}
-
-fn check_compatible(dir: &Path, stored: &CollectionInfo, wanted: &CollectionInfo) -> Result<()> {
-    let store = dir.display().to_string();
-    if stored.dim != wanted.dim {
-        return Err(IndexError::WrongVectorDimension {
-            store,
-            expected: stored.dim,
-            got: wanted.dim,
-        });
-    }
-    if !stored.accepts(wanted) {
-        return Err(IndexError::ModelMismatch {
-            store,
-            stored: stored.describe(),
-            requested: wanted.describe(),
-        });
-    }
-    Ok(())
-}
-
-fn read_info(conn: &Connection) -> rusqlite::Result<Option<CollectionInfo>> {
-    let get = |key: &str| {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()
-    };
-    let (Some(model), Some(dim), Some(preprocess)) =
-        (get("model")?, get("dim")?, get("preprocess")?)
-    else {
-        return Ok(None);
-    };
-    let preprocess = preprocess.parse::<PreprocessMode>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    Ok(Some(CollectionInfo {
-        model,
-        dim: dim.parse().unwrap_or(0),
-        preprocess,
-        family: get("family")?,
-    }))
-}
-
-fn write_info(conn: &Connection, info: &CollectionInfo) -> rusqlite::Result<()> {
-    set_meta(conn, "format", FORMAT_VERSION)?;
-    set_meta(conn, "model", &info.model)?;
-    set_meta(conn, "dim", &info.dim.to_string())?;
-    set_meta(conn, "preprocess", &info.preprocess.to_string())?;
-    if let Some(family) = &info.family {
-        set_meta(conn, "family", family)?;
-    }
-    set_meta(conn, "generation", "0")?;
-    set_meta(conn, "log_since", "0")
-}
-
-fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [key, value],
-    )
-    .map(|_| ())
-}
-
-fn meta_i64(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
-}
-
-fn generation(conn: &Connection) -> rusqlite::Result<i64> {
-    meta_i64(conn, "generation")
-}
-
-/// Vectors are stored as little-endian f32 bytes: exact, and 4 bytes a dimension.
-pub(crate) fn encode_vector(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub(crate) fn decode_vector(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
