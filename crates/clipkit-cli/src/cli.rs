@@ -92,6 +92,11 @@ pub struct IndexAddArgs {
     /// Files committed per transaction (a killed run loses at most this many).
     #[arg(long, default_value_t = 64, value_parser = values::at_least_one)]
     pub commit_every: usize,
+    /// Index only worker I's share of the files, out of N workers (counted from 0) that
+    /// index the same paths into one store, e.g. `--shard 0/4` … `--shard 3/4` on four
+    /// machines; each file goes to one worker by a hash of its path.
+    #[arg(long, value_name = "I/N", value_parser = values::shard)]
+    pub shard: Option<clipkit_index::shard::Shard>,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,

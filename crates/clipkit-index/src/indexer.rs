@@ -19,6 +19,7 @@ use serde::Serialize;
 use clipkit_core::{ClipError, Crop, Embedder};
 
 use crate::paths::content_hash;
+use crate::shard::Shard;
 use crate::store::{Batch, Entry, FileRecord, Store};
 use crate::{IndexError, Result};
 
@@ -271,8 +272,28 @@ pub struct Indexer<'a> {
 impl Indexer<'_> {
     /// Brings the store in step with `roots` (already canonical).
     pub fn run(&mut self, roots: &[PathBuf]) -> Result<Report> {
+        self.run_shard(roots, Shard::ALL)
+    }
+
+    /// Brings `shard`'s part of the store in step with its part of `roots`: the files that
+    /// shard owns are embedded and the shard's files gone from disk removed; the other
+    /// shards' rows are left to their workers (but serve as copy sources while on disk).
+    /// Workers running this for every shard of the same roots, at the same time or not, end
+    /// with the store a single [`run`](Self::run) would give.
+    pub fn run_shard(&mut self, roots: &[PathBuf], shard: Shard) -> Result<Report> {
         self.store.add_roots(roots)?;
-        let diff = diff(&*self.store, roots, &self.walk)?;
+        let (found, unreadable) = walk(roots, &self.walk)?;
+        let stored = self.store.files()?;
+        // Other shards' files still on disk: their stored vectors may be copied.
+        let on_disk: HashSet<PathBuf> = if shard == Shard::ALL {
+            HashSet::new()
+        } else {
+            found.iter().map(|f| f.path.clone()).collect()
+        };
+        let (own, others): (Vec<FileRecord>, Vec<FileRecord>) =
+            stored.into_iter().partition(|r| shard.owns(&r.path));
+        let found: Vec<Found> = found.into_iter().filter(|f| shard.owns(&f.path)).collect();
+        let diff = compare(own.clone(), found, unreadable, roots);
         let mut report = Report {
             scanned: diff.unchanged + diff.new.len() + diff.changed.len(),
             unchanged: diff.unchanged,
@@ -292,12 +313,17 @@ impl Indexer<'_> {
         let missing_paths: HashSet<PathBuf> = diff.missing.iter().map(|r| r.path.clone()).collect();
         let changed_paths: HashSet<PathBuf> = diff.changed.iter().map(|f| f.path.clone()).collect();
         let mut known = Known::default();
-        for r in self.store.files()? {
+        for r in own {
             if missing_paths.contains(&r.path) {
                 known.gone.entry(r.hash).or_default().push(r.path);
             } else if changed_paths.contains(&r.path) {
                 known.previous.insert(r.path, r.hash);
             } else {
+                known.present.entry(r.hash).or_insert(r.path);
+            }
+        }
+        for r in others {
+            if on_disk.contains(&r.path) {
                 known.present.entry(r.hash).or_insert(r.path);
             }
         }

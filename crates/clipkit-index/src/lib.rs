@@ -21,6 +21,7 @@ pub mod parquet_io;
 pub mod paths;
 mod rng;
 pub mod search;
+pub mod shard;
 pub mod store;
 
 pub use error::{IndexError, Result};

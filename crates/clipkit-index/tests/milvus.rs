@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use clipkit_index::milvus::{label_collection_name, MilvusStore};
-use clipkit_index::{Batch, CollectionInfo, IndexError, Result, Store, StoreAddress};
+use clipkit_index::{Batch, CollectionInfo, Entry, IndexError, Result, Store, StoreAddress};
 use common::conformance::{self, entries, info, upserts, Rng};
 
 const INSTALL_HINT: &str = "install it with:\n    \
@@ -217,6 +217,16 @@ conformance_tests!(
     label_sets,
     roots_persist,
 );
+
+/// Filtered search equals brute force over `Filter::matches` (see the conformance check).
+#[test]
+fn filtered_search_equals_brute_force() {
+    let server = shared_server();
+    let open = |store: &str, create: Option<&CollectionInfo>| {
+        server.open(&format!("filtered__{store}"), create)
+    };
+    conformance::filtered_search_equals_brute_force(&open);
+}
 
 /// Everything survives the server stopping (SIGTERM, no clean shutdown) and a new server
 /// starting on the same data directory. The new server also builds the HNSW index of the
@@ -434,4 +444,465 @@ fn works_under_an_async_runtime() {
         assert_eq!(len.unwrap(), 3);
         drop(store);
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collections made before the filter fields.
+
+/// Creates `name` as clipkit did before the filter fields existed (no `taken`, `meta`, …) and
+/// writes `entries` into it, through the SDK directly.
+fn create_pre_filter_collection(endpoint: &str, name: &str, dim: usize, entries: &[Entry]) {
+    use ::milvus::v2::prelude::*;
+    use ::milvus::v2::{ConsistencyLevel, DataType};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = ClientV2::new(
+            &ConnectConfig::new()
+                .uri(endpoint)
+                .telemetry(TelemetryConfig::new().enabled(false)),
+        )
+        .await
+        .unwrap();
+        let schema = CollectionSchema::new()
+            .enable_dynamic_field(false)
+            .add_field(
+                FieldSchema::new()
+                    .name("id")
+                    .data_type(DataType::Int64)
+                    .primary_key(true)
+                    .auto_id(false),
+            )
+            .add_field(
+                FieldSchema::new()
+                    .name("path")
+                    .data_type(DataType::VarChar)
+                    .max_length(16384),
+            )
+            .add_field(FieldSchema::new().name("size").data_type(DataType::Int64))
+            .add_field(FieldSchema::new().name("mtime_ns").data_type(DataType::Int64))
+            .add_field(
+                FieldSchema::new()
+                    .name("hash")
+                    .data_type(DataType::VarChar)
+                    .max_length(64),
+            )
+            .add_field(
+                FieldSchema::new()
+                    .name("vector")
+                    .data_type(DataType::FloatVector)
+                    .dimension(dim as u32),
+            );
+        let i = info(dim);
+        let request = CreateCollectionRequest::builder()
+            .collection_name(name)
+            .schema(schema)
+            .consistency_level(ConsistencyLevel::Strong)
+            .properties(std::collections::HashMap::from([
+                ("clipkit.model".to_owned(), i.model.clone()),
+                ("clipkit.preprocess".to_owned(), i.preprocess.to_string()),
+                ("clipkit.family".to_owned(), i.family.clone().unwrap()),
+                ("clipkit.roots".to_owned(), "[\"/lib\"]".to_owned()),
+            ]))
+            .build()
+            .unwrap();
+        client.create_collection(request).await.unwrap();
+        let request = CreateIndexRequest::builder()
+            .collection_name(name)
+            .index_param(
+                IndexParam::new()
+                    .field_name("vector")
+                    .index_name("vector")
+                    .index_type(IndexType::Hnsw)
+                    .metric_type(MetricType::Ip),
+            )
+            .build()
+            .unwrap();
+        client.create_index(request).await.unwrap();
+        let request = LoadCollectionRequest::builder()
+            .collection_name(name)
+            .build()
+            .unwrap();
+        client.load_collection(request).await.unwrap();
+        let columns = vec![
+            FieldData::int64("id", entries.iter().map(|e| e.file.id()).collect()),
+            FieldData::varchar(
+                "path",
+                entries
+                    .iter()
+                    .map(|e| clipkit_index::paths::encode_path(&e.file.path))
+                    .collect(),
+            ),
+            FieldData::int64("size", entries.iter().map(|e| e.file.size as i64).collect()),
+            FieldData::int64("mtime_ns", entries.iter().map(|e| e.file.mtime_ns).collect()),
+            FieldData::varchar("hash", entries.iter().map(|e| e.file.hash.clone()).collect()),
+            FieldData::float_vector("vector", entries.iter().map(|e| e.vector.clone()).collect()),
+        ];
+        let request = InsertRequest::builder()
+            .collection_name(name)
+            .columns(columns)
+            .build()
+            .unwrap();
+        client.insert(request).await.unwrap();
+    });
+}
+
+/// What a collection made before the filter fields holds: the same entries without metadata.
+fn without_meta(entries: &[Entry]) -> Vec<Entry> {
+    entries
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.file.meta = Default::default();
+            e
+        })
+        .collect()
+}
+
+/// A collection made before the filter fields is read as before (filtered searches are exact
+/// on the client); opened to write, it is copied into the current schema with nothing lost,
+/// and then filtered on the server; new writes carry their metadata.
+#[test]
+fn collections_made_before_the_filters_keep_working_and_are_migrated() {
+    let server = shared_server();
+    let dim = 8;
+    let mut rng = Rng::new(7);
+    let all = conformance::filter_entries(300, dim, &mut rng);
+    let old = without_meta(&all);
+    create_pre_filter_collection(&server.endpoint(), "premigration", dim, &old);
+
+    let check_filters = |store: &dyn Store, entries: &[Entry], rng: &mut Rng| {
+        let queries: Vec<Vec<f32>> = (0..2).map(|_| rng.vector(dim)).collect();
+        for _ in 0..20 {
+            let filter = conformance::random_filter(rng);
+            let admitted: Vec<Entry> = entries
+                .iter()
+                .filter(|e| filter.matches(&e.file))
+                .cloned()
+                .collect();
+            let results = store.search(&queries, 10, &filter).unwrap();
+            for (query, hits) in queries.iter().zip(&results) {
+                let want: Vec<PathBuf> = conformance::brute_force(&admitted, query, 10)
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+                let got: Vec<PathBuf> = hits.iter().map(|h| h.path.clone()).collect();
+                assert_eq!(got, want, "filter {filter:?}");
+            }
+        }
+    };
+
+    // Read-only: as before, and filters work (on the client).
+    let store = server.open("premigration", None).unwrap();
+    conformance::assert_contents(&*store, &old);
+    check_filters(&*store, &old, &mut rng);
+    drop(store);
+
+    // Opened to write: migrated, nothing lost, roots and model kept.
+    let mut store = server.open("premigration", Some(&info(dim))).unwrap();
+    conformance::assert_contents(&*store, &old);
+    assert_eq!(store.roots().unwrap(), vec![PathBuf::from("/lib")]);
+    check_filters(&*store, &old, &mut rng);
+    let names = list_collections(&server);
+    assert!(
+        !names.iter().any(|n| n.starts_with("premigration__")),
+        "{names:?}"
+    );
+    // New writes carry metadata, and the filters see it.
+    store.apply(upserts(all.clone())).unwrap();
+    conformance::assert_contents(&*store, &all);
+    check_filters(&*store, &all, &mut rng);
+    drop(store);
+    let store = server.open("premigration", None).unwrap();
+    conformance::assert_contents(&*store, &all);
+}
+
+/// A migration killed between its two renames (the collection is missing; the complete copy
+/// and the original are under their temporary names) is finished by the next open.
+#[test]
+fn a_migration_killed_between_its_renames_is_finished() {
+    let server = shared_server();
+    let dim = 4;
+    let mut rng = Rng::new(9);
+    let all = conformance::filter_entries(50, dim, &mut rng);
+    create_pre_filter_collection(&server.endpoint(), "halfswap__clipkit_old", dim, &without_meta(&all));
+    let mut copy = server
+        .open("halfswap__clipkit_new", Some(&info(dim)))
+        .unwrap();
+    copy.apply(upserts(all.clone())).unwrap();
+    drop(copy);
+    let store = server.open("halfswap", None).unwrap();
+    conformance::assert_contents(&*store, &all);
+    let names = list_collections(&server);
+    assert!(!names.iter().any(|n| n.starts_with("halfswap__")), "{names:?}");
+}
+
+fn list_collections(server: &MilvusLite) -> Vec<String> {
+    use ::milvus::v2::prelude::*;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = ClientV2::new(
+            &ConnectConfig::new()
+                .uri(server.endpoint())
+                .telemetry(TelemetryConfig::new().enabled(false)),
+        )
+        .await
+        .unwrap();
+        client
+            .list_collections(ListCollectionsRequest::builder().build().unwrap())
+            .await
+            .unwrap()
+            .collection_names()
+            .to_vec()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several workers, one collection.
+
+mod sharding {
+    use super::*;
+    use clipkit_core::{ClipError, Crop, Embedder, Scoring};
+    use clipkit_index::indexer::{Indexer, NoProgress, Report, WalkOptions};
+    use clipkit_index::shard::Shard;
+    use clipkit_index::FileRecord;
+    use std::collections::BTreeMap;
+
+    const DIM: usize = 8;
+
+    /// A stand-in model: the vector is a byte histogram of the file, so equal bytes give
+    /// equal vectors on every worker.
+    struct Histogram;
+
+    impl Embedder for Histogram {
+        fn embedding_dim(&self) -> usize {
+            DIM
+        }
+        fn scoring(&self) -> Scoring {
+            Scoring::Softmax { logit_scale: 1.0 }
+        }
+        fn embed_texts(&self, _: &[&str]) -> std::result::Result<Vec<Vec<f32>>, ClipError> {
+            unimplemented!("the indexer embeds no text")
+        }
+        fn preprocess(&self, _: &Path, bytes: &[u8]) -> std::result::Result<Crop, ClipError> {
+            let grey: Vec<u8> = bytes.iter().flat_map(|&b| [b, b, b]).collect();
+            Ok(Crop::from_raw(bytes.len() as u32, 1, grey).unwrap())
+        }
+        fn embed_crops(&self, crops: Vec<Crop>) -> std::result::Result<Vec<Vec<f32>>, ClipError> {
+            Ok(crops
+                .iter()
+                .map(|crop| {
+                    let mut h = [1.0f32; DIM];
+                    for b in crop.pixels().map(|p| p[0]) {
+                        h[b as usize % DIM] += 1.0;
+                    }
+                    let norm = h.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    h.iter().map(|x| x / norm).collect()
+                })
+                .collect())
+        }
+        fn embed_pixels(&self, _: &[&[f32]]) -> std::result::Result<Vec<Vec<f32>>, ClipError> {
+            unimplemented!("the indexer embeds crops")
+        }
+    }
+
+    fn model_info() -> CollectionInfo {
+        info(DIM)
+    }
+
+    /// A tree of `n` small files in nested folders, some of them copies of others.
+    fn tree(root: &Path, n: usize, rng: &mut Rng) {
+        for i in 0..n {
+            let dir = root.join(format!("d{}", i % 5)).join(format!("e{}", i % 3));
+            std::fs::create_dir_all(&dir).unwrap();
+            let bytes: Vec<u8> = if i % 11 == 10 {
+                format!("copy of {}", i % 7).into_bytes()
+            } else {
+                (0..20 + rng.next_u64() % 200).map(|_| rng.next_u64() as u8).collect()
+            };
+            std::fs::write(dir.join(format!("p{i:03}.jpg")), bytes).unwrap();
+        }
+    }
+
+    fn index(store: &mut dyn Store, root: &Path, shard: Shard) -> Report {
+        let roots = clipkit_index::indexer::canonical_roots(&[root.to_owned()]).unwrap();
+        Indexer {
+            store,
+            embedder: &Histogram,
+            batch_size: 7,
+            walk: WalkOptions::default(),
+            cancel: None,
+            progress: &NoProgress,
+        }
+        .run_shard(&roots, shard)
+        .unwrap()
+    }
+
+    /// Everything in a store, by path: records and vectors.
+    fn contents(store: &dyn Store) -> BTreeMap<PathBuf, (FileRecord, Vec<f32>)> {
+        let entries = conformance::scan_all(store, 1000);
+        let n = entries.len();
+        let map: BTreeMap<_, _> = entries
+            .into_iter()
+            .map(|Entry { file, vector }| (file.path.clone(), (file, vector)))
+            .collect();
+        assert_eq!(map.len(), n, "a path is stored twice");
+        map
+    }
+
+    fn shard(i: u64, n: u64) -> Shard {
+        Shard::new(i, n).unwrap()
+    }
+
+    /// Two workers running at the same time, one per shard, give exactly the index a single
+    /// worker gives; each removes only its own shard's missing files.
+    #[test]
+    fn two_workers_give_the_single_worker_index() {
+        let server = shared_server();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("photos");
+        tree(&root, 120, &mut Rng::new(1));
+
+        let mut single = server.open("single_worker", Some(&model_info())).unwrap();
+        let report = index(&mut *single, &root, Shard::ALL);
+        assert_eq!(report.total, 120);
+
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..2)
+                .map(|i| {
+                    let (server, root) = (&server, &root);
+                    s.spawn(move || {
+                        let mut store = server.open("two_workers", Some(&model_info())).unwrap();
+                        index(&mut *store, root, shard(i, 2))
+                    })
+                })
+                .collect();
+            let reports: Vec<Report> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+            assert_eq!(reports[0].scanned + reports[1].scanned, 120);
+            assert!(reports.iter().all(|r| r.scanned > 30), "uneven shards");
+        });
+        let sharded = server.open("two_workers", None).unwrap();
+        assert_eq!(contents(&*sharded), contents(&*single));
+        assert_eq!(sharded.roots().unwrap(), single.roots().unwrap());
+
+        // Two files go, one of each shard: each worker removes only its own.
+        let all: Vec<PathBuf> = contents(&*sharded).into_keys().collect();
+        let gone0 = all.iter().find(|p| shard(0, 2).owns(p)).unwrap().clone();
+        let gone1 = all.iter().find(|p| shard(1, 2).owns(p)).unwrap().clone();
+        std::fs::remove_file(&gone0).unwrap();
+        std::fs::remove_file(&gone1).unwrap();
+        let mut store = server.open("two_workers", Some(&model_info())).unwrap();
+        let report = index(&mut *store, &root, shard(0, 2));
+        assert_eq!(report.removed, 1);
+        let now = contents(&*store);
+        assert!(!now.contains_key(&gone0) && now.contains_key(&gone1));
+        index(&mut *store, &root, shard(1, 2));
+        index(&mut *single, &root, Shard::ALL);
+        assert_eq!(contents(&*store), contents(&*single));
+    }
+
+    /// A store that dies after `left` batches: the last one half written, the way a process
+    /// killed in the middle of a batch leaves it.
+    struct Dying<'a> {
+        inner: &'a mut dyn Store,
+        left: usize,
+    }
+
+    impl Store for Dying<'_> {
+        fn address(&self) -> String {
+            self.inner.address()
+        }
+        fn info(&self) -> &CollectionInfo {
+            self.inner.info()
+        }
+        fn len(&self) -> Result<usize> {
+            self.inner.len()
+        }
+        fn files(&self) -> Result<Vec<FileRecord>> {
+            self.inner.files()
+        }
+        fn vectors(&self, paths: &[PathBuf]) -> Result<Vec<Option<Vec<f32>>>> {
+            self.inner.vectors(paths)
+        }
+        fn apply(&mut self, mut batch: Batch) -> Result<()> {
+            if self.left == 0 {
+                batch.upserts.truncate(batch.upserts.len() / 2);
+                batch.removals.clear();
+                self.inner.apply(batch)?;
+                return Err(IndexError::Milvus {
+                    uri: self.address(),
+                    message: "killed".into(),
+                    transient: true,
+                });
+            }
+            self.left -= 1;
+            self.inner.apply(batch)
+        }
+        fn scan(&self, chunk: usize, visit: &mut dyn FnMut(&[Entry]) -> Result<()>) -> Result<()> {
+            self.inner.scan(chunk, visit)
+        }
+        fn search(&self, q: &[Vec<f32>], k: usize, f: &Filter) -> Result<Vec<Vec<clipkit_index::Hit>>> {
+            self.inner.search(q, k, f)
+        }
+        fn flush(&mut self) -> Result<()> {
+            self.inner.flush()
+        }
+        fn put_labels(&mut self, set: &str, labels: &[clipkit_index::LabelVector]) -> Result<()> {
+            self.inner.put_labels(set, labels)
+        }
+        fn labels(&self, set: &str) -> Result<Option<Vec<clipkit_index::LabelVector>>> {
+            self.inner.labels(set)
+        }
+        fn roots(&self) -> Result<Vec<PathBuf>> {
+            self.inner.roots()
+        }
+        fn add_roots(&mut self, roots: &[PathBuf]) -> Result<()> {
+            self.inner.add_roots(roots)
+        }
+    }
+
+    /// A worker killed mid-run and restarted loses nothing and duplicates nothing: the union
+    /// is still the single-worker index, and the restart embeds only what was not committed.
+    #[test]
+    fn a_killed_worker_resumes_without_loss_or_duplicates() {
+        let server = shared_server();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("photos");
+        tree(&root, 90, &mut Rng::new(2));
+        let mut single = server.open("killed_single", Some(&model_info())).unwrap();
+        index(&mut *single, &root, Shard::ALL);
+
+        let roots = clipkit_index::indexer::canonical_roots(&[root.clone()]).unwrap();
+        for (kill_after, collection) in [(0, "killed_a"), (2, "killed_b")] {
+            let mut store = server.open(collection, Some(&model_info())).unwrap();
+            let mut dying = Dying {
+                inner: &mut *store,
+                left: kill_after,
+            };
+            let died = Indexer {
+                store: &mut dying,
+                embedder: &Histogram,
+                batch_size: 7,
+                walk: WalkOptions::default(),
+                cancel: None,
+                progress: &NoProgress,
+            }
+            .run_shard(&roots, shard(0, 2));
+            assert!(died.is_err(), "the worker was to die");
+            let committed = store.len().unwrap();
+            assert!(committed > 0);
+            drop(store);
+
+            let mut store = server.open(collection, Some(&model_info())).unwrap();
+            let resumed = index(&mut *store, &root, shard(0, 2));
+            assert_eq!(resumed.unchanged, committed, "{collection}");
+            index(&mut *store, &root, shard(1, 2));
+            assert_eq!(contents(&*store), contents(&*single), "{collection}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use clipkit_eval::LogitScale;
 use clipkit_index::dedup::Threshold;
+use clipkit_index::shard::Shard;
 
 /// A count that must be at least one (batch sizes, iterations, shots, rows per file).
 pub fn at_least_one(s: &str) -> Result<usize, String> {
@@ -82,4 +83,9 @@ mod tests {
         assert_eq!(logit_scale("100"), Ok(LogitScale::Fixed(100.0)));
         assert!(logit_scale("0").is_err());
     }
+}
+
+/// `I/N`: worker I of N (0 ≤ I < N) of a tree split between workers.
+pub fn shard(s: &str) -> Result<Shard, String> {
+    s.parse::<Shard>().map_err(|e| e.to_string())
 }

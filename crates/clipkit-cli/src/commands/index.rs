@@ -68,7 +68,7 @@ pub fn add(args: &IndexAddArgs) -> Result<Outcome> {
         cancel: Some(&cancel),
         progress: &progress,
     };
-    let report = indexer.run(&roots)?;
+    let report = indexer.run_shard(&roots, args.shard.unwrap_or_default())?;
     for f in &report.failed {
         eprintln!("warning: {}: {}", f.path, f.error);
     }
@@ -90,6 +90,7 @@ pub fn add(args: &IndexAddArgs) -> Result<Outcome> {
         Format::Json => print_json(&json!({
             "store": store.address(),
             "model": store.info().model,
+            "shard": args.shard.map(|s| s.to_string()),
             "report": report,
         }))?,
         Format::Table | Format::Csv => {

@@ -11,9 +11,11 @@ use ::milvus::v2::{ConsistencyLevel, DataType};
 use clipkit_image::PreprocessMode;
 
 use super::errors::is_index_not_found;
+use super::filter::{MAX_CAMERA_BYTES, MAX_FILE_TYPE_BYTES, MAX_META_BYTES};
 use super::{
-    MilvusStore, HASH, ID, MAX_HASH_BYTES, MAX_PATH_BYTES, MTIME, PATH, PROP_FAMILY, PROP_MODEL,
-    PROP_PREPROCESS, PROP_ROOTS, READY_TIMEOUT, SIZE, VECTOR,
+    MilvusStore, CAMERA, FILE_TYPE, FILTER_FIELDS, HASH, ID, LATITUDE, LONGITUDE, MAX_HASH_BYTES,
+    MAX_PATH_BYTES, META, MTIME, PATH, PROP_FAMILY, PROP_MODEL, PROP_PREPROCESS, PROP_ROOTS,
+    READY_TIMEOUT, SIZE, TAKEN, VECTOR,
 };
 use crate::{CollectionInfo, IndexError, Result};
 
@@ -80,7 +82,54 @@ impl MilvusStore {
         })
     }
 
+    /// Whether collection `name` has the filter fields; an error when it has only some of
+    /// them, which no version of clipkit writes.
+    pub(super) fn schema_has_filter_fields(&self, name: &str) -> Result<bool> {
+        let desc = self.describe(name)?;
+        let fields = desc.get_schema().get_fields();
+        let present = FILTER_FIELDS
+            .iter()
+            .filter(|f| fields.iter().any(|field| field.get_name() == **f))
+            .count();
+        match present {
+            0 => Ok(false),
+            n if n == FILTER_FIELDS.len() => Ok(true),
+            _ => Err(self.error(
+                "opening",
+                format!(
+                    "collection {name} has some of the filter fields ({}) but not all",
+                    FILTER_FIELDS.join(", ")
+                ),
+            )),
+        }
+    }
+
     pub(super) fn create_image_collection(&self) -> Result<()> {
+        let mut properties = HashMap::from([
+            (PROP_MODEL.to_owned(), self.info.model.clone()),
+            (PROP_PREPROCESS.to_owned(), self.info.preprocess.to_string()),
+            (PROP_ROOTS.to_owned(), "[]".to_owned()),
+        ]);
+        if let Some(family) = &self.info.family {
+            properties.insert(PROP_FAMILY.to_owned(), family.clone());
+        }
+        self.create_image_collection_named(&self.collection, properties)
+    }
+
+    /// Creates an image collection with the current schema (the filter fields included) and
+    /// its vector index.
+    pub(super) fn create_image_collection_named(
+        &self,
+        name: &str,
+        properties: HashMap<String, String>,
+    ) -> Result<()> {
+        let varchar = |name: &str, max: usize, description: &str| {
+            FieldSchema::new()
+                .name(name)
+                .description(description)
+                .data_type(DataType::VarChar)
+                .max_length(max as u32)
+        };
         let schema = CollectionSchema::new()
             .description(format!(
                 "clipkit image embeddings ({}, {} preprocessing)",
@@ -95,37 +144,51 @@ impl MilvusStore {
                     .primary_key(true)
                     .auto_id(false),
             )
-            .add_field(
-                FieldSchema::new()
-                    .name(PATH)
-                    .description("the path, hex-escaped when not UTF-8")
-                    .data_type(DataType::VarChar)
-                    .max_length(MAX_PATH_BYTES as u32),
-            )
+            .add_field(varchar(
+                PATH,
+                MAX_PATH_BYTES,
+                "the path, hex-escaped when not UTF-8",
+            ))
             .add_field(FieldSchema::new().name(SIZE).data_type(DataType::Int64))
             .add_field(FieldSchema::new().name(MTIME).data_type(DataType::Int64))
+            .add_field(varchar(HASH, MAX_HASH_BYTES, "blake3 of the content"))
             .add_field(
                 FieldSchema::new()
-                    .name(HASH)
-                    .data_type(DataType::VarChar)
-                    .max_length(MAX_HASH_BYTES as u32),
+                    .name(TAKEN)
+                    .description("capture time (EXIF, else mtime), seconds")
+                    .data_type(DataType::Int64),
             )
+            .add_field(
+                FieldSchema::new()
+                    .name(LATITUDE)
+                    .description("degrees north; -1000 when unknown")
+                    .data_type(DataType::Double),
+            )
+            .add_field(
+                FieldSchema::new()
+                    .name(LONGITUDE)
+                    .description("degrees east; -1000 when unknown")
+                    .data_type(DataType::Double),
+            )
+            .add_field(varchar(
+                CAMERA,
+                MAX_CAMERA_BYTES,
+                "make and model, lower case",
+            ))
+            .add_field(varchar(
+                FILE_TYPE,
+                MAX_FILE_TYPE_BYTES,
+                "extension, lower case",
+            ))
+            .add_field(varchar(META, MAX_META_BYTES, "PhotoMetadata as JSON"))
             .add_field(
                 FieldSchema::new()
                     .name(VECTOR)
                     .data_type(DataType::FloatVector)
                     .dimension(self.info.dim as u32),
             );
-        let mut properties = HashMap::from([
-            (PROP_MODEL.to_owned(), self.info.model.clone()),
-            (PROP_PREPROCESS.to_owned(), self.info.preprocess.to_string()),
-            (PROP_ROOTS.to_owned(), "[]".to_owned()),
-        ]);
-        if let Some(family) = &self.info.family {
-            properties.insert(PROP_FAMILY.to_owned(), family.clone());
-        }
-        self.create_collection(&self.collection, schema, properties)?;
-        self.ensure_index(&self.collection, IndexType::Hnsw)
+        self.create_collection(name, schema, properties)?;
+        self.ensure_index(name, IndexType::Hnsw)
     }
 
     pub(super) fn create_collection(
@@ -241,6 +304,17 @@ impl MilvusStore {
             .map_err(|e| self.error("updating collection properties", e))?;
         self.block_on(self.client.alter_collection_properties(request))
             .map_err(|e| self.error("updating collection properties", e))
+    }
+
+    pub(super) fn rename_collection(&self, from: &str, to: &str) -> Result<()> {
+        let what = format!("renaming collection {from} to {to}");
+        let request = RenameCollectionRequest::builder()
+            .collection_name(from)
+            .new_collection_name(to)
+            .build()
+            .map_err(|e| self.error(&what, e))?;
+        self.block_on(self.client.rename_collection(request))
+            .map_err(|e| self.error(&what, e))
     }
 
     pub(super) fn drop_collection(&self, name: &str) -> Result<()> {

@@ -21,7 +21,10 @@
 
 mod collection;
 mod errors;
+mod filter;
+mod filtered;
 mod labels;
+mod migrate;
 mod reads;
 mod store;
 
@@ -44,6 +47,19 @@ const SIZE: &str = "size";
 const MTIME: &str = "mtime_ns";
 const HASH: &str = "hash";
 const VECTOR: &str = "vector";
+/// The scalar fields the filters read (see [`filter`]): the capture time as
+/// [`FileRecord::taken`](crate::FileRecord::taken) computes it, the GPS position
+/// ([`filter::NO_POSITION`] when unknown), the camera in lower case, the canonical file type,
+/// and the whole [`PhotoMetadata`](clipkit_image::PhotoMetadata) as JSON so reads give it back.
+const TAKEN: &str = "taken";
+const LATITUDE: &str = "latitude";
+const LONGITUDE: &str = "longitude";
+const CAMERA: &str = "camera";
+const FILE_TYPE: &str = "file_type";
+const META: &str = "meta";
+/// The filter fields, all present in a collection made since they exist and all absent in an
+/// older one (which [`MilvusStore::open`] migrates when it opens it for writing).
+const FILTER_FIELDS: [&str; 6] = [TAKEN, LATITUDE, LONGITUDE, CAMERA, FILE_TYPE, META];
 
 const PROP_MODEL: &str = "clipkit.model";
 /// The model family (`CLIP`, `SigLIP`, …); absent in collections made before it was recorded.
@@ -89,6 +105,9 @@ pub struct MilvusStore {
     endpoint: String,
     collection: String,
     info: CollectionInfo,
+    /// Whether the collection has the [`FILTER_FIELDS`]: false only for a collection made
+    /// before them and opened read-only, which is then filtered on the client.
+    has_filter_fields: bool,
 }
 
 impl MilvusStore {
@@ -130,7 +149,11 @@ impl MilvusStore {
                 preprocess: PreprocessMode::default(),
                 family: None,
             },
+            has_filter_fields: true,
         };
+        // A migration killed between its two renames leaves the collection under a
+        // temporary name; finish it before looking.
+        store.finish_interrupted_migration()?;
         let exists = store.has_collection(collection)?;
         if exists {
             let stored = store.read_info()?;
@@ -138,6 +161,13 @@ impl MilvusStore {
                 check_compatible(&address, &stored, wanted)?;
             }
             store.info = stored;
+            store.has_filter_fields = store.schema_has_filter_fields(collection)?;
+            if !store.has_filter_fields && create.is_some() {
+                // Opened to write: bring the collection to the current schema first, so
+                // that what is written from now on carries the filter fields.
+                store.migrate()?;
+                store.has_filter_fields = true;
+            }
             store.ensure_index(collection, IndexType::Hnsw)?;
         } else {
             let Some(wanted) = create else {

@@ -5,8 +5,10 @@
 use ::milvus::v2::prelude::*;
 use ::milvus::v2::ConsistencyLevel;
 
+use super::filter::parse_meta;
 use super::{
-    MilvusStore, HASH, ID, MAX_TOPK, MTIME, PATH, READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES, SIZE,
+    MilvusStore, HASH, ID, MAX_TOPK, META, MTIME, PATH, READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES,
+    SIZE,
 };
 use crate::paths::decode_path;
 use crate::{FileRecord, Result};
@@ -73,6 +75,18 @@ impl MilvusStore {
         page: usize,
         visit: &mut dyn FnMut(&[ResultRow<'_>]) -> Result<()>,
     ) -> Result<()> {
+        self.for_each_page_where(name, fields, page, None, visit)
+    }
+
+    /// [`for_each_page`](Self::for_each_page) over the rows that also satisfy `condition`.
+    pub(super) fn for_each_page_where(
+        &self,
+        name: &str,
+        fields: &[&str],
+        page: usize,
+        condition: Option<&str>,
+        visit: &mut dyn FnMut(&[ResultRow<'_>]) -> Result<()>,
+    ) -> Result<()> {
         let what = format!("reading collection {name}");
         let page = page.clamp(1, MAX_TOPK / 2);
         let limit = 2 * page;
@@ -102,6 +116,9 @@ impl MilvusStore {
             }
             if hi <= i64::MAX as i128 {
                 conditions.push(format!("{ID} < {hi}"));
+            }
+            if let Some(condition) = condition {
+                conditions.push(format!("({condition})"));
             }
             let results = self.query(name, &conditions.join(" and "), &fields, Some(limit))?;
             let mut rows: Vec<(i64, ResultRow<'_>)> = Vec::new();
@@ -137,14 +154,29 @@ impl MilvusStore {
         format!("{ID} in [{}]", list.join(","))
     }
 
+    /// The fields [`row_to_record`](Self::row_to_record) reads: the record's own, and its
+    /// metadata where the collection has it.
+    pub(super) fn record_fields(&self) -> Vec<&'static str> {
+        let mut fields = vec![ID, PATH, SIZE, MTIME, HASH];
+        if self.has_filter_fields {
+            fields.push(META);
+        }
+        fields
+    }
+
     pub(super) fn row_to_record(&self, row: &ResultRow<'_>) -> Result<FileRecord> {
         let bad = |e: ::milvus::v2::error::Error| self.error("decoding a row", e);
+        let meta = if self.has_filter_fields {
+            parse_meta(row.get_str(META).map_err(bad)?)
+        } else {
+            Default::default()
+        };
         Ok(FileRecord {
             path: decode_path(row.get_str(PATH).map_err(bad)?),
             size: u64::try_from(row.get_i64(SIZE).map_err(bad)?).unwrap_or(0),
             mtime_ns: row.get_i64(MTIME).map_err(bad)?,
             hash: row.get_str(HASH).map_err(bad)?.to_owned(),
-            meta: Default::default(),
+            meta,
         })
     }
 }

@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use ::milvus::v2::prelude::*;
 use ::milvus::v2::ConsistencyLevel;
 
+use super::filter::{scalars, Scalars};
 use super::{
-    display_address, MilvusStore, HASH, HNSW_EF_SEARCH, ID, IDS_PER_REQUEST, MAX_HASH_BYTES,
-    MAX_PATH_BYTES, MAX_TOPK, MTIME, PATH, PROP_ROOTS, QUERIES_PER_REQUEST, READY_TIMEOUT,
-    READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES, SIZE, VECTOR, WRITE_REQUEST_BYTES,
+    display_address, MilvusStore, CAMERA, FILE_TYPE, HASH, HNSW_EF_SEARCH, ID, IDS_PER_REQUEST,
+    LATITUDE, LONGITUDE, MAX_HASH_BYTES, MAX_PATH_BYTES, MAX_TOPK, META, MTIME, PATH, PROP_ROOTS,
+    QUERIES_PER_REQUEST, READY_TIMEOUT, READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES, SIZE, TAKEN,
+    VECTOR, WRITE_REQUEST_BYTES,
 };
 use crate::filter::Filter;
 use crate::paths::{decode_path, encode_path, path_id};
@@ -35,7 +37,7 @@ impl Store for MilvusStore {
         let mut files = Vec::new();
         self.for_each_page(
             &self.collection,
-            &[ID, PATH, SIZE, MTIME, HASH],
+            &self.record_fields(),
             self.rows_per_response(false),
             &mut |rows| {
                 for row in rows {
@@ -121,39 +123,7 @@ impl Store for MilvusStore {
             .collect();
         upserts.reverse();
 
-        let row_bytes = self.info.dim * 4 + 256;
-        let rows_per_request = (WRITE_REQUEST_BYTES / row_bytes).clamp(1, 10_000);
-        for chunk in upserts.chunks(rows_per_request) {
-            let columns = vec![
-                FieldData::int64(ID, chunk.iter().map(|e| e.file.id()).collect()),
-                FieldData::varchar(
-                    PATH,
-                    chunk.iter().map(|e| encode_path(&e.file.path)).collect(),
-                ),
-                FieldData::int64(
-                    SIZE,
-                    chunk
-                        .iter()
-                        .map(|e| i64::try_from(e.file.size).unwrap_or(i64::MAX))
-                        .collect(),
-                ),
-                FieldData::int64(MTIME, chunk.iter().map(|e| e.file.mtime_ns).collect()),
-                FieldData::varchar(HASH, chunk.iter().map(|e| e.file.hash.clone()).collect()),
-                FieldData::float_vector(VECTOR, chunk.iter().map(|e| e.vector.clone()).collect()),
-            ];
-            let what = "writing entries";
-            let insert = InsertRequest::builder()
-                .collection_name(&self.collection)
-                .columns(columns)
-                .build()
-                .map_err(|e| self.error(what, e))?;
-            let request = UpsertRequest::builder()
-                .insert(insert)
-                .build()
-                .map_err(|e| self.error(what, e))?;
-            self.block_on(self.client.upsert(request))
-                .map_err(|e| self.error(what, e))?;
-        }
+        self.write_entries(&self.collection, &upserts, self.has_filter_fields)?;
 
         let mut removals: Vec<i64> = batch.removals.iter().map(|p| path_id(p)).collect();
         removals.sort_unstable();
@@ -177,9 +147,11 @@ impl Store for MilvusStore {
         let chunk = chunk.max(1);
         // Pages are sized for the transport, then re-cut to exactly `chunk` entries.
         let mut pending: Vec<Entry> = Vec::with_capacity(chunk.min(1 << 16));
+        let mut fields = self.record_fields();
+        fields.push(VECTOR);
         self.for_each_page(
             &self.collection,
-            &[ID, PATH, SIZE, MTIME, HASH, VECTOR],
+            &fields,
             self.rows_per_response(true),
             &mut |rows| {
                 for row in rows {
@@ -204,13 +176,11 @@ impl Store for MilvusStore {
     }
 
     fn search(&self, queries: &[Vec<f32>], k: usize, filter: &Filter) -> Result<Vec<Vec<Hit>>> {
-        if !filter.is_empty() {
-            // SKELETON (issue 23): the Milvus helper turns the filter into scalar fields and a
-            // boolean expression.
-            return Err(self.error("searching", "filters are not implemented on Milvus yet"));
-        }
         for q in queries {
             self.check_dim(q.len())?;
+        }
+        if !filter.is_empty() {
+            return self.search_filtered(queries, k, filter);
         }
         if k == 0 || queries.is_empty() {
             return Ok(vec![Vec::new(); queries.len()]);
@@ -322,5 +292,65 @@ impl Store for MilvusStore {
         let encoded: Vec<String> = all.iter().map(|p| encode_path(p)).collect();
         let json = serde_json::to_string(&encoded).map_err(|e| self.error("saving roots", e))?;
         self.set_property(PROP_ROOTS, json)
+    }
+}
+
+impl MilvusStore {
+    /// Upserts `entries` (distinct paths) into collection `name`, in requests of bounded size;
+    /// with `filter_fields`, the filter fields too (a collection of the current schema).
+    pub(super) fn write_entries(
+        &self,
+        name: &str,
+        entries: &[&Entry],
+        filter_fields: bool,
+    ) -> Result<()> {
+        let row_bytes = self.info.dim * 4 + 512;
+        let rows_per_request = (WRITE_REQUEST_BYTES / row_bytes).clamp(1, 10_000);
+        for chunk in entries.chunks(rows_per_request) {
+            let mut columns = vec![
+                FieldData::int64(ID, chunk.iter().map(|e| e.file.id()).collect()),
+                FieldData::varchar(
+                    PATH,
+                    chunk.iter().map(|e| encode_path(&e.file.path)).collect(),
+                ),
+                FieldData::int64(
+                    SIZE,
+                    chunk
+                        .iter()
+                        .map(|e| i64::try_from(e.file.size).unwrap_or(i64::MAX))
+                        .collect(),
+                ),
+                FieldData::int64(MTIME, chunk.iter().map(|e| e.file.mtime_ns).collect()),
+                FieldData::varchar(HASH, chunk.iter().map(|e| e.file.hash.clone()).collect()),
+                FieldData::float_vector(VECTOR, chunk.iter().map(|e| e.vector.clone()).collect()),
+            ];
+            if filter_fields {
+                let rows: Vec<Scalars> = chunk.iter().map(|e| scalars(&e.file)).collect();
+                columns.extend([
+                    FieldData::int64(TAKEN, rows.iter().map(|r| r.taken).collect()),
+                    FieldData::double(LATITUDE, rows.iter().map(|r| r.latitude).collect()),
+                    FieldData::double(LONGITUDE, rows.iter().map(|r| r.longitude).collect()),
+                    FieldData::varchar(CAMERA, rows.iter().map(|r| r.camera.clone()).collect()),
+                    FieldData::varchar(
+                        FILE_TYPE,
+                        rows.iter().map(|r| r.file_type.clone()).collect(),
+                    ),
+                    FieldData::varchar(META, rows.into_iter().map(|r| r.meta).collect()),
+                ]);
+            }
+            let what = format!("writing entries to {name}");
+            let insert = InsertRequest::builder()
+                .collection_name(name)
+                .columns(columns)
+                .build()
+                .map_err(|e| self.error(&what, e))?;
+            let request = UpsertRequest::builder()
+                .insert(insert)
+                .build()
+                .map_err(|e| self.error(&what, e))?;
+            self.block_on(self.client.upsert(request))
+                .map_err(|e| self.error(&what, e))?;
+        }
+        Ok(())
     }
 }
