@@ -99,12 +99,17 @@ mod tests {
         let mut per_worker = [0usize; 3];
         for n in 0..3000 {
             let path = format!("/photos/{n}.jpg");
-            let owners: Vec<usize> = (0..3).filter(|&i| shards[i].owns(Path::new(&path))).collect();
+            let owners: Vec<usize> = (0..3)
+                .filter(|&i| shards[i].owns(Path::new(&path)))
+                .collect();
             assert_eq!(owners.len(), 1, "{path}");
             per_worker[owners[0]] += 1;
             assert!(Shard::ALL.owns(Path::new(&path)));
         }
         // Hash ids spread evenly: each worker gets about a third.
-        assert!(per_worker.iter().all(|&c| (850..1150).contains(&c)), "{per_worker:?}");
+        assert!(
+            per_worker.iter().all(|&c| (850..1150).contains(&c)),
+            "{per_worker:?}"
+        );
     }
 }

@@ -234,8 +234,13 @@ impl MilvusStore {
                 .sync(false)
                 .build()
                 .map_err(|e| self.error("creating the vector index", e))?;
-            self.block_on(self.client.create_index(request))
-                .map_err(|e| self.error(&format!("creating the vector index of {name}"), e))?;
+            let created = self.block_on(self.client.create_index(request));
+            // Another worker may have created it meanwhile; then there is one to wait for.
+            if let Err(e) = created {
+                if self.vector_index_state(name)?.is_none() {
+                    return Err(self.error(&format!("creating the vector index of {name}"), e));
+                }
+            }
         }
         let started = Instant::now();
         loop {

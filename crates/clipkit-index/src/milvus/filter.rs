@@ -12,7 +12,9 @@ use std::path::{Component, Path, PathBuf};
 
 use clipkit_image::PhotoMetadata;
 
-use super::{CAMERA, FILE_TYPE, LATITUDE, LONGITUDE, PATH, SIZE, TAKEN};
+use ::milvus::v2::prelude::ResultRow;
+
+use super::{CAMERA, FILE_TYPE, LATITUDE, LONGITUDE, META, PATH, SIZE, TAKEN};
 use crate::filter::{file_type, Filter, EARTH_RADIUS_M};
 use crate::paths::path_bytes;
 use crate::FileRecord;
@@ -46,8 +48,7 @@ pub(super) fn bounded_meta(meta: &PhotoMetadata) -> PhotoMetadata {
     let mut meta = meta.clone();
     meta.make = cut(&meta.make);
     meta.model = cut(&meta.model);
-    if !(meta.latitude.is_some_and(f64::is_finite) && meta.longitude.is_some_and(f64::is_finite))
-    {
+    if !(meta.latitude.is_some_and(f64::is_finite) && meta.longitude.is_some_and(f64::is_finite)) {
         meta.latitude = None;
         meta.longitude = None;
     }
@@ -86,10 +87,20 @@ pub(super) fn scalars(file: &FileRecord) -> Scalars {
     }
 }
 
-/// The metadata of a stored row; a row without any (written by an older version, or
-/// unreadable) has none.
-pub(super) fn parse_meta(json: &str) -> PhotoMetadata {
-    serde_json::from_str(json).unwrap_or_default()
+/// The metadata of a stored row (read with [`META`], [`LATITUDE`] and [`LONGITUDE`]): the
+/// JSON, with the position from the DOUBLE fields, which hold it bit for bit where a JSON
+/// round trip of a float may not.
+pub(super) fn stored_meta(row: &ResultRow<'_>) -> ::milvus::v2::error::Result<PhotoMetadata> {
+    let mut meta: PhotoMetadata = serde_json::from_str(row.get_str(META)?).unwrap_or_default();
+    let (lat, lon) = (row.get_f64(LATITUDE)?, row.get_f64(LONGITUDE)?);
+    if lat == NO_POSITION && lon == NO_POSITION {
+        meta.latitude = None;
+        meta.longitude = None;
+    } else {
+        meta.latitude = Some(lat);
+        meta.longitude = Some(lon);
+    }
+    Ok(meta)
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -274,8 +285,8 @@ mod tests {
                 let d = radius / EARTH_RADIUS_M * 0.999_999;
                 let (p1, l1) = (lat.to_radians(), lon.to_radians());
                 let p2 = (p1.sin() * d.cos() + p1.cos() * d.sin() * bearing.cos()).asin();
-                let l2 = l1
-                    + (bearing.sin() * d.sin() * p1.cos()).atan2(d.cos() - p1.sin() * p2.sin());
+                let l2 =
+                    l1 + (bearing.sin() * d.sin() * p1.cos()).atan2(d.cos() - p1.sin() * p2.sin());
                 let (plat, mut plon) = (p2.to_degrees(), l2.to_degrees());
                 if plon > 180.0 {
                     plon -= 360.0;
@@ -287,7 +298,11 @@ mod tests {
                 assert!(inside(plat, plon), "{clause}: ({plat}, {plon}) left out");
             }
         }
-        assert!(!eval_box(&near_clause(10.0, 10.0, 1e3), NO_POSITION, NO_POSITION));
+        assert!(!eval_box(
+            &near_clause(10.0, 10.0, 1e3),
+            NO_POSITION,
+            NO_POSITION
+        ));
     }
 
     /// A tiny evaluator of the clauses `near_clause` writes (numbers compared with fields,

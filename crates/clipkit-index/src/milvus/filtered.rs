@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use ::milvus::v2::prelude::*;
 use ::milvus::v2::ConsistencyLevel;
 
-use super::filter::{expression, parse_meta};
+use super::filter::{expression, stored_meta};
 use super::{
-    MilvusStore, HNSW_EF_SEARCH, MAX_TOPK, META, MTIME, PATH, QUERIES_PER_REQUEST,
-    READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES, SIZE, VECTOR,
+    MilvusStore, HNSW_EF_SEARCH, LATITUDE, LONGITUDE, MAX_TOPK, META, MTIME, PATH,
+    QUERIES_PER_REQUEST, READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES, SIZE, VECTOR,
 };
 use crate::filter::Filter;
 use crate::paths::decode_path;
@@ -21,6 +21,8 @@ use crate::{FileRecord, Hit, Result};
 
 /// How much larger each retry's candidate list is.
 const GROWTH: usize = 4;
+/// At most this many rows admitted by the expression: search them exactly.
+const EXACT_BELOW: usize = 2048;
 
 impl MilvusStore {
     pub(super) fn search_filtered(
@@ -39,8 +41,17 @@ impl MilvusStore {
             return Ok(results);
         }
         let condition = expression(filter);
+        // Selective filters are answered exactly from the few rows they admit: cheaper than a
+        // graph search that must skip most of the graph, and never short of results.
+        let admitted = self.count_where(&self.collection, condition.as_deref())?;
+        if admitted <= EXACT_BELOW.max(GROWTH * k) {
+            self.exact_filtered(queries, &all, k, filter, condition.as_deref(), &mut results)?;
+            return Ok(results);
+        }
         // The largest candidate list one response can carry.
-        let cap = (READ_RESPONSE_BYTES / ROW_OVERHEAD_BYTES).max(k).min(MAX_TOPK);
+        let cap = (READ_RESPONSE_BYTES / ROW_OVERHEAD_BYTES)
+            .max(k)
+            .min(MAX_TOPK);
         let mut pending = all;
         let mut limit = k.min(cap);
         loop {
@@ -48,8 +59,10 @@ impl MilvusStore {
             let answers = self.candidates(&block, limit, condition.as_deref())?;
             let mut short = Vec::new();
             for (&i, candidates) in pending.iter().zip(answers) {
-                // Fewer candidates than asked for: the server had no more.
-                let exhausted = candidates.len() < limit;
+                // More rows pass the expression than were asked for, so a short list means
+                // the graph search gave up early (approximate search), not that there are no
+                // more: only a full list that the check thinned is retried larger.
+                let exhausted = admitted <= candidates.len();
                 let hits: Vec<Hit> = candidates
                     .into_iter()
                     .filter(|(file, _)| filter.matches(file))
@@ -107,7 +120,7 @@ impl MilvusStore {
                     "ef".to_owned(),
                     limit.max(HNSW_EF_SEARCH).to_string(),
                 )]))
-                .output_fields([PATH, SIZE, MTIME, META])
+                .output_fields([PATH, SIZE, MTIME, META, LATITUDE, LONGITUDE])
                 .limit(limit as i64)
                 .consistency_level(ConsistencyLevel::Strong);
             if let Some(condition) = condition {
@@ -139,7 +152,7 @@ impl MilvusStore {
                         size: u64::try_from(row.get_i64(SIZE).map_err(bad)?).unwrap_or(0),
                         mtime_ns: row.get_i64(MTIME).map_err(bad)?,
                         hash: String::new(),
-                        meta: parse_meta(row.get_str(META).map_err(bad)?),
+                        meta: stored_meta(&row).map_err(bad)?,
                     };
                     found.push((file, score));
                 }
@@ -165,7 +178,11 @@ impl MilvusStore {
         let mut fields = self.record_fields();
         fields.push(VECTOR);
         let keep = |hits: &mut Vec<Hit>| {
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.path.cmp(&b.path)));
+            hits.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| a.path.cmp(&b.path))
+            });
             hits.truncate(k);
         };
         self.for_each_page_where(

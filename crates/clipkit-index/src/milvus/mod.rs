@@ -154,7 +154,32 @@ impl MilvusStore {
         // A migration killed between its two renames leaves the collection under a
         // temporary name; finish it before looking.
         store.finish_interrupted_migration()?;
-        let exists = store.has_collection(collection)?;
+        let mut exists = store.has_collection(collection)?;
+        if !exists {
+            let Some(wanted) = create else {
+                return Err(IndexError::NotFound { store: address });
+            };
+            if wanted.dim == 0 {
+                return Err(fail(
+                    "creating",
+                    &"vectors of 0 dimensions cannot be stored",
+                ));
+            }
+            store.info = wanted.clone();
+            if let Err(e) = store.create_image_collection() {
+                // Several workers starting at once race to create it: whoever loses opens
+                // the winner's collection (and checks it like any existing one), once the
+                // server shows it.
+                let started = std::time::Instant::now();
+                while !store.has_collection(collection)? {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                exists = true;
+            }
+        }
         if exists {
             let stored = store.read_info()?;
             if let Some(wanted) = create {
@@ -169,18 +194,6 @@ impl MilvusStore {
                 store.has_filter_fields = true;
             }
             store.ensure_index(collection, IndexType::Hnsw)?;
-        } else {
-            let Some(wanted) = create else {
-                return Err(IndexError::NotFound { store: address });
-            };
-            if wanted.dim == 0 {
-                return Err(fail(
-                    "creating",
-                    &"vectors of 0 dimensions cannot be stored",
-                ));
-            }
-            store.info = wanted.clone();
-            store.create_image_collection()?;
         }
         store.load(collection)?;
         Ok(Box::new(store))

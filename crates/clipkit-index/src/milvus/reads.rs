@@ -5,10 +5,10 @@
 use ::milvus::v2::prelude::*;
 use ::milvus::v2::ConsistencyLevel;
 
-use super::filter::parse_meta;
+use super::filter::stored_meta;
 use super::{
-    MilvusStore, HASH, ID, MAX_TOPK, META, MTIME, PATH, READ_RESPONSE_BYTES, ROW_OVERHEAD_BYTES,
-    SIZE,
+    MilvusStore, HASH, ID, LATITUDE, LONGITUDE, MAX_TOPK, META, MTIME, PATH, READ_RESPONSE_BYTES,
+    ROW_OVERHEAD_BYTES, SIZE,
 };
 use crate::paths::decode_path;
 use crate::{FileRecord, Result};
@@ -16,13 +16,20 @@ use crate::{FileRecord, Result};
 impl MilvusStore {
     /// Number of rows in collection `name`.
     pub(super) fn count(&self, name: &str) -> Result<usize> {
+        self.count_where(name, None)
+    }
+
+    /// Number of rows in collection `name` satisfying `condition`.
+    pub(super) fn count_where(&self, name: &str, condition: Option<&str>) -> Result<usize> {
         let what = format!("counting the rows of {name}");
-        let request = QueryRequest::builder()
+        let mut request = QueryRequest::builder()
             .collection_name(name)
             .output_fields(["count(*)"])
-            .consistency_level(ConsistencyLevel::Strong)
-            .build()
-            .map_err(|e| self.error(&what, e))?;
+            .consistency_level(ConsistencyLevel::Strong);
+        if let Some(condition) = condition {
+            request = request.filter(condition);
+        }
+        let request = request.build().map_err(|e| self.error(&what, e))?;
         let response = self
             .block_on(self.client.query(request))
             .map_err(|e| self.error(&what, e))?;
@@ -159,7 +166,7 @@ impl MilvusStore {
     pub(super) fn record_fields(&self) -> Vec<&'static str> {
         let mut fields = vec![ID, PATH, SIZE, MTIME, HASH];
         if self.has_filter_fields {
-            fields.push(META);
+            fields.extend([META, LATITUDE, LONGITUDE]);
         }
         fields
     }
@@ -167,7 +174,7 @@ impl MilvusStore {
     pub(super) fn row_to_record(&self, row: &ResultRow<'_>) -> Result<FileRecord> {
         let bad = |e: ::milvus::v2::error::Error| self.error("decoding a row", e);
         let meta = if self.has_filter_fields {
-            parse_meta(row.get_str(META).map_err(bad)?)
+            stored_meta(row).map_err(bad)?
         } else {
             Default::default()
         };

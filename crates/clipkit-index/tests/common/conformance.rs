@@ -712,7 +712,12 @@ pub fn roots_persist(open: Open) {
 /// none, positions in clusters (one on the antimeridian) or none, cameras or none.
 pub fn filter_entries(count: usize, dim: usize, rng: &mut Rng) -> Vec<Entry> {
     let folders = [
-        "/lib/a", "/lib/a b", "/lib/ab", "/lib/a/sub", "/lib/100%_x", "/other",
+        "/lib/a",
+        "/lib/a b",
+        "/lib/ab",
+        "/lib/a/sub",
+        "/lib/100%_x",
+        "/other",
     ];
     let exts = ["jpg", "JPEG", "png", "tif", "webp", "jpe"];
     let cameras: [(Option<&str>, Option<&str>); 6] = [
@@ -750,23 +755,25 @@ pub fn filter_entries(count: usize, dim: usize, rng: &mut Rng) -> Vec<Entry> {
     }
     spec.into_iter()
         .enumerate()
-        .map(|(i, (path, taken, position, make, model, size, mtime_ns))| Entry {
-            file: FileRecord {
-                path,
-                size,
-                mtime_ns,
-                hash: format!("{i:064x}"),
-                meta: PhotoMetadata {
-                    taken,
-                    latitude: position.map(|p| p.0),
-                    longitude: position.map(|p| p.1),
-                    make: make.map(str::to_owned),
-                    model: model.map(str::to_owned),
-                    ..PhotoMetadata::default()
+        .map(
+            |(i, (path, taken, position, make, model, size, mtime_ns))| Entry {
+                file: FileRecord {
+                    path,
+                    size,
+                    mtime_ns,
+                    hash: format!("{i:064x}"),
+                    meta: PhotoMetadata {
+                        taken,
+                        latitude: position.map(|p| p.0),
+                        longitude: position.map(|p| p.1),
+                        make: make.map(str::to_owned),
+                        model: model.map(str::to_owned),
+                        ..PhotoMetadata::default()
+                    },
                 },
+                vector: rng.vector(dim),
             },
-            vector: rng.vector(dim),
-        })
+        )
         .collect()
 }
 
@@ -801,13 +808,26 @@ pub fn random_filter(rng: &mut Rng) -> Filter {
                 }
             }
             1 => {
-                let folders = ["/lib/a", "/lib/a b/", "/lib/ab", "/lib/./a/sub", "/lib/100%_x", "/other", "/lib"];
+                let folders = [
+                    "/lib/a",
+                    "/lib/a b/",
+                    "/lib/ab",
+                    "/lib/./a/sub",
+                    "/lib/100%_x",
+                    "/other",
+                    "/lib",
+                ];
                 filter.folders = (0..1 + pick(2))
                     .map(|_| PathBuf::from(folders[pick(folders.len() as u64) as usize]))
                     .collect();
             }
             2 => {
-                let places = [(48.85, 2.35), (0.0, -179.95), (-33.87, 151.21), (10.0, 10.0)];
+                let places = [
+                    (48.85, 2.35),
+                    (0.0, -179.95),
+                    (-33.87, 151.21),
+                    (10.0, 10.0),
+                ];
                 let (latitude, longitude) = places[pick(places.len() as u64) as usize];
                 filter.near = Some(Near {
                     latitude,
@@ -856,7 +876,11 @@ pub fn filtered_search_equals_brute_force(open: Open) {
     let mut selective = 0;
     for round in 0..60 {
         let filter = random_filter(&mut rng);
-        let admitted: Vec<Entry> = all.iter().filter(|e| filter.matches(&e.file)).cloned().collect();
+        let admitted: Vec<Entry> = all
+            .iter()
+            .filter(|e| filter.matches(&e.file))
+            .cloned()
+            .collect();
         if !admitted.is_empty() && admitted.len() < all.len() / 2 {
             selective += 1;
         }
@@ -876,5 +900,8 @@ pub fn filtered_search_equals_brute_force(open: Open) {
             }
         }
     }
-    assert!(selective >= 15, "only {selective} of the random filters were selective");
+    assert!(
+        selective >= 15,
+        "only {selective} of the random filters were selective"
+    );
 }
