@@ -897,7 +897,7 @@ mod sharding {
         let mut single = server.open("killed_single", Some(&model_info())).unwrap();
         index(&mut *single, &root, Shard::ALL);
 
-        let roots = clipkit_index::indexer::canonical_roots(&[root.clone()]).unwrap();
+        let roots = clipkit_index::indexer::canonical_roots(std::slice::from_ref(&root)).unwrap();
         for (kill_after, collection) in [(0, "killed_a"), (2, "killed_b")] {
             let mut store = server.open(collection, Some(&model_info())).unwrap();
             let mut dying = Dying {

@@ -90,7 +90,9 @@ pub(super) fn scalars(file: &FileRecord) -> Scalars {
 /// The metadata of a stored row (read with [`META`], [`LATITUDE`] and [`LONGITUDE`]): the
 /// JSON, with the position from the DOUBLE fields, which hold it bit for bit where a JSON
 /// round trip of a float may not.
-pub(super) fn stored_meta(row: &ResultRow<'_>) -> ::milvus::v2::error::Result<PhotoMetadata> {
+pub(super) fn stored_meta(
+    row: &ResultRow<'_>,
+) -> Result<PhotoMetadata, Box<::milvus::v2::error::Error>> {
     let mut meta: PhotoMetadata = serde_json::from_str(row.get_str(META)?).unwrap_or_default();
     let (lat, lon) = (row.get_f64(LATITUDE)?, row.get_f64(LONGITUDE)?);
     if lat == NO_POSITION && lon == NO_POSITION {

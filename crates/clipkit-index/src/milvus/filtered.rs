@@ -152,7 +152,7 @@ impl MilvusStore {
                         size: u64::try_from(row.get_i64(SIZE).map_err(bad)?).unwrap_or(0),
                         mtime_ns: row.get_i64(MTIME).map_err(bad)?,
                         hash: String::new(),
-                        meta: stored_meta(&row).map_err(bad)?,
+                        meta: stored_meta(&row).map_err(|e| bad(*e))?,
                     };
                     found.push((file, score));
                 }

@@ -174,7 +174,7 @@ impl MilvusStore {
     pub(super) fn row_to_record(&self, row: &ResultRow<'_>) -> Result<FileRecord> {
         let bad = |e: ::milvus::v2::error::Error| self.error("decoding a row", e);
         let meta = if self.has_filter_fields {
-            stored_meta(row).map_err(bad)?
+            stored_meta(row).map_err(|e| bad(*e))?
         } else {
             Default::default()
         };
