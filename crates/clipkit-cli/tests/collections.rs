@@ -1144,3 +1144,85 @@ fn milvus_store_runs_the_same_commands() {
     );
     assert_eq!(json(&s)["indexed"].as_u64(), Some(VALID_IN_LIBRARY as u64));
 }
+
+/// Two `index add --shard I/2` workers fill one Milvus collection at the same time; one is
+/// SIGKILLed after it has committed part of its share and started again. The collection ends
+/// exactly as a single worker's index of the same tree: the same paths, each once, with the
+/// same vectors.
+#[test]
+fn shard_workers_killed_and_resumed_equal_one_worker_on_milvus() {
+    let server = shared_milvus();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    let mut files = noise_images(&root.join("x"), 60, 5);
+    files.extend(noise_images(&root.join("y/z"), 60, 6));
+    let m = model();
+    let address = |name: &str| format!("milvus://127.0.0.1:{}/{name}", server.port);
+    let (single, sharded) = (address("cli_single"), address("cli_sharded"));
+    ok(&run!(
+        "index", "add", "-q", "-m", m, "--store", single, root
+    ));
+
+    let worker = |i: u32| {
+        clipkit()
+            .args([
+                "index",
+                "add",
+                "-q",
+                "-f",
+                "json",
+                "--commit-every",
+                "4",
+                "-m",
+            ])
+            .arg(&m)
+            .args(["--store", &sharded, "--shard", &format!("{i}/2")])
+            .arg(&root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let status = || {
+        let s = run!("index", "status", "--store", sharded, "-f", "json");
+        if s.status.success() {
+            json(&s)["indexed"].as_u64().unwrap() as usize
+        } else {
+            0
+        }
+    };
+    let mut first = worker(0);
+    let second = worker(1);
+    // Killed once something is committed (and, on a fast machine, perhaps after it is done:
+    // then the restart has nothing to do, which must hold too).
+    let waiting = std::time::Instant::now();
+    while status() == 0 && waiting.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = first.try_wait().unwrap().is_none();
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let second = second.wait_with_output().unwrap();
+    ok(&second);
+    assert_eq!(json(&second)["shard"], "1/2");
+    let resumed = run!(
+        "index", "add", "-q", "-f", "json", "-m", m, "--store", sharded, "--shard", "0/2", root
+    );
+    ok(&resumed);
+    let r = report(&resumed);
+    eprintln!("worker 0 killed mid-run: {killed}; its restart: {r}");
+    assert_eq!(count(&r, "total") as usize, files.len(), "{r}");
+
+    // Each path once (store_entries checks), the same set and vectors as one worker.
+    let got = store_contents(&sharded, dir.path());
+    let want = store_contents(&single, dir.path());
+    assert_eq!(got.len(), files.len());
+    let mut got_paths: Vec<&String> = got.keys().collect();
+    let mut want_paths: Vec<&String> = want.keys().collect();
+    got_paths.sort();
+    want_paths.sort();
+    assert_eq!(got_paths, want_paths);
+    for (p, v) in &want {
+        assert!(dot(v, &got[p]) > 0.999_999, "{p}: vector differs");
+    }
+}
