@@ -60,6 +60,11 @@ pub fn logit_scale(s: &str) -> Result<LogitScale, String> {
     }
 }
 
+/// `I/N`: worker I of N (0 ≤ I < N) of a tree split between workers.
+pub fn shard(s: &str) -> Result<Shard, String> {
+    s.parse::<Shard>().map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,10 +87,9 @@ mod tests {
         assert_eq!(logit_scale("model"), Ok(LogitScale::Model));
         assert_eq!(logit_scale("100"), Ok(LogitScale::Fixed(100.0)));
         assert!(logit_scale("0").is_err());
+        assert_eq!(shard("1/2").map(|s| s.to_string()), Ok("1/2".to_owned()));
+        for bad in ["2/2", "0/0", "1", "a/2"] {
+            assert!(shard(bad).is_err(), "{bad}");
+        }
     }
-}
-
-/// `I/N`: worker I of N (0 ≤ I < N) of a tree split between workers.
-pub fn shard(s: &str) -> Result<Shard, String> {
-    s.parse::<Shard>().map_err(|e| e.to_string())
 }
