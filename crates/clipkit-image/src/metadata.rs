@@ -134,7 +134,12 @@ fn wall_clock_seconds(bytes: &[u8]) -> Option<i64> {
         return None;
     }
     let days = days_from_civil(y, mo, d);
-    Some(days * 86_400 + i64::from(dt.hour) * 3600 + i64::from(dt.minute) * 60 + i64::from(dt.second))
+    Some(
+        days * 86_400
+            + i64::from(dt.hour) * 3600
+            + i64::from(dt.minute) * 60
+            + i64::from(dt.second),
+    )
 }
 
 /// `+HH:MM` / `-HH:MM` in minutes; offsets beyond ±14 h are not on any clock.
@@ -175,7 +180,11 @@ fn coordinate(
     if !degrees.is_finite() || degrees > limit {
         return None;
     }
-    Some(if reference == negative { -degrees } else { degrees })
+    Some(if reference == negative {
+        -degrees
+    } else {
+        degrees
+    })
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
@@ -198,8 +207,12 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Width and height from the image header, without decoding pixels.
+/// Width and height from the image header, without decoding pixels (nor, for a JPEG, copying
+/// the file as the `image` crate's decoder would).
 fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    if crate::jpeg::is_jpeg(bytes) {
+        return crate::jpeg::frame_size(bytes);
+    }
     image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .ok()?
@@ -214,7 +227,10 @@ mod tests {
     #[test]
     fn wall_clock_dates_count_from_the_epoch() {
         assert_eq!(wall_clock_seconds(b"1970:01:01 00:00:00"), Some(0));
-        assert_eq!(wall_clock_seconds(b"2000:03:01 00:00:01"), Some(951_868_801));
+        assert_eq!(
+            wall_clock_seconds(b"2000:03:01 00:00:01"),
+            Some(951_868_801)
+        );
         assert_eq!(wall_clock_seconds(b"1969:12:31 23:59:59"), Some(-1));
         for bad in [
             &b"0000:00:00 00:00:00"[..],
@@ -225,9 +241,17 @@ mod tests {
             b"2023-01-01 00:00:00",
             b"2023:01",
         ] {
-            assert_eq!(wall_clock_seconds(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                wall_clock_seconds(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        assert_eq!(wall_clock_seconds(b"2024:02:29 12:00:00"), Some(1_709_208_000));
+        assert_eq!(
+            wall_clock_seconds(b"2024:02:29 12:00:00"),
+            Some(1_709_208_000)
+        );
     }
 
     #[test]
@@ -243,7 +267,10 @@ mod tests {
     #[test]
     fn bytes_that_are_no_image_have_no_metadata() {
         assert_eq!(read_metadata(b""), PhotoMetadata::default());
-        assert_eq!(read_metadata(b"not an image at all"), PhotoMetadata::default());
+        assert_eq!(
+            read_metadata(b"not an image at all"),
+            PhotoMetadata::default()
+        );
         assert_eq!(read_metadata(&[0xFF, 0xD8, 0xFF]), PhotoMetadata::default());
     }
 }

@@ -52,14 +52,18 @@ fn metadata_matches_pillows_reading_of_every_fixture() {
     assert!(all.iter().any(|m| m.latitude.is_some_and(|l| l < 0.0)));
     assert!(all.iter().any(|m| m.longitude.is_some_and(|l| l < 0.0)));
     assert!(all.iter().any(|m| m.offset_minutes.is_some_and(|o| o < 0)));
-    assert!(all.iter().any(|m| *m == PhotoMetadata {
-        width: m.width,
-        height: m.height,
-        ..PhotoMetadata::default()
-    }));
+    assert!(all.iter().any(|m| *m
+        == PhotoMetadata {
+            width: m.width,
+            height: m.height,
+            ..PhotoMetadata::default()
+        }));
     for container in ["png_exif.png", "webp_exif.webp"] {
         let m = read_metadata(&std::fs::read(photos().join(container)).unwrap());
-        assert!(m.taken.is_some() && m.latitude.is_some(), "{container}: {m:?}");
+        assert!(
+            m.taken.is_some() && m.latitude.is_some(),
+            "{container}: {m:?}"
+        );
     }
 }
 
@@ -98,12 +102,21 @@ fn mutated_and_truncated_exif_never_panics() {
             let m = read_metadata(&bytes);
             tried += 1;
             still_dated += usize::from(m.taken.is_some());
-            assert!(m.latitude.is_none_or(|l| (-90.0..=90.0).contains(&l)), "{m:?}");
-            assert!(m.longitude.is_none_or(|l| (-180.0..=180.0).contains(&l)), "{m:?}");
+            assert!(
+                m.latitude.is_none_or(|l| (-90.0..=90.0).contains(&l)),
+                "{m:?}"
+            );
+            assert!(
+                m.longitude.is_none_or(|l| (-180.0..=180.0).contains(&l)),
+                "{m:?}"
+            );
             assert_eq!(m.latitude.is_some(), m.longitude.is_some(), "{m:?}");
         }
     }
     // Most mutations miss the date: the loop really exercised the parser on damaged blocks
     // that still parse, not only on files it gave up on at once.
-    assert!(still_dated > tried / 4, "{still_dated} of {tried} still dated");
+    assert!(
+        still_dated > tried / 4,
+        "{still_dated} of {tried} still dated"
+    );
 }
