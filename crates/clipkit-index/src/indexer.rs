@@ -378,7 +378,7 @@ impl Indexer<'_> {
                     let hash = content_hash(&bytes);
                     // From the bytes already in memory: moved, copied and touched files get
                     // it too, and nothing is read twice.
-                    let meta = read_metadata(&bytes);
+                    let meta = Box::new(read_metadata(&bytes));
                     let input = (!known.has(&f.path, &hash))
                         .then(|| self.embedder.preprocess(&f.path, &bytes));
                     Read::Hashed { hash, meta, input }
@@ -403,7 +403,7 @@ impl Indexer<'_> {
                     continue;
                 }
                 Read::Hashed { hash, meta, input } => {
-                    metas[i] = meta;
+                    metas[i] = *meta;
                     (hash, input)
                 }
             };
@@ -565,7 +565,7 @@ enum Read {
     Failed(String),
     Hashed {
         hash: String,
-        meta: PhotoMetadata,
+        meta: Box<PhotoMetadata>,
         input: Option<std::result::Result<Crop, ClipError>>,
     },
 }

@@ -297,7 +297,7 @@ fn filter_edges_agree_with_matches() {
                 },
             }
         };
-    let files = vec![
+    let files = [
         record("/a/b", Some(100), Some((-16.5, 179.99)), Some("iPhone 15")),
         record(
             "/a/b/c.jpg",

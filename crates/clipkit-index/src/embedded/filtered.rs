@@ -270,7 +270,7 @@ fn near_clause(near: &Near, params: &mut Vec<Value>) -> String {
     }
     let cos = near.latitude.to_radians().cos();
     let ratio = angle.sin() / cos;
-    if !(ratio < 1.0) {
+    if ratio.is_nan() || ratio >= 1.0 {
         return format!("({lat} AND longitude IS NOT NULL)");
     }
     let dlon = margin(ratio.asin().to_degrees());

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use clipkit_image::PhotoMetadata;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 mod ann;
@@ -277,15 +278,17 @@ impl Store for EmbeddedStore {
         {
             let mut upsert = tx
                 .prepare_cached(
-                    // The writer of a batch vouches for its metadata: `meta_read` = 1.
-                    "INSERT INTO files (id, path, size, mtime_ns, hash, vector, meta_read,
+                    // An entry with metadata was read by its writer (the indexer); one with
+                    // none at all (an import, or a file whose header was unreadable) is left
+                    // for the backfill to read from disk: `meta_read` = ?18.
+                    "INSERT INTO files (id, path, size, mtime_ns, hash, vector,
                        taken, offset_minutes, latitude, longitude, make, model, width, height,
-                       taken_key, camera_lc, file_type)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1,
-                       ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                       taken_key, camera_lc, file_type, meta_read)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6,
+                       ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
                      ON CONFLICT(id) DO UPDATE SET path = excluded.path, size = excluded.size,
                        mtime_ns = excluded.mtime_ns, hash = excluded.hash, vector = excluded.vector,
-                       meta_read = 1, taken = excluded.taken,
+                       meta_read = excluded.meta_read, taken = excluded.taken,
                        offset_minutes = excluded.offset_minutes, latitude = excluded.latitude,
                        longitude = excluded.longitude, make = excluded.make, model = excluded.model,
                        width = excluded.width, height = excluded.height,
@@ -311,6 +314,7 @@ impl Store for EmbeddedStore {
                 ]
                 .into_iter()
                 .chain(meta_values(&e.file))
+                .chain([i64::from(e.file.meta != PhotoMetadata::default()).into()])
                 .collect();
                 upsert
                     .execute(rusqlite::params_from_iter(row))
@@ -475,7 +479,7 @@ impl Store for EmbeddedStore {
             .map_err(|e| self.sql(e))
     }
 
-    fn set_metadata(&mut self, files: &[(PathBuf, clipkit_image::PhotoMetadata)]) -> Result<()> {
+    fn set_metadata(&mut self, files: &[(PathBuf, PhotoMetadata)]) -> Result<()> {
         // Metadata is not in the graph: no new generation, the ANN index stays current.
         let mut conn = self.conn();
         let dir = self.dir.clone();
