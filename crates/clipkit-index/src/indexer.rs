@@ -322,7 +322,8 @@ impl Indexer<'_> {
                 .into_iter()
                 .filter(|p| roots.iter().any(|r| p.starts_with(r)) && !skip.contains(p.as_path()))
                 .collect();
-            let (read, failed) = backfill_metadata(self.store, &unread, self.batch_size)?;
+            let (read, failed) =
+                backfill_metadata(self.store, &unread, self.batch_size, self.cancel)?;
             report.backfilled = read;
             report.failed.extend(failed);
         }
@@ -517,16 +518,21 @@ impl Indexer<'_> {
 /// Reads the capture metadata of stored entries from their files (EXIF only: nothing is
 /// decoded or embedded) and records it, `chunk` files per write. For stores written before
 /// metadata was recorded: [`Indexer::run`] calls it for the unchanged files under its roots
-/// ([`Store::unread_metadata`] lists the candidates). Returns how many were recorded, and
-/// the files that could not be read (their entries stay unread, to be tried again).
+/// ([`Store::unread_metadata`] lists the candidates). Stops between chunks when `cancel` is
+/// set (what was recorded stays). Returns how many were recorded, and the files that could
+/// not be read (their entries stay unread, to be tried again).
 pub fn backfill_metadata(
     store: &mut dyn Store,
     paths: &[PathBuf],
     chunk: usize,
+    cancel: Option<&AtomicBool>,
 ) -> Result<(usize, Vec<Failure>)> {
     let mut recorded = 0;
     let mut failed = Vec::new();
     for part in paths.chunks(chunk.max(1)) {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            break;
+        }
         let read: Vec<(PathBuf, std::io::Result<PhotoMetadata>)> = part
             .par_iter()
             .map(|p| (p.clone(), read_head(p).map(|bytes| read_metadata(&bytes))))

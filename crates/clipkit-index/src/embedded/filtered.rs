@@ -50,7 +50,7 @@ impl EmbeddedStore {
         let total = self.len()?;
         let cutoff = self
             .exact_limit
-            .max((total as f64 * FILTER_EXACT_SHARE).ceil() as usize);
+            .max((total as f64 * self.filter_exact_share).ceil() as usize);
         if ids.len() <= cutoff {
             let index = self.fetch_exact(&ids)?;
             return Ok(top_k(&index, queries, k));

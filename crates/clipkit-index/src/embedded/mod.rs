@@ -49,6 +49,9 @@ pub struct EmbeddedStore {
     info: CollectionInfo,
     db: Mutex<Connection>,
     exact_limit: usize,
+    /// A filter matching at most this share of the collection is searched exactly over its
+    /// matches ([`FILTER_EXACT_SHARE`] unless set).
+    filter_exact_share: f64,
     /// All vectors in memory for exact search, tagged with the generation they reflect.
     exact: Mutex<Option<(i64, Arc<ExactIndex>)>>,
     ann: Mutex<Option<(i64, Arc<usearch::Index>)>>,
@@ -126,6 +129,7 @@ impl EmbeddedStore {
             info,
             db: Mutex::new(conn),
             exact_limit: DEFAULT_EXACT_LIMIT,
+            filter_exact_share: FILTER_EXACT_SHARE,
             exact: Mutex::new(None),
             ann: Mutex::new(None),
         })
@@ -134,6 +138,13 @@ impl EmbeddedStore {
     /// Changes the size below which search is exact (0 forces the ANN index).
     pub fn set_exact_limit(&mut self, limit: usize) {
         self.exact_limit = limit;
+    }
+
+    /// Changes the share of the collection below which a filter's matches are searched
+    /// exactly rather than through the graph (1.0: always exactly; 0.0: through the graph
+    /// whenever the collection is past the exact limit).
+    pub fn set_filter_exact_share(&mut self, share: f64) {
+        self.filter_exact_share = share;
     }
 
     pub fn dir(&self) -> &Path {

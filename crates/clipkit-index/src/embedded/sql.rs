@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY);
 /// The capture-metadata columns of `files`, added in format 2, as `ALTER TABLE` adds them to
 /// a store written before (SQLite adds a column to every row at no cost: old rows read the
 /// default). `meta_read` says whether the file's metadata was ever read: 0 on rows of old
-/// stores until the backfill has read their files.
+/// stores, and on rows written with no metadata at all (an import), until the backfill has
+/// read their files.
 ///
 /// The other columns hold [`PhotoMetadata`] as it is, plus what the filters compare, computed
 /// once at write time so that a filter is plain SQL over indexed columns:
