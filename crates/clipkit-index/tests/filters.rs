@@ -215,6 +215,17 @@ fn filtered_search_equals_brute_force_on_every_path() {
     let mut written: Vec<FileRecord> = entries.iter().map(|e| e.file.clone()).collect();
     written.sort_by(|a, b| a.path.cmp(&b.path));
     assert_eq!(files, written);
+    let mut scanned = Vec::new();
+    store
+        .scan(700, &mut |chunk| {
+            scanned.extend(chunk.iter().cloned());
+            Ok(())
+        })
+        .unwrap();
+    scanned.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    let mut sorted = entries.clone();
+    sorted.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    assert_eq!(scanned, sorted);
 
     let k = 10;
     let queries: Vec<Vec<f32>> = vectors(&mut Rng(7), 6, dim);
