@@ -152,6 +152,17 @@ fn exif_orientation(bytes: &[u8]) -> Option<Orientation> {
         .and_then(Orientation::from_exif_chunk)
 }
 
+/// `(width, height)` from the first start-of-frame segment (any SOF but DHT, JPG and DAC,
+/// which share the marker range), without touching the entropy-coded data.
+pub(crate) fn frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let (_, body) = header_segments(bytes).find(|(marker, _)| {
+        (0xC0..=0xCF).contains(marker) && ![0xC4, 0xC8, 0xCC].contains(marker)
+    })?;
+    let height = u16::from_be_bytes([*body.get(1)?, *body.get(2)?]);
+    let width = u16::from_be_bytes([*body.get(3)?, *body.get(4)?]);
+    (width > 0 && height > 0).then_some((u32::from(width), u32::from(height)))
+}
+
 /// `(marker, body)` of each segment before the start of scan, so nothing past the headers is
 /// touched; stops at the first malformed one.
 fn header_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {

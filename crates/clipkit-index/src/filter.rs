@@ -100,7 +100,7 @@ pub fn file_type(path: &std::path::Path) -> Option<String> {
     Some(canonical_type(ext))
 }
 
-fn canonical_type(ext: &str) -> String {
+pub(crate) fn canonical_type(ext: &str) -> String {
     let ext = ext.trim_start_matches('.').to_lowercase();
     match ext.as_str() {
         "jpeg" | "jpe" | "jfif" => "jpg".to_owned(),

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use clipkit_core::{ClipError, Crop, Embedder};
+use clipkit_image::metadata::{read_metadata, PhotoMetadata};
 
 use crate::paths::content_hash;
 use crate::shard::Shard;
@@ -68,6 +69,9 @@ pub struct Report {
     /// New files with the content of an indexed one: vector copied, not re-embedded.
     pub copied: usize,
     pub removed: usize,
+    /// Entries of an older store whose capture metadata was read now (from files that did
+    /// not change, so without embedding them).
+    pub backfilled: usize,
     pub failed: Vec<Failure>,
     /// True when the run was stopped early (Ctrl-C); what was committed stays.
     pub interrupted: bool,
@@ -328,6 +332,28 @@ impl Indexer<'_> {
             }
         }
 
+        if !self.cancelled() {
+            // Entries of an older store whose files did not change: their metadata, read now.
+            // Changed files are read below anyway, missing ones are moved or removed.
+            let skip: HashSet<&Path> = diff
+                .changed
+                .iter()
+                .map(|f| f.path.as_path())
+                .chain(diff.missing.iter().map(|r| r.path.as_path()))
+                .chain(diff.unreadable.iter().map(|(p, _)| p.as_path()))
+                .collect();
+            let unread: Vec<PathBuf> = self
+                .store
+                .unread_metadata()?
+                .into_iter()
+                .filter(|p| roots.iter().any(|r| p.starts_with(r)) && !skip.contains(p.as_path()))
+                .collect();
+            let (read, failed) =
+                backfill_metadata(self.store, &unread, self.batch_size, self.cancel)?;
+            report.backfilled = read;
+            report.failed.extend(failed);
+        }
+
         let mut todo: Vec<Found> = diff.changed.into_iter().chain(diff.new).collect();
         todo.sort_by(|a, b| a.path.cmp(&b.path));
         self.progress.start(todo.len());
@@ -377,9 +403,12 @@ impl Indexer<'_> {
                         Err(e) => return Read::Failed(e.to_string()),
                     };
                     let hash = content_hash(&bytes);
+                    // From the bytes already in memory: moved, copied and touched files get
+                    // it too, and nothing is read twice.
+                    let meta = Box::new(read_metadata(&bytes));
                     let input = (!known.has(&f.path, &hash))
                         .then(|| self.embedder.preprocess(&f.path, &bytes));
-                    Read::Hashed { hash, input }
+                    Read::Hashed { hash, meta, input }
                 })
                 .collect()
         };
@@ -387,6 +416,7 @@ impl Indexer<'_> {
         // Files to embed, with their inputs; a failed preprocess fails the file alone.
         let mut to_embed: Vec<(usize, Crop)> = Vec::new();
         let mut hashes = vec![String::new(); chunk.len()];
+        let mut metas = vec![PhotoMetadata::default(); chunk.len()];
         // Vectors reused from the store, fetched in one go.
         let mut reuse: Vec<(usize, PathBuf)> = Vec::new();
         let mut embed_first: HashMap<String, usize> = HashMap::new();
@@ -399,7 +429,10 @@ impl Indexer<'_> {
                     report.failed.push(failure(&f.path, &e));
                     continue;
                 }
-                Read::Hashed { hash, input } => (hash, input),
+                Read::Hashed { hash, meta, input } => {
+                    metas[i] = *meta;
+                    (hash, input)
+                }
             };
             if known.previous.get(&f.path) == Some(&hash) {
                 report.touched += 1;
@@ -439,7 +472,7 @@ impl Indexer<'_> {
             size: chunk[i].size,
             mtime_ns: chunk[i].mtime_ns,
             hash: hashes[i].clone(),
-            meta: Default::default(),
+            meta: metas[i].clone(),
         };
         let sources: Vec<PathBuf> = reuse.iter().map(|(_, p)| p.clone()).collect();
         for ((i, source), vector) in reuse.iter().zip(self.store.vectors(&sources)?) {
@@ -508,12 +541,63 @@ impl Indexer<'_> {
     }
 }
 
+/// Reads the capture metadata of stored entries from their files (EXIF only: nothing is
+/// decoded or embedded) and records it, `chunk` files per write. For stores written before
+/// metadata was recorded: [`Indexer::run`] calls it for the unchanged files under its roots
+/// ([`Store::unread_metadata`] lists the candidates). Stops between chunks when `cancel` is
+/// set (what was recorded stays). Returns how many were recorded, and the files that could
+/// not be read (their entries stay unread, to be tried again).
+pub fn backfill_metadata(
+    store: &mut dyn Store,
+    paths: &[PathBuf],
+    chunk: usize,
+    cancel: Option<&AtomicBool>,
+) -> Result<(usize, Vec<Failure>)> {
+    let mut recorded = 0;
+    let mut failed = Vec::new();
+    for part in paths.chunks(chunk.max(1)) {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            break;
+        }
+        let read: Vec<(PathBuf, std::io::Result<PhotoMetadata>)> = part
+            .par_iter()
+            .map(|p| (p.clone(), read_head(p).map(|bytes| read_metadata(&bytes))))
+            .collect();
+        let mut found = Vec::with_capacity(read.len());
+        for (path, meta) in read {
+            match meta {
+                Ok(meta) => found.push((path, meta)),
+                Err(e) => failed.push(failure(&path, &e.to_string())),
+            }
+        }
+        recorded += found.len();
+        store.set_metadata(&found)?;
+    }
+    Ok((recorded, failed))
+}
+
+/// What [`read_metadata`] needs of a file: a JPEG's headers (its EXIF segment and frame size
+/// sit before the image data, within the first few hundred KiB — no need to read a 5 MB
+/// photo whole), any other format entire (PNG, WebP and HEIF may keep EXIF anywhere).
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    const JPEG_HEAD: u64 = 512 * 1024;
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    (&mut file).take(JPEG_HEAD).read_to_end(&mut bytes)?;
+    if !clipkit_image::jpeg::is_jpeg(&bytes) {
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
+}
+
 /// One file of a chunk after the parallel read: its hash, and its model input unless the
 /// store already had a vector for that content.
 enum Read {
     Failed(String),
     Hashed {
         hash: String,
+        meta: Box<PhotoMetadata>,
         input: Option<std::result::Result<Crop, ClipError>>,
     },
 }

@@ -143,6 +143,18 @@ pub trait Store: Send + Sync {
     /// Stores a named label set as its own collection of vectors (replacing one of that name).
     fn put_labels(&mut self, set: &str, labels: &[LabelVector]) -> Result<()>;
     fn labels(&self, set: &str) -> Result<Option<Vec<LabelVector>>>;
+    /// Paths whose capture metadata was never read: entries of a store written before it was
+    /// recorded, which the indexer backfills from the files still on disk. Empty for a
+    /// backend that does not keep track (the default).
+    fn unread_metadata(&self) -> Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+    /// Records the capture metadata of stored entries and marks it read; vectors, hashes,
+    /// sizes and mtimes are left as they are, and paths not in the store are skipped. A no-op
+    /// for a backend that does not keep track (the default).
+    fn set_metadata(&mut self, _files: &[(PathBuf, PhotoMetadata)]) -> Result<()> {
+        Ok(())
+    }
     /// The folders indexed into this store, so `index status` can look at them again.
     fn roots(&self) -> Result<Vec<PathBuf>>;
     fn add_roots(&mut self, roots: &[PathBuf]) -> Result<()>;

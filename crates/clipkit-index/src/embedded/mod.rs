@@ -14,10 +14,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use clipkit_image::PhotoMetadata;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 mod ann;
 pub use ann::AllowKey;
+mod filtered;
+pub use filtered::FILTER_EXACT_SHARE;
 mod sql;
 
 use crate::exact::ExactIndex;
@@ -26,11 +29,12 @@ use crate::paths::{path_bytes, path_from_bytes, path_id};
 use crate::store::{Batch, CollectionInfo, Entry, FileRecord, Hit, LabelVector, Store};
 use crate::{IndexError, Result};
 use sql::{
-    check_compatible, decode_vector, encode_vector, generation, read_info, set_meta, sqlite_error,
-    write_info, SCHEMA,
+    check_compatible, decode_vector, encode_vector, generation, meta_values, migrate, read_info,
+    read_meta, set_meta, sqlite_error, write_info, META_SELECT, SCHEMA,
 };
 
-const FORMAT_VERSION: &str = "1";
+/// 2: capture metadata columns and the filter indexes (format-1 stores gain them on open).
+const FORMAT_VERSION: &str = "2";
 const DB_FILE: &str = "store.sqlite";
 const ANN_FILE: &str = "ann.usearch";
 const ANN_STATE_FILE: &str = "ann.json";
@@ -45,6 +49,9 @@ pub struct EmbeddedStore {
     info: CollectionInfo,
     db: Mutex<Connection>,
     exact_limit: usize,
+    /// A filter matching at most this share of the collection is searched exactly over its
+    /// matches ([`FILTER_EXACT_SHARE`] unless set).
+    filter_exact_share: f64,
     /// All vectors in memory for exact search, tagged with the generation they reflect.
     exact: Mutex<Option<(i64, Arc<ExactIndex>)>>,
     ann: Mutex<Option<(i64, Arc<usearch::Index>)>>,
@@ -89,9 +96,14 @@ impl EmbeddedStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
         // Schema and collection info in one transaction: a store killed while being
-        // created is either complete or absent, never a database without its model.
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-            .map_err(sql)?;
+        // created is either complete or absent, never a database without its model. An
+        // older store is migrated in the same transaction (all of it or none of it).
+        {
+            let tx = conn.transaction().map_err(sql)?;
+            tx.execute_batch(SCHEMA).map_err(sql)?;
+            migrate(&tx).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
 
         let stored = read_info(&conn).map_err(sql)?;
         let info = match (stored, create) {
@@ -117,6 +129,7 @@ impl EmbeddedStore {
             info,
             db: Mutex::new(conn),
             exact_limit: DEFAULT_EXACT_LIMIT,
+            filter_exact_share: FILTER_EXACT_SHARE,
             exact: Mutex::new(None),
             ann: Mutex::new(None),
         })
@@ -125,6 +138,13 @@ impl EmbeddedStore {
     /// Changes the size below which search is exact (0 forces the ANN index).
     pub fn set_exact_limit(&mut self, limit: usize) {
         self.exact_limit = limit;
+    }
+
+    /// Changes the share of the collection below which a filter's matches are searched
+    /// exactly rather than through the graph (1.0: always exactly; 0.0: through the graph
+    /// whenever the collection is past the exact limit).
+    pub fn set_filter_exact_share(&mut self, share: f64) {
+        self.filter_exact_share = share;
     }
 
     pub fn dir(&self) -> &Path {
@@ -219,7 +239,9 @@ impl Store for EmbeddedStore {
     fn files(&self) -> Result<Vec<FileRecord>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT path, size, mtime_ns, hash FROM files ORDER BY id")
+            .prepare(&format!(
+                "SELECT path, size, mtime_ns, hash, {META_SELECT} FROM files ORDER BY id"
+            ))
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -228,7 +250,7 @@ impl Store for EmbeddedStore {
                     size: r.get::<_, i64>(1)? as u64,
                     mtime_ns: r.get(2)?,
                     hash: r.get(3)?,
-                    meta: Default::default(),
+                    meta: read_meta(r, 4)?,
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -267,10 +289,22 @@ impl Store for EmbeddedStore {
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO files (id, path, size, mtime_ns, hash, vector)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    // An entry with metadata was read by its writer (the indexer); one with
+                    // none at all (an import, or a file whose header was unreadable) is left
+                    // for the backfill to read from disk: `meta_read` = ?18.
+                    "INSERT INTO files (id, path, size, mtime_ns, hash, vector,
+                       taken, offset_minutes, latitude, longitude, make, model, width, height,
+                       taken_key, camera_lc, file_type, meta_read)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6,
+                       ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
                      ON CONFLICT(id) DO UPDATE SET path = excluded.path, size = excluded.size,
-                       mtime_ns = excluded.mtime_ns, hash = excluded.hash, vector = excluded.vector",
+                       mtime_ns = excluded.mtime_ns, hash = excluded.hash, vector = excluded.vector,
+                       meta_read = excluded.meta_read, taken = excluded.taken,
+                       offset_minutes = excluded.offset_minutes, latitude = excluded.latitude,
+                       longitude = excluded.longitude, make = excluded.make, model = excluded.model,
+                       width = excluded.width, height = excluded.height,
+                       taken_key = excluded.taken_key, camera_lc = excluded.camera_lc,
+                       file_type = excluded.file_type",
                 )
                 .map_err(sql)?;
             let mut remove = tx
@@ -281,15 +315,20 @@ impl Store for EmbeddedStore {
                 .map_err(sql)?;
             for e in &batch.upserts {
                 let id = e.file.id();
+                let row: Vec<rusqlite::types::Value> = [
+                    id.into(),
+                    path_bytes(&e.file.path).into(),
+                    (e.file.size as i64).into(),
+                    e.file.mtime_ns.into(),
+                    e.file.hash.clone().into(),
+                    encode_vector(&e.vector).into(),
+                ]
+                .into_iter()
+                .chain(meta_values(&e.file))
+                .chain([i64::from(e.file.meta != PhotoMetadata::default()).into()])
+                .collect();
                 upsert
-                    .execute(params![
-                        id,
-                        path_bytes(&e.file.path),
-                        e.file.size as i64,
-                        e.file.mtime_ns,
-                        e.file.hash,
-                        encode_vector(&e.vector),
-                    ])
+                    .execute(rusqlite::params_from_iter(row))
                     .map_err(sql)?;
                 log.execute(params![generation, id]).map_err(sql)?;
             }
@@ -310,10 +349,10 @@ impl Store for EmbeddedStore {
             let entries: Vec<(i64, Entry)> = {
                 let conn = self.conn();
                 let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id, path, size, mtime_ns, hash, vector FROM files
-                         WHERE id > ?1 ORDER BY id LIMIT ?2",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT id, path, size, mtime_ns, hash, vector, {META_SELECT} FROM files
+                         WHERE id > ?1 ORDER BY id LIMIT ?2"
+                    ))
                     .map_err(|e| self.sql(e))?;
                 let rows = stmt
                     .query_map(params![after, chunk as i64], |r| {
@@ -325,7 +364,7 @@ impl Store for EmbeddedStore {
                                     size: r.get::<_, i64>(2)? as u64,
                                     mtime_ns: r.get(3)?,
                                     hash: r.get(4)?,
-                                    meta: Default::default(),
+                                    meta: read_meta(r, 6)?,
                                 },
                                 vector: decode_vector(&r.get::<_, Vec<u8>>(5)?),
                             },
@@ -349,31 +388,7 @@ impl Store for EmbeddedStore {
 
     fn search(&self, queries: &[Vec<f32>], k: usize, filter: &Filter) -> Result<Vec<Vec<Hit>>> {
         if !filter.is_empty() {
-            // SKELETON (issue 23): exact search over the entries the filter lets through, by
-            // brute force; the filters' helper replaces this with SQL columns + a graph
-            // predicate chosen by selectivity.
-            for q in queries {
-                self.check_dim(q)?;
-            }
-            let mut index = ExactIndex::new(self.info.dim);
-            self.scan(4096, &mut |entries| {
-                for e in entries.iter().filter(|e| filter.matches(&e.file)) {
-                    index.push(e.file.path.clone(), &e.vector);
-                }
-                Ok(())
-            })?;
-            return Ok(index
-                .top_k(queries, k)
-                .into_iter()
-                .map(|hits| {
-                    hits.into_iter()
-                        .map(|(row, score)| Hit {
-                            path: index.paths[row].clone(),
-                            score,
-                        })
-                        .collect()
-                })
-                .collect());
+            return self.search_filtered(queries, k, filter);
         }
         if self.uses_ann()? {
             self.search_ann(queries, k, None)
@@ -459,6 +474,59 @@ impl Store for EmbeddedStore {
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| self.sql(e))?;
         Ok(Some(labels))
+    }
+
+    fn unread_metadata(&self) -> Result<Vec<PathBuf>> {
+        let conn = self.conn();
+        // `meta_read = 0` is what the partial index `files_unread` holds: no table scan.
+        let mut stmt = conn
+            .prepare("SELECT path FROM files WHERE meta_read = 0 ORDER BY path")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.sql(e))?;
+        rows.map(|r| r.map(|b| path_from_bytes(&b)))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    fn set_metadata(&mut self, files: &[(PathBuf, PhotoMetadata)]) -> Result<()> {
+        // Metadata is not in the graph: no new generation, the ANN index stays current.
+        let mut conn = self.conn();
+        let dir = self.dir.clone();
+        let sql = |e: rusqlite::Error| sqlite_error(&dir, e);
+        let tx = conn.transaction().map_err(sql)?;
+        {
+            let mut update = tx
+                .prepare_cached(&format!(
+                    "UPDATE files SET meta_read = 1, taken = ?2, offset_minutes = ?3,
+                       latitude = ?4, longitude = ?5, make = ?6, model = ?7, width = ?8,
+                       height = ?9, taken_key = COALESCE(?2, {}), camera_lc = ?11,
+                       file_type = ?12
+                     WHERE id = ?1 AND path = ?13",
+                    sql::TAKEN_FROM_MTIME
+                ))
+                .map_err(sql)?;
+            for (path, meta) in files {
+                let f = FileRecord {
+                    path: path.clone(),
+                    size: 0,
+                    mtime_ns: 0,
+                    hash: String::new(),
+                    meta: meta.clone(),
+                };
+                // ?10 (a taken_key from this stand-in's mtime) is unused: the stored mtime
+                // decides.
+                let row: Vec<rusqlite::types::Value> = std::iter::once(f.id().into())
+                    .chain(meta_values(&f))
+                    .chain(std::iter::once(path_bytes(&f.path).into()))
+                    .collect();
+                update
+                    .execute(rusqlite::params_from_iter(row))
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
     }
 
     fn roots(&self) -> Result<Vec<PathBuf>> {
