@@ -216,17 +216,8 @@ conformance_tests!(
     odd_paths_round_trip,
     label_sets,
     roots_persist,
+    filtered_search_equals_brute_force,
 );
-
-/// Filtered search equals brute force over `Filter::matches` (see the conformance check).
-#[test]
-fn filtered_search_equals_brute_force() {
-    let server = shared_server();
-    let open = |store: &str, create: Option<&CollectionInfo>| {
-        server.open(&format!("filtered__{store}"), create)
-    };
-    conformance::filtered_search_equals_brute_force(&open);
-}
 
 /// Everything survives the server stopping (SIGTERM, no clean shutdown) and a new server
 /// starting on the same data directory. The new server also builds the HNSW index of the

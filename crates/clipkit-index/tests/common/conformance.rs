@@ -40,6 +40,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("odd_paths_round_trip", odd_paths_round_trip),
     ("label_sets", label_sets),
     ("roots_persist", roots_persist),
+    (
+        "filtered_search_equals_brute_force",
+        filtered_search_equals_brute_force,
+    ),
 ];
 
 pub fn run_all(open: Open) {
@@ -860,9 +864,6 @@ pub fn random_filter(rng: &mut Rng) -> Filter {
 
 /// Filtered search returns exactly the `k` best entries among those `Filter::matches`
 /// admits, for random filters over entries with varied metadata; the metadata round-trips.
-///
-/// Not in [`CHECKS`] yet: the embedded store does not persist `FileRecord.meta` on this
-/// branch. Once it does, add it there (and to the Milvus test list) so both backends run it.
 pub fn filtered_search_equals_brute_force(open: Open) {
     let dim = 8;
     let mut rng = Rng::new(23);
