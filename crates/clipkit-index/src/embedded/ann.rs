@@ -46,7 +46,7 @@ impl Default for GraphParams {
     fn default() -> Self {
         Self {
             connectivity: 32,
-            expansion_add: 128,
+            expansion_add: 64,
             expansion_search: 128,
             i8: true,
             rescore_factor: 4,
