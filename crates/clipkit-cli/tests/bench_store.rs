@@ -48,6 +48,8 @@ fn bench_store_reports_every_measure_with_sane_recall() {
         assert!(v[field].as_f64().is_some(), "{field} missing: {v}");
     }
     assert_eq!(v["vectors"], 3000);
+    // Reopened, the saved graph was memory-mapped rather than loaded.
+    assert_eq!(v["graph_mapped"], true);
     assert_eq!(v["dim"], 64);
     assert!(v["threads"].as_u64().unwrap() >= 1);
     assert!(!v["cpu"].as_str().unwrap().is_empty());

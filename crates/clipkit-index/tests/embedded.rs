@@ -400,6 +400,14 @@ fn small_forced_graph_search_equals_brute_force() {
     let live: Vec<usize> = (0..800).collect();
     assert_graph_equals_brute_force(&store, &data, &live, &vectors(40, dim, 77));
     assert!(dir.path().join("ann.vectors").exists());
+    assert!(!store.ann_footprint().unwrap().mapped);
+    // Reopened with the graph current: memory-mapped, same answers.
+    drop(store);
+    let store = forced_ann(dir.path(), None);
+    assert_graph_equals_brute_force(&store, &data, &live, &vectors(40, dim, 77));
+    let footprint = store.ann_footprint().unwrap();
+    assert!(footprint.mapped);
+    assert_eq!(footprint.vectors, 800);
 }
 
 /// Another connection's write (another process, as far as SQLite can tell) is seen by an open

@@ -128,28 +128,32 @@ impl EmbeddedStore {
         // The graph compares i8 copies, which can swap close neighbours: more candidates
         // than asked for, then the f32 vectors settle the order.
         let candidates = self.graph.candidates(k);
-        let found: Vec<Vec<(u64, f32)>> = queries
-            .par_iter()
-            .map(|q| {
-                let m = match allow {
-                    Some(allow) => ann.graph.filtered_search(q, candidates, allow),
-                    None => ann.graph.search(q, candidates),
-                }
-                .map_err(|e| self.ann_error(e))?;
-                let mut scored: Vec<(u64, f32)> = m
-                    .keys
-                    .iter()
-                    .filter_map(|&key| ann.vectors.dot(key, q).map(|s| (key, s)))
-                    .collect();
-                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                // Keep ties with the k-th score: the final order breaks ties by path.
-                if let Some(&(_, kth)) = scored.get(k.saturating_sub(1)) {
-                    let keep = scored.iter().take_while(|s| s.1 >= kth).count();
-                    scored.truncate(keep.max(k));
-                }
-                Ok(scored)
-            })
-            .collect::<Result<_>>()?;
+        let one = |q: &Vec<f32>| -> Result<Vec<(u64, f32)>> {
+            let m = match allow {
+                Some(allow) => ann.graph.filtered_search(q, candidates, allow),
+                None => ann.graph.search(q, candidates),
+            }
+            .map_err(|e| self.ann_error(e))?;
+            let mut scored: Vec<(u64, f32)> = m
+                .keys
+                .iter()
+                .filter_map(|&key| ann.vectors.dot(key, q).map(|s| (key, s)))
+                .collect();
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            // Keep ties with the k-th score: the final order breaks ties by path.
+            if let Some(&(_, kth)) = scored.get(k.saturating_sub(1)) {
+                let keep = scored.iter().take_while(|s| s.1 >= kth).count();
+                scored.truncate(keep.max(k));
+            }
+            Ok(scored)
+        };
+        // A single query runs on the caller's thread: handing it to the pool costs a wake-up,
+        // which on a loaded machine is more than the search.
+        let found: Vec<Vec<(u64, f32)>> = if queries.len() == 1 {
+            queries.iter().map(one).collect::<Result<_>>()?
+        } else {
+            queries.par_iter().map(one).collect::<Result<_>>()?
+        };
         // Only the results' paths come from SQLite: a handful of primary-key lookups.
         let conn = self.conn();
         let mut stmt = conn
@@ -241,7 +245,13 @@ impl EmbeddedStore {
             if saved == generation && vectors.generation() == generation {
                 // Current: map it, so opening a million-vector store costs no load.
                 let graph = self.new_graph()?;
-                if graph.view(&graph_path).is_ok() {
+                let threads = rayon::current_num_threads();
+                // A search per pool thread at once, each needing one of usearch's thread slots.
+                if graph.view(&graph_path).is_ok()
+                    && graph
+                        .reserve_capacity_and_threads(graph.size().max(1), threads)
+                        .is_ok()
+                {
                     graph.change_expansion_search(self.graph.expansion_search);
                     return Ok(Ann {
                         generation,
