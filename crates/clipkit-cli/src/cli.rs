@@ -523,7 +523,11 @@ pub struct ProbeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `bench store`: the collection store instead of a model.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Images (and texts) per forward pass.
@@ -543,6 +547,67 @@ pub struct BenchArgs {
     pub no_record: bool,
     #[command(flatten)]
     pub print: FormatArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The embedded store at scale, on synthetic clustered vectors (or an .npy file): ingest,
+    /// graph build, memory and disk, search latency and recall@10, filtered search,
+    /// labelling, and bare usearch on the same graph and queries (docs/store-scale.md).
+    Store(BenchStoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStoreArgs {
+    /// Vectors in the store.
+    #[arg(long, default_value_t = 100_000, value_parser = values::at_least_one)]
+    pub vectors: usize,
+    /// Dimension of the synthetic vectors (an --npy file's rows set it).
+    #[arg(long, default_value_t = 512, value_parser = values::at_least_one)]
+    pub dim: usize,
+    /// Search queries, timed one at a time (k = 10).
+    #[arg(long, default_value_t = 1000, value_parser = values::at_least_one)]
+    pub queries: usize,
+    /// Random labels for a labelling run (top 10 images per label, best label per image);
+    /// 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub labels: usize,
+    /// Also time filtered search: a capture-date range holding this fraction of the store.
+    #[arg(long, value_parser = values::fraction)]
+    pub filter_selectivity: Option<f64>,
+    /// Index the rows of this f32 .npy file of shape (N, D) instead of synthetic vectors
+    /// (the rows after the first --vectors are the queries, when there are enough).
+    #[arg(long)]
+    pub npy: Option<PathBuf>,
+    /// Where the temporary store is built [default: the system's temporary directory].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Links per graph node (HNSW's M).
+    #[arg(long, value_parser = values::at_least_one)]
+    pub connectivity: Option<usize>,
+    /// Candidate list while building the graph (efConstruction).
+    #[arg(long, value_parser = values::at_least_one)]
+    pub expansion_add: Option<usize>,
+    /// Candidate list while searching (ef).
+    #[arg(long, value_parser = values::at_least_one)]
+    pub expansion_search: Option<usize>,
+    /// How the graph stores its copies of the vectors.
+    #[arg(long, value_enum)]
+    pub graph_scalar: Option<GraphScalarArg>,
+    /// Candidates rescored against the f32 vectors, as a multiple of k.
+    #[arg(long, value_parser = values::at_least_one)]
+    pub rescore_factor: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = values::at_least_one)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub print: FormatArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphScalarArg {
+    I8,
+    F16,
 }
 
 #[derive(Debug, Args)]

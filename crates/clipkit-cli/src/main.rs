@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, IndexCommand};
+use crate::cli::{BenchCommand, Cli, Command, IndexCommand};
 use crate::commands::Outcome;
 
 /// Tensor buffers of tens of MB are freed and allocated again at every layer; mimalloc keeps
@@ -41,7 +41,10 @@ fn main() -> ExitCode {
         Command::Plot(args) => commands::plot::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Probe(args) => commands::probe::run(args),
-        Command::Bench(args) => commands::bench::run(args),
+        Command::Bench(args) => match &args.command {
+            Some(BenchCommand::Store(store)) => commands::bench_store::run(store),
+            None => commands::bench::run(args),
+        },
         Command::Models(args) => commands::models::run(args),
         Command::Index(IndexCommand::Add(args)) => commands::index::add(args),
         Command::Index(IndexCommand::Status(args)) => commands::index::status(args),

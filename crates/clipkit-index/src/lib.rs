@@ -6,6 +6,7 @@
 //! store in step with folders on disk; [`search`], [`label`], [`cluster`] and [`dedup`] are
 //! queries over any store; [`export`] moves collections in and out in clip-retrieval's layout.
 
+pub mod bench;
 pub mod cluster;
 pub mod dedup;
 pub mod embedded;

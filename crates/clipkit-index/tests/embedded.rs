@@ -349,3 +349,210 @@ fn collections_written_before_the_family_was_recorded_still_open() {
     let reopened = EmbeddedStore::open_dir(fresh.path(), None).unwrap();
     assert_eq!(reopened.info().family.as_deref(), Some("CLIP"));
 }
+
+fn forced_ann(dir: &std::path::Path, create: Option<&CollectionInfo>) -> EmbeddedStore {
+    let mut store = EmbeddedStore::open_dir(dir, create).unwrap();
+    store.set_exact_limit(0);
+    store
+}
+
+fn upsert_range(store: &mut EmbeddedStore, data: &[Vec<f32>], range: std::ops::Range<usize>) {
+    store
+        .apply(Batch {
+            upserts: range.map(|i| entry(i, data[i].clone())).collect(),
+            removals: vec![],
+        })
+        .unwrap();
+}
+
+/// Search (through the graph) against brute force over `live`, by path and exact score.
+fn assert_graph_equals_brute_force(
+    store: &EmbeddedStore,
+    data: &[Vec<f32>],
+    live: &[usize],
+    queries: &[Vec<f32>],
+) {
+    let all: Vec<(PathBuf, Vec<f32>)> = live
+        .iter()
+        .map(|&i| (entry(i, vec![]).file.path, data[i].clone()))
+        .collect();
+    let got = store.search(queries, 10, &Filter::default()).unwrap();
+    for (q, hits) in queries.iter().zip(&got) {
+        let want = brute_force(&all, q, 10);
+        let got_paths: Vec<&PathBuf> = hits.iter().map(|h| &h.path).collect();
+        let want_paths: Vec<&PathBuf> = want.iter().map(|w| &w.0).collect();
+        assert_eq!(got_paths, want_paths);
+        for (h, w) in hits.iter().zip(&want) {
+            assert!((h.score - w.1).abs() < 1e-5, "{} vs {}", h.score, w.1);
+        }
+    }
+}
+
+/// On a small store forced through the graph, the i8 graph plus f32 rescoring of its
+/// candidates gives exactly the brute-force answer, scores included.
+#[test]
+fn small_forced_graph_search_equals_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 24;
+    let data = vectors(800, dim, 5);
+    let mut store = forced_ann(dir.path(), Some(&info(dim)));
+    upsert_range(&mut store, &data, 0..800);
+    let live: Vec<usize> = (0..800).collect();
+    assert_graph_equals_brute_force(&store, &data, &live, &vectors(40, dim, 77));
+    assert!(dir.path().join("ann.vectors").exists());
+    assert!(!store.ann_footprint().unwrap().mapped);
+    // Reopened with the graph current: memory-mapped, same answers.
+    drop(store);
+    let store = forced_ann(dir.path(), None);
+    assert_graph_equals_brute_force(&store, &data, &live, &vectors(40, dim, 77));
+    let footprint = store.ann_footprint().unwrap();
+    assert!(footprint.mapped);
+    assert_eq!(footprint.vectors, 800);
+}
+
+/// Another connection's write (another process, as far as SQLite can tell) is seen by an open
+/// store's next search and `len`, without reopening it: the cached generation and count
+/// are re-read when SQLite's data_version moves.
+#[test]
+fn a_second_process_write_is_seen_without_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let data = vectors(400, dim, 6);
+    let mut reader = forced_ann(dir.path(), Some(&info(dim)));
+    upsert_range(&mut reader, &data, 0..300);
+    assert_eq!(reader.len().unwrap(), 300);
+    let first = reader
+        .search(&[data[350].clone()], 1, &Filter::default())
+        .unwrap();
+    assert_ne!(first[0][0].path, entry(350, vec![]).file.path);
+
+    let mut writer = EmbeddedStore::open_dir(dir.path(), None).unwrap();
+    upsert_range(&mut writer, &data, 300..400);
+    writer
+        .apply(Batch {
+            upserts: vec![],
+            removals: vec![entry(7, vec![]).file.path],
+        })
+        .unwrap();
+
+    assert_eq!(reader.len().unwrap(), 399);
+    let hits = reader
+        .search(&[data[350].clone()], 1, &Filter::default())
+        .unwrap();
+    assert_eq!(hits[0][0].path, entry(350, vec![]).file.path);
+    assert!((hits[0][0].score - 1.0).abs() < 1e-5);
+    let hits = reader
+        .search(&[data[7].clone()], 5, &Filter::default())
+        .unwrap();
+    assert!(hits[0].iter().all(|h| h.path != entry(7, vec![]).file.path));
+    // And the exact path sees it too.
+    reader.set_exact_limit(usize::MAX);
+    let hits = reader
+        .search(&[data[399].clone()], 1, &Filter::default())
+        .unwrap();
+    assert_eq!(hits[0][0].path, entry(399, vec![]).file.path);
+}
+
+/// The graph's three files (graph, rescoring vectors, ann.json) are written one after the
+/// other; whichever of them a crash leaves old, missing or torn, the next search is right.
+#[test]
+fn graph_files_left_inconsistent_by_a_crash_are_caught_up_or_rebuilt() {
+    let dim = 16;
+    let data = vectors(700, dim, 8);
+    let queries = vectors(20, dim, 88);
+    let live: Vec<usize> = (50..700).collect();
+    type Damage = fn(&std::path::Path, &std::path::Path);
+    let cases: [(&str, Damage); 6] = [
+        // Crash after the new graph and vectors were renamed in, before ann.json.
+        ("old ann.json", |dir, old| {
+            std::fs::copy(old.join("ann.json"), dir.join("ann.json")).unwrap();
+        }),
+        // Crash after the vectors were renamed in, before the graph.
+        ("old graph", |dir, old| {
+            std::fs::copy(old.join("ann.json"), dir.join("ann.json")).unwrap();
+            std::fs::copy(old.join("ann.usearch"), dir.join("ann.usearch")).unwrap();
+        }),
+        // A vectors file older than ann.json says: not trusted.
+        ("old vectors", |dir, old| {
+            std::fs::copy(old.join("ann.vectors"), dir.join("ann.vectors")).unwrap();
+        }),
+        ("missing vectors", |dir, _| {
+            std::fs::remove_file(dir.join("ann.vectors")).unwrap();
+        }),
+        ("torn vectors", |dir, _| {
+            let bytes = std::fs::read(dir.join("ann.vectors")).unwrap();
+            std::fs::write(dir.join("ann.vectors"), &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        // Written by an older clipkit (another graph configuration, no tag).
+        ("untagged ann.json", |dir, _| {
+            std::fs::write(dir.join("ann.json"), r#"{"generation": 2, "vectors": 650}"#).unwrap();
+        }),
+    ];
+    for (name, damage) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, old) = (tmp.path().join("store"), tmp.path().join("old"));
+        {
+            let mut store = forced_ann(&dir, Some(&info(dim)));
+            upsert_range(&mut store, &data, 0..500);
+            store.flush().unwrap();
+            std::fs::create_dir(&old).unwrap();
+            for f in ["ann.json", "ann.usearch", "ann.vectors"] {
+                std::fs::copy(dir.join(f), old.join(f)).unwrap();
+            }
+            upsert_range(&mut store, &data, 500..700);
+            store
+                .apply(Batch {
+                    upserts: vec![],
+                    removals: (0..50).map(|i| entry(i, vec![]).file.path).collect(),
+                })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        damage(&dir, &old);
+        let store = forced_ann(&dir, None);
+        let hits = store
+            .search(&[data[650].clone()], 1, &Filter::default())
+            .unwrap();
+        assert_eq!(hits[0][0].path, entry(650, vec![]).file.path, "{name}");
+        for i in [0usize, 25, 49] {
+            let hits = store
+                .search(&[data[i].clone()], 10, &Filter::default())
+                .unwrap();
+            assert!(
+                hits[0].iter().all(|h| h.path != entry(i, vec![]).file.path),
+                "{name}: removed {i} found"
+            );
+        }
+        assert_graph_equals_brute_force(&store, &data, &live, &queries);
+    }
+}
+
+/// Filtered graph search keeps its rescoring exact and returns only allowed keys.
+#[test]
+fn filtered_graph_search_rescores_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let data = vectors(600, dim, 9);
+    let mut store = forced_ann(dir.path(), Some(&info(dim)));
+    upsert_range(&mut store, &data, 0..600);
+    let allowed: std::collections::HashSet<u64> = (0..600)
+        .filter(|i| i % 3 == 0)
+        .map(|i| entry(i, vec![]).file.id() as u64)
+        .collect();
+    let allow = |key: u64| allowed.contains(&key);
+    let queries = vectors(10, dim, 99);
+    let got = store.search_ann(&queries, 5, Some(&allow)).unwrap();
+    let all: Vec<(PathBuf, Vec<f32>)> = (0..600)
+        .filter(|i| i % 3 == 0)
+        .map(|i| (entry(i, vec![]).file.path, data[i].clone()))
+        .collect();
+    for (q, hits) in queries.iter().zip(&got) {
+        let want = brute_force(&all, q, 5);
+        let got_paths: Vec<&PathBuf> = hits.iter().map(|h| &h.path).collect();
+        let want_paths: Vec<&PathBuf> = want.iter().map(|w| &w.0).collect();
+        assert_eq!(got_paths, want_paths);
+        for (h, w) in hits.iter().zip(&want) {
+            assert!((h.score - w.1).abs() < 1e-5);
+        }
+    }
+}

@@ -31,6 +31,14 @@ pub fn non_negative(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A fraction above 0, at most 1 (a filter's selectivity).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match finite(s)? {
+        v if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err("must be a number above 0 and at most 1".into()),
+    }
+}
+
 fn finite(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),

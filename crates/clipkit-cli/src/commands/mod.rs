@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns whether every input succeeded.
 
 pub mod bench;
+pub mod bench_store;
 pub mod classify;
 pub mod cluster;
 pub mod collection;

@@ -18,10 +18,11 @@ use clipkit_image::PhotoMetadata;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 mod ann;
-pub use ann::AllowKey;
+pub use ann::{AllowKey, AnnFootprint, GraphParams};
 mod filtered;
 pub use filtered::FILTER_EXACT_SHARE;
 mod sql;
+mod vectors;
 
 use crate::exact::ExactIndex;
 use crate::filter::Filter;
@@ -38,11 +39,13 @@ const FORMAT_VERSION: &str = "2";
 const DB_FILE: &str = "store.sqlite";
 const ANN_FILE: &str = "ann.usearch";
 const ANN_STATE_FILE: &str = "ann.json";
+const ANN_VECTORS_FILE: &str = "ann.vectors";
 
 /// Below this many vectors search is exact.
 pub const DEFAULT_EXACT_LIMIT: usize = 20_000;
-/// Below this many vectors the ANN index is built single-threaded (deterministic graph).
-const PARALLEL_BUILD_MIN: usize = 100_000;
+/// Below this many vectors the ANN index is built single-threaded (deterministic graph);
+/// the graph only serves collections this small when a test or benchmark forces it.
+const PARALLEL_BUILD_MIN: usize = DEFAULT_EXACT_LIMIT;
 
 pub struct EmbeddedStore {
     dir: PathBuf,
@@ -54,7 +57,21 @@ pub struct EmbeddedStore {
     filter_exact_share: f64,
     /// All vectors in memory for exact search, tagged with the generation they reflect.
     exact: Mutex<Option<(i64, Arc<ExactIndex>)>>,
-    ann: Mutex<Option<(i64, Arc<usearch::Index>)>>,
+    ann: Mutex<Option<Arc<ann::Ann>>>,
+    graph: GraphParams,
+    seen: Mutex<Seen>,
+}
+
+/// The store's generation and size as this process last read them, and the two counters that
+/// say, in O(1), whether they may have changed since: SQLite's `data_version` (bumped when
+/// another connection — another process — commits) and this connection's `total_changes`
+/// (bumped by our own writes). So a search costs no `COUNT(*)` and no meta query, yet sees
+/// another process's writes without reopening the store.
+#[derive(Default)]
+struct Seen {
+    counters: Option<(i64, u64)>,
+    generation: i64,
+    len: Option<usize>,
 }
 
 impl EmbeddedStore {
@@ -132,6 +149,8 @@ impl EmbeddedStore {
             filter_exact_share: FILTER_EXACT_SHARE,
             exact: Mutex::new(None),
             ann: Mutex::new(None),
+            graph: GraphParams::default(),
+            seen: Mutex::new(Seen::default()),
         })
     }
 
@@ -147,6 +166,17 @@ impl EmbeddedStore {
         self.filter_exact_share = share;
     }
 
+    /// Changes how the graph is built and searched (benchmarks; a saved graph built with
+    /// other parameters is rebuilt on next use).
+    pub fn set_graph_params(&mut self, params: GraphParams) {
+        self.graph = params;
+        *self.ann.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn graph_params(&self) -> GraphParams {
+        self.graph
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -159,9 +189,30 @@ impl EmbeddedStore {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The store's generation, re-read only when a write (ours or another process's) may
+    /// have changed it.
     fn generation(&self) -> Result<i64> {
         let conn = self.conn();
-        generation(&conn).map_err(|e| self.sql(e))
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_seen(&conn, &mut seen)?;
+        Ok(seen.generation)
+    }
+
+    fn refresh_seen(&self, conn: &Connection, seen: &mut Seen) -> Result<()> {
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.sql(e))?;
+        let counters = (version, conn.total_changes());
+        if seen.counters != Some(counters) {
+            let g = generation(conn).map_err(|e| self.sql(e))?;
+            if seen.counters.is_none() || g != seen.generation {
+                seen.len = None;
+            }
+            seen.generation = g;
+            seen.counters = Some(counters);
+        }
+        Ok(())
     }
 
     fn check_dim(&self, v: &[f32]) -> Result<()> {
@@ -229,11 +280,20 @@ impl Store for EmbeddedStore {
         &self.info
     }
 
+    /// Counted once per generation (see [`Seen`]).
     fn len(&self) -> Result<usize> {
         let conn = self.conn();
-        conn.query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_seen(&conn, &mut seen)?;
+        if let Some(n) = seen.len {
+            return Ok(n);
+        }
+        let n = conn
+            .query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))
             .map(|n| n as usize)
-            .map_err(|e| self.sql(e))
+            .map_err(|e| self.sql(e))?;
+        seen.len = Some(n);
+        Ok(n)
     }
 
     fn files(&self) -> Result<Vec<FileRecord>> {
@@ -408,7 +468,7 @@ impl Store for EmbeddedStore {
                 .map_err(|e| self.sql(e))?;
             set_meta(&conn, "log_since", &generation.to_string()).map_err(|e| self.sql(e))?;
             drop(conn);
-            for f in [ANN_FILE, ANN_STATE_FILE] {
+            for f in [ANN_FILE, ANN_STATE_FILE, ANN_VECTORS_FILE] {
                 let _ = std::fs::remove_file(self.dir.join(f));
             }
         }
