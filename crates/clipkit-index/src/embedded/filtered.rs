@@ -6,18 +6,22 @@
 //! letter. Then the number of matches decides how to search them:
 //!
 //! - few (or a collection small enough to be searched exactly anyway): exact scores over just
-//!   those entries' vectors — exact top-k, and cheaper than a graph walk that would skip
-//!   almost every node it visits;
+//!   those entries' vectors (the graph's memory-mapped f32 copy, not SQLite) — exact top-k,
+//!   and cheaper than a graph walk that would skip almost every node it visits;
 //! - many: the HNSW graph, walking only to allowed keys (usearch's filtered search), with
 //!   the usual exact rescoring. Should the walk come back with fewer than `k` hits (a
 //!   selective filter in a badly connected region), that query is answered exactly instead.
+//!
+//! The matching ids of the last filter are kept until the next write, so a run of queries
+//! under one filter lists them once.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use rusqlite::types::Value;
+use rusqlite::OptionalExtension;
 
-use super::sql::decode_vector;
 use super::{AllowKey, EmbeddedStore};
 use crate::exact::ExactIndex;
 use crate::filter::{canonical_type, distance_m, Filter, Near, EARTH_RADIUS_M};
@@ -40,7 +44,7 @@ impl EmbeddedStore {
         for q in queries {
             self.check_dim(q)?;
         }
-        let ids = self.filter_ids(filter)?;
+        let ids = self.cached_filter_ids(filter)?;
         if ids.is_empty() || k == 0 || queries.is_empty() {
             return Ok(vec![Vec::new(); queries.len()]);
         }
@@ -52,8 +56,7 @@ impl EmbeddedStore {
             .exact_limit
             .max((total as f64 * self.filter_exact_share).ceil() as usize);
         if ids.len() <= cutoff {
-            let index = self.fetch_exact(&ids)?;
-            return Ok(top_k(&index, queries, k));
+            return self.exact_from_vector_file(queries, k, &ids);
         }
         let allow: &AllowKey<'_> = &|key: u64| ids.binary_search(&(key as i64)).is_ok();
         let mut found = self.search_ann(queries, k, Some(allow))?;
@@ -62,13 +65,86 @@ impl EmbeddedStore {
             .filter(|&i| found[i].len() < want)
             .collect();
         if !short.is_empty() {
-            let index = self.fetch_exact(&ids)?;
             let redo: Vec<Vec<f32>> = short.iter().map(|&i| queries[i].clone()).collect();
-            for (i, hits) in short.into_iter().zip(top_k(&index, &redo, k)) {
+            let exact = self.exact_from_vector_file(&redo, k, &ids)?;
+            for (i, hits) in short.into_iter().zip(exact) {
                 found[i] = hits;
             }
         }
         Ok(found)
+    }
+
+    /// [`filter_ids`](Self::filter_ids), remembered for the last filter until the next write
+    /// (metadata backfills included, from any process): a
+    /// search page or a labelling run asks many queries under one filter, and only the first
+    /// pays for the SQL that lists the matches (which grows with their number).
+    fn cached_filter_ids(&self, filter: &Filter) -> Result<Arc<Vec<i64>>> {
+        let counters = self.write_counters()?;
+        let mut cached = self.filter_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((c, f, ids)) = cached.as_ref() {
+            if *c == counters && f == filter {
+                return Ok(ids.clone());
+            }
+        }
+        let ids = Arc::new(self.filter_ids(filter)?);
+        *cached = Some((counters, filter.clone(), ids.clone()));
+        Ok(ids)
+    }
+
+    /// Exact top-k over the entries `ids` (sorted), scored against the memory-mapped f32
+    /// vectors the graph is rescored with — no vector read through SQLite; only the `k`
+    /// results' paths are fetched.
+    fn exact_from_vector_file(
+        &self,
+        queries: &[Vec<f32>],
+        k: usize,
+        ids: &[i64],
+    ) -> Result<Vec<Vec<Hit>>> {
+        let ann = self.ann_index()?;
+        let ranked: Vec<Vec<(i64, f32)>> = queries
+            .par_iter()
+            .map(|q| {
+                let mut scored: Vec<(i64, f32)> = ids
+                    .iter()
+                    .filter_map(|&id| ann.vectors.dot(id as u64, q).map(|s| (id, s)))
+                    .collect();
+                let cmp = |a: &(i64, f32), b: &(i64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+                if k < scored.len() {
+                    scored.select_nth_unstable_by(k, cmp);
+                    scored.truncate(k);
+                }
+                scored.sort_by(cmp);
+                scored
+            })
+            .collect();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT path FROM files WHERE id = ?1")
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::with_capacity(ranked.len());
+        for hits in ranked {
+            let mut resolved = Vec::with_capacity(hits.len());
+            for (id, score) in hits {
+                let path: Option<Vec<u8>> = stmt
+                    .query_row([id], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| self.sql(e))?;
+                if let Some(path) = path {
+                    resolved.push(Hit {
+                        path: path_from_bytes(&path),
+                        score,
+                    });
+                }
+            }
+            // Equal scores in path order, as every other search path reports them.
+            resolved.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| a.path.cmp(&b.path))
+            });
+            out.push(resolved);
+        }
+        Ok(out)
     }
 
     /// The ids (sorted) of the entries `filter` lets through.
@@ -111,24 +187,6 @@ impl EmbeddedStore {
             }
         }
         Ok(top_k(&index, queries, k))
-    }
-
-    /// The vectors of `ids`, read from SQLite, as an exact index.
-    fn fetch_exact(&self, ids: &[i64]) -> Result<ExactIndex> {
-        let mut index = ExactIndex::new(self.info.dim);
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT path, vector FROM files WHERE id = ?1")
-            .map_err(|e| self.sql(e))?;
-        for &id in ids {
-            let mut rows = stmt.query([id]).map_err(|e| self.sql(e))?;
-            if let Some(r) = rows.next().map_err(|e| self.sql(e))? {
-                let path: Vec<u8> = r.get(0).map_err(|e| self.sql(e))?;
-                let vector: Vec<u8> = r.get(1).map_err(|e| self.sql(e))?;
-                index.push(path_from_bytes(&path), &decode_vector(&vector));
-            }
-        }
-        Ok(index)
     }
 }
 

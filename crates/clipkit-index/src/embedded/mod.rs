@@ -60,6 +60,8 @@ pub struct EmbeddedStore {
     ann: Mutex<Option<Arc<ann::Ann>>>,
     graph: GraphParams,
     seen: Mutex<Seen>,
+    /// The last filter's matching ids and the write counters they were listed at.
+    filter_cache: Mutex<Option<((i64, u64), Filter, Arc<Vec<i64>>)>>,
 }
 
 /// The store's generation and size as this process last read them, and the two counters that
@@ -151,6 +153,7 @@ impl EmbeddedStore {
             ann: Mutex::new(None),
             graph: GraphParams::default(),
             seen: Mutex::new(Seen::default()),
+            filter_cache: Mutex::new(None),
         })
     }
 
@@ -196,6 +199,15 @@ impl EmbeddedStore {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         self.refresh_seen(&conn, &mut seen)?;
         Ok(seen.generation)
+    }
+
+    /// SQLite's change counters (another connection's commits, this one's writes): they move
+    /// on every write, metadata-only ones included, which the generation does not count.
+    fn write_counters(&self) -> Result<(i64, u64)> {
+        let conn = self.conn();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_seen(&conn, &mut seen)?;
+        Ok(seen.counters.unwrap_or_default())
     }
 
     fn refresh_seen(&self, conn: &Connection, seen: &mut Seen) -> Result<()> {
