@@ -238,6 +238,7 @@ fn main() {
                 labels_per_image: 3,
                 scoring: clipkit_core::Scoring::Softmax { logit_scale: 100.0 },
                 min_score: None,
+                filter: Filter::default(),
             },
         )
         .expect("label");

@@ -4,6 +4,8 @@
 
 use clipkit_eval::LogitScale;
 use clipkit_index::dedup::Threshold;
+/// The filter flags' values, parsed as the server parses the same fields.
+pub use clipkit_index::filter_text::{date, file_type, near, size};
 
 /// A count that must be at least one (batch sizes, iterations, shots, rows per file).
 pub fn at_least_one(s: &str) -> Result<usize, String> {
@@ -59,6 +61,7 @@ pub fn logit_scale(s: &str) -> Result<LogitScale, String> {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,4 +85,5 @@ mod tests {
         assert_eq!(logit_scale("100"), Ok(LogitScale::Fixed(100.0)));
         assert!(logit_scale("0").is_err());
     }
+
 }
