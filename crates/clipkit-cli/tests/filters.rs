@@ -16,7 +16,12 @@ use serde_json::Value;
 use common::{fixtures, json, model, stderr};
 
 fn ok(o: &Output) {
-    assert!(o.status.success(), "exit {:?}\n{}", o.status.code(), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}",
+        o.status.code(),
+        stderr(o)
+    );
 }
 
 /// One photo file of the test library: where it is and what the filters ask about it.
@@ -75,7 +80,11 @@ fn paths(results: &Value, key: &str) -> BTreeSet<PathBuf> {
 }
 
 fn expected(photos: &[Photo], keep: impl Fn(&Photo) -> bool) -> BTreeSet<PathBuf> {
-    photos.iter().filter(|p| keep(p)).map(|p| p.path.clone()).collect()
+    photos
+        .iter()
+        .filter(|p| keep(p))
+        .map(|p| p.path.clone())
+        .collect()
 }
 
 #[test]
@@ -88,10 +97,8 @@ fn filters_return_exactly_the_matching_files() {
     ok(&run!("index", "add", "-m", m, "--store", store, "-q", root));
 
     let search = |filters: &[&str]| -> Value {
-        let mut args: Vec<std::ffi::OsString> = ["search", "--store"]
-            .iter()
-            .map(Into::into)
-            .collect();
+        let mut args: Vec<std::ffi::OsString> =
+            ["search", "--store"].iter().map(Into::into).collect();
         args.push(store.clone().into());
         for a in ["a photo", "-k", "100", "-f", "json"].iter().chain(filters) {
             args.push(a.into());
@@ -108,13 +115,23 @@ fn filters_return_exactly_the_matching_files() {
     let got = search(&["--in", trips_s]);
     assert_eq!(
         paths(&got["results"], "path"),
-        expected(&photos, |p| p.path.starts_with(root.canonicalize().unwrap().join("trips")))
+        expected(&photos, |p| p
+            .path
+            .starts_with(root.canonicalize().unwrap().join("trips")))
     );
     assert_eq!(paths(&got["results"], "path").len(), 4);
-    assert_eq!(got["filter"]["in"][0].as_str().unwrap(), trips.canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        got["filter"]["in"][0].as_str().unwrap(),
+        trips.canonicalize().unwrap().to_str().unwrap()
+    );
     let rome = root.join("trips/rome");
     let deeper = root.join("home/deeper");
-    let got = search(&["--in", rome.to_str().unwrap(), "--in", deeper.to_str().unwrap()]);
+    let got = search(&[
+        "--in",
+        rome.to_str().unwrap(),
+        "--in",
+        deeper.to_str().unwrap(),
+    ]);
     assert_eq!(
         paths(&got["results"], "path"),
         expected(&photos, |p| {
@@ -125,7 +142,10 @@ fn filters_return_exactly_the_matching_files() {
 
     // Types: `jpg` matches .jpg and .JPEG; a comma list.
     let got = search(&["--type", "jpg"]);
-    assert_eq!(paths(&got["results"], "path"), expected(&photos, |p| p.ext == "jpg"));
+    assert_eq!(
+        paths(&got["results"], "path"),
+        expected(&photos, |p| p.ext == "jpg")
+    );
     let got = search(&["--type", "png,jpeg"]);
     assert_eq!(paths(&got["results"], "path").len(), photos.len());
 
@@ -133,7 +153,12 @@ fn filters_return_exactly_the_matching_files() {
     let mut sizes: Vec<u64> = photos.iter().map(|p| p.size).collect();
     sizes.sort();
     let (lo, hi) = (sizes[2], sizes[5]);
-    let got = search(&["--min-size", &lo.to_string(), "--max-size", &format!("{hi}B")]);
+    let got = search(&[
+        "--min-size",
+        &lo.to_string(),
+        "--max-size",
+        &format!("{hi}B"),
+    ]);
     assert_eq!(
         paths(&got["results"], "path"),
         expected(&photos, |p| (lo..=hi).contains(&p.size))
@@ -161,21 +186,44 @@ fn filters_return_exactly_the_matching_files() {
     let got = search(&["--in", trips_s, "--type", "jpg", "--after", "2023-06-04"]);
     assert_eq!(
         paths(&got["results"], "path"),
-        expected(&photos, |p| p.path.starts_with(trips.canonicalize().unwrap())
+        expected(&photos, |p| p
+            .path
+            .starts_with(trips.canonicalize().unwrap())
             && p.ext == "jpg"
             && p.mtime >= 1_685_577_600 + 3 * 86_400)
     );
-    assert!(search(&["--camera", "Hasselblad"])["results"].as_array().unwrap().is_empty());
+    assert!(search(&["--camera", "Hasselblad"])["results"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // Label: both directions only among the filtered files.
     let home = root.join("home");
     let o = run!(
-        "label", "--store", store, "-l", "cat", "-l", "rocket", "-l", "coffee",
-        "--images-per-label", "10", "--labels-per-image", "2", "--in", home, "-q", "-f", "json"
+        "label",
+        "--store",
+        store,
+        "-l",
+        "cat",
+        "-l",
+        "rocket",
+        "-l",
+        "coffee",
+        "--images-per-label",
+        "10",
+        "--labels-per-image",
+        "2",
+        "--in",
+        home,
+        "-q",
+        "-f",
+        "json"
     );
     ok(&o);
     let labelled = json(&o);
-    let want = expected(&photos, |p| p.path.starts_with(home.canonicalize().unwrap()));
+    let want = expected(&photos, |p| {
+        p.path.starts_with(home.canonicalize().unwrap())
+    });
     assert_eq!(paths(&labelled["per_image"], "path"), want);
     for l in labelled["per_label"].as_array().unwrap() {
         assert_eq!(paths(&l["images"], "path"), want, "{l}");
@@ -208,8 +256,16 @@ fn bad_filter_values_are_refused_naming_the_flag() {
     fails(&["--type", "j/g"], "--type", "extension");
     let missing = dir.path().join("not-there");
     fails(&["--in", missing.to_str().unwrap()], "--in", "not-there");
-    fails(&["--after", "2024", "--before", "2023"], "--after", "nothing can match");
-    fails(&["--min-size", "2MB", "--max-size", "1MB"], "--min-size", "more than");
+    fails(
+        &["--after", "2024", "--before", "2023"],
+        "--after",
+        "nothing can match",
+    );
+    fails(
+        &["--min-size", "2MB", "--max-size", "1MB"],
+        "--min-size",
+        "more than",
+    );
     let o = run!("search", "--help");
     assert!(common::stdout(&o).contains("--before 2023-09-01"));
 }

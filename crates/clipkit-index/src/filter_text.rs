@@ -41,7 +41,11 @@ pub fn date(s: &str) -> Result<i64, String> {
             return Err(bad());
         }
         let (h, m) = (number(fields[0], 2)?, number(fields[1], 2)?);
-        let sec = fields.get(2).map(|x| number(x, 2)).transpose()?.unwrap_or(0);
+        let sec = fields
+            .get(2)
+            .map(|x| number(x, 2))
+            .transpose()?
+            .unwrap_or(0);
         if h > 23 || m > 59 || sec > 59 {
             return Err(format!("{time} is not a time of day (00:00 to 23:59:59)"));
         }
@@ -84,7 +88,11 @@ pub fn near(s: &str) -> Result<crate::filter::Near, String> {
     };
     let longitude = match lon.parse::<f64>() {
         Ok(v) if (-180.0..=180.0).contains(&v) => v,
-        _ => return Err(format!("longitude `{lon}` must be a number from -180 to 180")),
+        _ => {
+            return Err(format!(
+                "longitude `{lon}` must be a number from -180 to 180"
+            ))
+        }
     };
     let lower = radius.to_ascii_lowercase();
     let (number, metres) = if let Some(n) = lower.strip_suffix("km") {
@@ -146,7 +154,6 @@ pub fn file_type(s: &str) -> Result<String, String> {
     Ok(t)
 }
 
-
 /// Seconds on a clock without a time zone (a photo's own) as `YYYY-MM-DDTHH:MM:SS`, the
 /// inverse of the `--after`/`--before` parser (H. Hinnant's `civil_from_days`).
 pub fn naive_date(seconds: i64) -> String {
@@ -167,7 +174,6 @@ pub fn naive_date(seconds: i64) -> String {
         secs % 60
     )
 }
-
 
 /// Restrictions that contradict each other, so that no file could match: `Err((field,
 /// problem))` with the field named as the filter names it (`after`, `min_size`).
@@ -192,7 +198,11 @@ pub fn check(filter: &crate::filter::Filter) -> Result<(), (&'static str, String
             ));
         }
     }
-    if filter.camera.as_deref().is_some_and(|c| c.trim().is_empty()) {
+    if filter
+        .camera
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
         return Err(("camera", "needs some text to look for".into()));
     }
     Ok(())
@@ -213,8 +223,16 @@ mod tests {
         assert_eq!(date("2024-02-29"), Ok(1_709_164_800));
         assert_eq!(date("1969-12-31"), Ok(-86_400));
         for bad in [
-            "", "2023-13-01", "2023-02-29", "2023-9-1", "23-09-01", "2023-09-01T25:00",
-            "2023-09-01T12", "2023-09T12:00", "yesterday", "2023/09/01",
+            "",
+            "2023-13-01",
+            "2023-02-29",
+            "2023-9-1",
+            "23-09-01",
+            "2023-09-01T25:00",
+            "2023-09-01T12",
+            "2023-09T12:00",
+            "yesterday",
+            "2023/09/01",
         ] {
             assert!(date(bad).is_err(), "{bad}");
         }
@@ -223,10 +241,21 @@ mod tests {
     #[test]
     fn places_sizes_and_types() {
         let n = near("48.85, 2.35, 20km").unwrap();
-        assert_eq!((n.latitude, n.longitude, n.radius_m), (48.85, 2.35, 20_000.0));
+        assert_eq!(
+            (n.latitude, n.longitude, n.radius_m),
+            (48.85, 2.35, 20_000.0)
+        );
         assert_eq!(near("0,0,1mi").unwrap().radius_m, 1609.344);
         assert_eq!(near("0,0,250m").unwrap().radius_m, 250.0);
-        for bad in ["91,0,1km", "0,181,1km", "0,0,20", "0,0,-1km", "0,0,0km", "0,0", "a,b,1km"] {
+        for bad in [
+            "91,0,1km",
+            "0,181,1km",
+            "0,0,20",
+            "0,0,-1km",
+            "0,0,0km",
+            "0,0",
+            "a,b,1km",
+        ] {
             assert!(near(bad).is_err(), "{bad}");
         }
         assert_eq!(size("2048"), Ok(2048));

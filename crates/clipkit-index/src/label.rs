@@ -227,7 +227,9 @@ fn images_to_labels(
             progress.advance(read);
         }
         drop(receive);
-        let read = reader.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let read = reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
         scored?;
         read
     })?;
@@ -266,7 +268,10 @@ impl LabelScorer {
                 message: "label vectors have no dimensions".into(),
             });
         }
-        let flat: Vec<f32> = labels.iter().flat_map(|l| l.vector.iter().copied()).collect();
+        let flat: Vec<f32> = labels
+            .iter()
+            .flat_map(|l| l.vector.iter().copied())
+            .collect();
         let weights = clipkit_kernels::PackedWeights::new(
             &flat,
             labels.len(),
@@ -284,7 +289,10 @@ impl LabelScorer {
 
     /// The `k` best labels of each entry, best first (ties to the earlier label).
     fn rank(&self, entries: &[Entry], k: usize) -> Result<Vec<Vec<Ranked>>> {
-        let flat: Vec<f32> = entries.iter().flat_map(|e| e.vector.iter().copied()).collect();
+        let flat: Vec<f32> = entries
+            .iter()
+            .flat_map(|e| e.vector.iter().copied())
+            .collect();
         debug_assert_eq!(flat.len(), entries.len() * self.dim);
         let mut scores = vec![0f32; entries.len() * self.labels];
         self.weights
@@ -361,5 +369,109 @@ mod tests {
         }
         let long: Vec<f32> = (0..500).map(|i| ((i * 7919) % 263) as f32).collect();
         assert_eq!(top_k(&long, 40), crate::exact::best(&long, 40));
+    }
+
+    /// Both directions against brute force over the filtered images: same labels, same
+    /// order, the probabilities of the scoring head over every label.
+    #[test]
+    fn labelling_equals_brute_force_over_the_filtered_images() {
+        use crate::store::{Batch, CollectionInfo, FileRecord};
+        let dim = 16;
+        let mut seed = 11u64;
+        let mut unit = || {
+            let mut v: Vec<f32> = (0..dim)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            clipkit_core::scores::normalize(&mut v);
+            v
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let info = CollectionInfo {
+            model: "m".into(),
+            dim,
+            preprocess: clipkit_image::PreprocessMode::Transformers,
+            family: None,
+        };
+        let mut store = crate::embedded::EmbeddedStore::open_dir(dir.path(), Some(&info)).unwrap();
+        let entries: Vec<Entry> = (0..3000)
+            .map(|i| Entry {
+                file: FileRecord {
+                    path: PathBuf::from(format!("/p/{i:04}.jpg")),
+                    size: i,
+                    mtime_ns: 0,
+                    hash: String::new(),
+                    meta: Default::default(),
+                },
+                vector: unit(),
+            })
+            .collect();
+        store
+            .apply(Batch {
+                upserts: entries.clone(),
+                removals: vec![],
+            })
+            .unwrap();
+        let labels: Vec<LabelVector> = (0..700)
+            .map(|i| LabelVector {
+                label: format!("l{i}"),
+                vector: unit(),
+            })
+            .collect();
+        let filter = Filter {
+            min_size: Some(1000),
+            ..Default::default()
+        };
+        for scoring in [
+            Scoring::Softmax { logit_scale: 100.0 },
+            Scoring::Sigmoid {
+                logit_scale: 10.0,
+                logit_bias: -5.0,
+            },
+        ] {
+            let options = LabelOptions {
+                images_per_label: 4,
+                labels_per_image: 3,
+                scoring,
+                min_score: None,
+                filter: filter.clone(),
+            };
+            let got = label(&store, &labels, &options).unwrap();
+            let kept: Vec<&Entry> = entries.iter().filter(|e| filter.matches(&e.file)).collect();
+            assert_eq!(got.per_image.len(), kept.len());
+            for (g, e) in got.per_image.iter().zip(&kept) {
+                assert_eq!(g.path, e.file.path);
+                let row: Vec<f32> = labels
+                    .iter()
+                    .map(|l| clipkit_core::scores::dot(&l.vector, &e.vector))
+                    .collect();
+                let probs = scoring.probabilities(&scoring.logits(&row));
+                let want = crate::exact::best(&row, 3);
+                for (gl, (i, score)) in g.labels.iter().zip(&want) {
+                    assert_eq!(gl.label, labels[*i].label);
+                    assert!((gl.score - score).abs() < 1e-5);
+                    assert!((gl.prob.unwrap() - probs[*i]).abs() < 1e-4);
+                }
+            }
+            for (g, l) in got.per_label.iter().zip(&labels) {
+                let mut want: Vec<(f32, &PathBuf)> = kept
+                    .iter()
+                    .map(|e| {
+                        (
+                            clipkit_core::scores::dot(&l.vector, &e.vector),
+                            &e.file.path,
+                        )
+                    })
+                    .collect();
+                want.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let paths: Vec<&PathBuf> = g.images.iter().map(|h| &h.path).collect();
+                let want: Vec<&PathBuf> = want.iter().take(4).map(|w| w.1).collect();
+                assert_eq!(paths, want, "{}", l.label);
+            }
+        }
     }
 }

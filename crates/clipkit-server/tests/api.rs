@@ -1065,7 +1065,12 @@ async fn filtered_search_equals_the_library_and_bad_filters_name_their_field() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["path"].as_str().unwrap().to_owned(), r["score"].as_f64().unwrap()))
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_owned(),
+                r["score"].as_f64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got.len(), want_size.len());
     for (g, w) in got.iter().zip(&want_size) {
@@ -1109,7 +1114,10 @@ async fn filtered_search_equals_the_library_and_bad_filters_name_their_field() {
         .text("min_size", lo.to_string())
         .text("max_size", hi.to_string());
     let (status, _, mbody) = s
-        .json("/v1/search", s.http.post(s.url("/v1/search")).multipart(form))
+        .json(
+            "/v1/search",
+            s.http.post(s.url("/v1/search")).multipart(form),
+        )
         .await;
     assert_eq!(status, 200, "{mbody}");
     assert_eq!(paths(&mbody), want);

@@ -61,7 +61,6 @@ pub fn logit_scale(s: &str) -> Result<LogitScale, String> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +84,4 @@ mod tests {
         assert_eq!(logit_scale("100"), Ok(LogitScale::Fixed(100.0)));
         assert!(logit_scale("0").is_err());
     }
-
 }

@@ -39,13 +39,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         let v = v.with_context(|| format!("query image {}", path.display()))?;
         parts.push((*sign, v));
     }
-    let hits = query(
-        &*store,
-        &parts,
-        args.top_k,
-        args.threshold,
-        &filter,
-    )?;
+    let hits = query(&*store, &parts, args.top_k, args.threshold, &filter)?;
 
     match args.print.format {
         Format::Json => print_json(&json!({
@@ -91,7 +85,11 @@ pub fn filter_json(filter: &clipkit_index::Filter) -> serde_json::Value {
     if !filter.folders.is_empty() {
         out.insert(
             "in".into(),
-            json!(filter.folders.iter().map(|f| path_str(f)).collect::<Vec<_>>()),
+            json!(filter
+                .folders
+                .iter()
+                .map(|f| path_str(f))
+                .collect::<Vec<_>>()),
         );
     }
     if let Some(n) = &filter.near {

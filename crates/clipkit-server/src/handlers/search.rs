@@ -122,7 +122,12 @@ impl SearchFilter {
                 .map(|v| parse(v).map_err(|e| ApiError::invalid(name, format!("{name}: {e}"))))
                 .transpose()
         }
-        let folders = match self.folder.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+        let folders = match self
+            .folder
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
             None => Vec::new(),
             Some(f) => {
                 let canonical = std::fs::canonicalize(f)
@@ -380,18 +385,17 @@ async fn run(
         }
     }
     let handle = store.store.clone();
-    let hits: Vec<Hit> = tokio::task::spawn_blocking(move || {
-        query(&*handle, &parts, k, threshold, &filter)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("search task failed: {e}")))?
-    .map_err(|e| match e {
-        IndexError::EmptyQuery => ApiError::invalid(
-            "q",
-            "the query has only negative parts; add something to search for",
-        ),
-        other => store_error("the collection failed", &other),
-    })?;
+    let hits: Vec<Hit> =
+        tokio::task::spawn_blocking(move || query(&*handle, &parts, k, threshold, &filter))
+            .await
+            .map_err(|e| ApiError::Internal(format!("search task failed: {e}")))?
+            .map_err(|e| match e {
+                IndexError::EmptyQuery => ApiError::invalid(
+                    "q",
+                    "the query has only negative parts; add something to search for",
+                ),
+                other => store_error("the collection failed", &other),
+            })?;
     let results = hits
         .into_iter()
         .enumerate()
