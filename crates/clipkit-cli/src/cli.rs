@@ -146,6 +146,8 @@ pub struct SearchArgs {
     #[arg(long)]
     pub threshold: Option<f32>,
     #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
     pub print: FormatArgs,
 }
 
@@ -173,7 +175,47 @@ pub struct CollectionLabelArgs {
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     #[command(flatten)]
+    pub filter: FilterArgs,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
     pub print: FormatArgs,
+}
+
+/// Which photos a search or a labelling may return; restrictions combine (all must hold).
+/// Dates are on the photo's own clock: the EXIF capture date, else the file's modification
+/// time (UTC).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Filters")]
+pub struct FilterArgs {
+    /// Only photos taken at or after DATE: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], or a bare YYYY
+    /// or YYYY-MM (its first day).
+    #[arg(long, value_name = "DATE", value_parser = values::date)]
+    pub after: Option<i64>,
+    /// Only photos taken before DATE, which is excluded: `--before 2023-09-01` ends with
+    /// 31 August. Same forms as --after.
+    #[arg(long, value_name = "DATE", value_parser = values::date)]
+    pub before: Option<i64>,
+    /// Only files under FOLDER (repeatable: under any of them).
+    #[arg(long = "in", value_name = "FOLDER")]
+    pub folders: Vec<PathBuf>,
+    /// Only photos taken within RADIUS of a point, e.g. `48.85,2.35,20km` (m, km or mi);
+    /// photos without a GPS position never match.
+    #[arg(long, value_name = "LAT,LON,RADIUS", value_parser = values::near)]
+    pub near: Option<clipkit_index::Near>,
+    /// Only photos whose camera (make and model) contains TEXT, ignoring case.
+    #[arg(long, value_name = "TEXT")]
+    pub camera: Option<String>,
+    /// Only files of these types (repeatable or comma-separated: `jpg,png`; jpeg is jpg).
+    #[arg(long = "type", value_name = "EXT", value_delimiter = ',', value_parser = values::file_type)]
+    pub file_types: Vec<String>,
+    /// Only files of at least SIZE: bytes, or with a unit (200KB, 1.5MB, 4MiB).
+    #[arg(long, value_name = "SIZE", value_parser = values::size)]
+    pub min_size: Option<u64>,
+    /// Only files of at most SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = values::size)]
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]

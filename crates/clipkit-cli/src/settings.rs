@@ -8,7 +8,7 @@ use clipkit_core::device::{CpuKernels, Precision};
 use clipkit_core::image::DecodeOptions;
 use clipkit_core::{Clip, Embedder, LoadOptions};
 
-use crate::cli::{CpuKernelsArg, LabelArgs, ModelArgs, PrecisionArg, ServeArgs};
+use crate::cli::{CpuKernelsArg, FilterArgs, LabelArgs, ModelArgs, PrecisionArg, ServeArgs};
 
 pub fn load_model(args: &ModelArgs) -> Result<Clip> {
     let options = LoadOptions {
@@ -170,4 +170,35 @@ pub fn server_config(args: &ServeArgs, model_name: &str) -> Result<clipkit_serve
     }
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
+}
+
+/// The filter flags as the library's [`clipkit_index::Filter`]: folders made absolute and
+/// symlink-free (the form the store keeps paths in), bounds checked against each other.
+pub fn filter(args: &FilterArgs) -> Result<clipkit_index::Filter> {
+    let folders = args
+        .folders
+        .iter()
+        .map(|f| {
+            let canonical = std::fs::canonicalize(f)
+                .with_context(|| format!("--in {}: no such folder", f.display()))?;
+            if !canonical.is_dir() {
+                bail!("--in {}: not a folder", f.display());
+            }
+            Ok(canonical)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let filter = clipkit_index::Filter {
+        after: args.after,
+        before: args.before,
+        folders,
+        near: args.near,
+        camera: args.camera.clone(),
+        file_types: args.file_types.clone(),
+        min_size: args.min_size,
+        max_size: args.max_size,
+    };
+    if let Err((field, problem)) = clipkit_index::filter_text::check(&filter) {
+        bail!("--{}: {problem}", field.replace('_', "-"));
+    }
+    Ok(filter)
 }

@@ -244,6 +244,7 @@ pub fn run(options: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Ben
                 labels_per_image: 1,
                 scoring: clipkit_core::Scoring::Softmax { logit_scale: 100.0 },
                 min_score: None,
+                filter: Filter::default(),
             },
         )?;
         label_s = Some(t.elapsed().as_secs_f64());

@@ -14,6 +14,7 @@ pub mod error;
 pub mod exact;
 pub mod export;
 pub mod filter;
+pub mod filter_text;
 pub mod indexer;
 pub mod label;
 #[cfg(feature = "milvus")]

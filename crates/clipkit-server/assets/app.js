@@ -36,6 +36,14 @@ async function loadInfo() {
   }
 }
 
+// The API's `before` excludes its day; the page's "until" includes it, so it asks for the day
+// after (date inputs give YYYY-MM-DD; computed in UTC so no time zone shifts the day).
+function nextDay(day) {
+  const d = new Date(`${day}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + 1);
+  return d.toISOString().slice(0, 10);
+}
+
 async function runSearch(event) {
   event.preventDefault();
   const status = $("search-status");
@@ -44,6 +52,15 @@ async function runSearch(event) {
   if (!q) return;
   setStatus(status, "searching…");
   const params = new URLSearchParams({ q, k: $("search-k").value || "12" });
+  // The filters the page offers; the API takes more (near, type, min_size, max_size).
+  const after = $("search-after").value;
+  if (after) params.set("after", after);
+  const until = $("search-until").value;
+  if (until) params.set("before", nextDay(until));
+  for (const name of ["in", "camera"]) {
+    const value = $(`search-${name}`).value.trim();
+    if (value) params.set(name, value);
+  }
   try {
     const response = await fetch(`/v1/search?${params}`);
     if (!response.ok) throw new Error(await apiError(response));

@@ -1021,3 +1021,138 @@ async fn a_store_that_is_down_answers_503_with_retry_after() {
     }
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_search_equals_the_library_and_bad_filters_name_their_field() {
+    let clip = load_clip();
+    let dir = tempfile::tempdir().unwrap();
+    let store = build_store(dir.path(), &clip);
+    let photos = std::fs::canonicalize(dir.path().join("photos")).unwrap();
+    let mut sizes: Vec<u64> = PHOTOS
+        .iter()
+        .map(|p| std::fs::metadata(photos.join(p)).unwrap().len())
+        .collect();
+    sizes.sort();
+    let (lo, hi) = (sizes[1], sizes[4]);
+    let q = clip.embed_texts(&["a photo"]).unwrap().remove(0);
+    let library = |filter: &clipkit_index::Filter| {
+        clipkit_index::search::search(&*store, &q, 100, None, filter).unwrap()
+    };
+    let by_size = clipkit_index::Filter {
+        min_size: Some(lo),
+        max_size: Some(hi),
+        folders: vec![photos.clone()],
+        file_types: vec!["png".into()],
+        after: Some(946_684_800), // 2000-01-01
+        ..Default::default()
+    };
+    let want_size = library(&by_size);
+    assert_eq!(want_size.len(), 4, "sizes {sizes:?}");
+    let none = library(&clipkit_index::Filter {
+        before: Some(946_684_800),
+        ..Default::default()
+    });
+    assert!(none.is_empty());
+    let s = TestServer::start(config(), Some(store)).await;
+
+    let query = format!(
+        "/v1/search?q=a+photo&k=100&min_size={lo}&max_size={hi}B&type=png,gif&in={}&after=2000-01-01",
+        photos.to_str().unwrap()
+    );
+    let (status, body) = s.get_json("/v1/search", &query).await;
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<(String, f64)> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_owned(),
+                r["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want_size.len());
+    for (g, w) in got.iter().zip(&want_size) {
+        assert_eq!(g.0, w.path.to_string_lossy());
+        assert!((g.1 as f32 - w.score).abs() < 1e-4);
+    }
+    let (status, body) = s
+        .get_json("/v1/search", "/v1/search?q=a+photo&before=2000")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["results"].as_array().unwrap().is_empty());
+
+    // The image search takes the same filters, in JSON and in multipart.
+    let (status, body) = s
+        .post_json(
+            "/v1/search",
+            &json!({"image": data_uri("coffee.png"), "k": 100, "min_size": lo.to_string(),
+                    "max_size": hi, "type": "png"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let paths = |b: &Value| -> Vec<String> {
+        let mut p: Vec<String> = b["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_owned())
+            .collect();
+        p.sort();
+        p
+    };
+    let mut want: Vec<String> = want_size
+        .iter()
+        .map(|h| h.path.to_string_lossy().into_owned())
+        .collect();
+    want.sort();
+    assert_eq!(paths(&body), want);
+    let form = reqwest::multipart::Form::new()
+        .part("image", multipart_image("coffee.png"))
+        .text("k", "100")
+        .text("min_size", lo.to_string())
+        .text("max_size", hi.to_string());
+    let (status, _, mbody) = s
+        .json(
+            "/v1/search",
+            s.http.post(s.url("/v1/search")).multipart(form),
+        )
+        .await;
+    assert_eq!(status, 200, "{mbody}");
+    assert_eq!(paths(&mbody), want);
+
+    // Bad values: the server's error shape, naming the field.
+    for (filter, param) in [
+        ("after=2023-13-01", "after"),
+        ("before=yesterday", "before"),
+        ("near=91,0,1km", "near"),
+        ("near=48.8,2.3,5", "near"),
+        ("min_size=5XB", "min_size"),
+        ("max_size=-1", "max_size"),
+        ("type=j/g", "type"),
+        ("in=/no/such/folder/here", "in"),
+        ("after=2024&before=2023", "after"),
+        ("min_size=2MB&max_size=1MB", "min_size"),
+    ] {
+        let url = format!("/v1/search?q=cat&{filter}");
+        let (status, body) = s.get_json("/v1/search", &url).await;
+        assert_eq!(
+            (status, code(&body), body["error"]["param"].as_str()),
+            (422, "invalid_request", Some(param)),
+            "{url}: {body}"
+        );
+    }
+    let (status, body) = s
+        .post_json(
+            "/v1/search",
+            &json!({"image": data_uri("coffee.png"), "near": "0,200,1km"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (422, Some("near")),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}

@@ -4,6 +4,8 @@
 
 use clipkit_eval::LogitScale;
 use clipkit_index::dedup::Threshold;
+/// The filter flags' values, parsed as the server parses the same fields.
+pub use clipkit_index::filter_text::{date, file_type, near, size};
 use clipkit_index::shard::Shard;
 
 /// A count that must be at least one (batch sizes, iterations, shots, rows per file).

@@ -1,19 +1,56 @@
 //! `clipkit label`: zero-shot labelling of a whole collection.
 
 use anyhow::{bail, Context, Result};
-use clipkit_index::label::{label, LabelOptions, Labelling};
+use clipkit_index::label::{label_with_progress, LabelOptions, LabelProgress, Labelling, Stage};
 use clipkit_index::parquet_io::{write_table, Column};
 use clipkit_index::LabelVector;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::collection::{model_for, open_existing};
 use super::Outcome;
 use crate::cli::{CollectionLabelArgs, Format};
 use crate::output::{path_str, print_csv, print_json, print_table};
-use crate::settings::Labels;
+use crate::settings::{filter, Labels};
+
+/// One progress bar per stage, with its rate and ETA (hidden with --quiet or when stderr is
+/// not a terminal).
+struct Bar {
+    quiet: bool,
+    bar: std::sync::Mutex<ProgressBar>,
+}
+
+impl LabelProgress for Bar {
+    fn start(&self, stage: Stage, total: u64) {
+        if self.quiet {
+            return;
+        }
+        let (what, unit) = match stage {
+            Stage::LabelsToImages => ("best images per label", "labels"),
+            Stage::ImagesToLabels => ("best labels per image", "images"),
+        };
+        let bar = ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(&format!(
+                "{what}: [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
+            ))
+            .expect("valid template"),
+        );
+        *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = bar;
+    }
+    fn advance(&self, done: u64) {
+        self.bar.lock().unwrap_or_else(|p| p.into_inner()).inc(done);
+    }
+    fn finish(&self, _stage: Stage) {
+        self.bar
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish_and_clear();
+    }
+}
 
 pub fn run(args: &CollectionLabelArgs) -> Result<Outcome> {
     let labels = Labels::from_args(&args.labels)?;
+    let filter = filter(&args.filter)?;
     let mut store = open_existing(&args.store)?;
     let clip = model_for(&*store, &args.model)?;
     let vectors: Vec<LabelVector> = labels
@@ -26,7 +63,11 @@ pub fn run(args: &CollectionLabelArgs) -> Result<Outcome> {
         })
         .collect();
     store.put_labels(&args.set, &vectors)?;
-    let result = label(
+    let progress = Bar {
+        quiet: args.quiet,
+        bar: std::sync::Mutex::new(ProgressBar::hidden()),
+    };
+    let result = label_with_progress(
         &*store,
         &vectors,
         &LabelOptions {
@@ -34,7 +75,9 @@ pub fn run(args: &CollectionLabelArgs) -> Result<Outcome> {
             labels_per_image: args.labels_per_image,
             scoring: clip.scoring(),
             min_score: args.min_score,
+            filter,
         },
+        &progress,
     )?;
     if let Some(path) = &args.output {
         write_output(path, &result)?;

@@ -8,7 +8,7 @@ use super::collection::{model_for, open_existing};
 use super::Outcome;
 use crate::cli::{Format, SearchArgs};
 use crate::output::{path_str, print_csv, print_json, print_table};
-use crate::settings::warn_truncated;
+use crate::settings::{filter, warn_truncated};
 
 pub fn run(args: &SearchArgs) -> Result<Outcome> {
     let mut terms = parse_terms(&args.query);
@@ -16,6 +16,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
     if terms.is_empty() && args.image.is_empty() {
         anyhow::bail!(clipkit_index::IndexError::EmptyQuery);
     }
+    let filter = filter(&args.filter)?;
     let store = open_existing(&args.store)?;
     let clip = model_for(&*store, &args.model)?;
 
@@ -38,19 +39,14 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         let v = v.with_context(|| format!("query image {}", path.display()))?;
         parts.push((*sign, v));
     }
-    let hits = query(
-        &*store,
-        &parts,
-        args.top_k,
-        args.threshold,
-        &clipkit_index::Filter::default(),
-    )?;
+    let hits = query(&*store, &parts, args.top_k, args.threshold, &filter)?;
 
     match args.print.format {
         Format::Json => print_json(&json!({
             "query": terms.iter().map(|(s, t)| json!({"text": t, "sign": if *s == Sign::Plus {"+"} else {"-"}})).collect::<Vec<_>>(),
             "images": args.image.iter().map(|p| path_str(p)).collect::<Vec<_>>(),
             "not_images": args.not_image.iter().map(|p| path_str(p)).collect::<Vec<_>>(),
+            "filter": filter_json(&filter),
             "results": hits.iter().enumerate().map(|(i, h)| json!({"rank": i + 1, "score": h.score, "path": path_str(&h.path)})).collect::<Vec<_>>(),
         }))?,
         Format::Table | Format::Csv => {
@@ -73,4 +69,46 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
+}
+
+/// The filter as JSON: only the restrictions given, dates both as seconds (the store's clock)
+/// and as written (`2023-06-01T00:00:00`), folders as strings.
+pub fn filter_json(filter: &clipkit_index::Filter) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let date = |t: i64| json!({"seconds": t, "date": clipkit_index::filter_text::naive_date(t)});
+    if let Some(t) = filter.after {
+        out.insert("after".into(), date(t));
+    }
+    if let Some(t) = filter.before {
+        out.insert("before".into(), date(t));
+    }
+    if !filter.folders.is_empty() {
+        out.insert(
+            "in".into(),
+            json!(filter
+                .folders
+                .iter()
+                .map(|f| path_str(f))
+                .collect::<Vec<_>>()),
+        );
+    }
+    if let Some(n) = &filter.near {
+        out.insert(
+            "near".into(),
+            json!({"latitude": n.latitude, "longitude": n.longitude, "radius_m": n.radius_m}),
+        );
+    }
+    if let Some(c) = &filter.camera {
+        out.insert("camera".into(), json!(c));
+    }
+    if !filter.file_types.is_empty() {
+        out.insert("type".into(), json!(filter.file_types));
+    }
+    if let Some(s) = filter.min_size {
+        out.insert("min_size".into(), json!(s));
+    }
+    if let Some(s) = filter.max_size {
+        out.insert("max_size".into(), json!(s));
+    }
+    serde_json::Value::Object(out)
 }

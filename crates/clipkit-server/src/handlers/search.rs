@@ -1,6 +1,8 @@
 //! Collection search: `GET /v1/search?q=…` by words (`beach - people` pushes away from
 //! people, as `clipkit search` does), `POST /v1/search` by image (optionally with words), and
-//! the thumbnails of the results. Only available when a store is attached.
+//! the thumbnails of the results. Only available when a store is attached. Both searches take
+//! the same filters as `clipkit search` (`after`, `before`, `in`, `near`, `camera`, `type`,
+//! `min_size`, `max_size`), parsed by the same library functions.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use clipkit_index::search::{parse_query, query, Sign};
-use clipkit_index::{Hit, IndexError};
+use clipkit_index::{filter_text, Filter, Hit, IndexError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -33,6 +35,141 @@ pub struct SearchQuery {
     pub threshold: Option<f32>,
     /// Push results away from this text too.
     pub not: Option<String>,
+    /// Only photos taken at or after this date: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]`, or a
+    /// bare `YYYY` or `YYYY-MM` (its first day); on the photo's own clock (EXIF capture date,
+    /// else the file's modification time in UTC).
+    pub after: Option<String>,
+    /// Only photos taken before this date, which is excluded (`2023-09-01` ends with 31
+    /// August); same forms as `after`.
+    pub before: Option<String>,
+    /// Only files under this folder on the server.
+    #[serde(rename = "in")]
+    #[param(rename = "in")]
+    pub folder: Option<String>,
+    /// Only photos taken within a radius of a point: `LAT,LON,RADIUS` with the radius in m,
+    /// km or mi (`48.85,2.35,20km`).
+    pub near: Option<String>,
+    /// Only photos whose camera (make and model) contains this, ignoring case.
+    pub camera: Option<String>,
+    /// Only these file types, comma-separated (`jpg,png`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub file_type: Option<String>,
+    /// Only files of at least this size: bytes, or with a unit (`200KB`, `1.5MB`, `4MiB`).
+    pub min_size: Option<String>,
+    /// Only files of at most this size.
+    pub max_size: Option<String>,
+}
+
+/// The filters of a search, as written in a request (all optional; all must hold).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct SearchFilter {
+    /// Only photos taken at or after this date: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]`, or a
+    /// bare `YYYY` or `YYYY-MM`.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Only photos taken before this date, which is excluded.
+    #[serde(default)]
+    pub before: Option<String>,
+    /// Only files under this folder on the server.
+    #[serde(default, rename = "in")]
+    #[schema(rename = "in")]
+    pub folder: Option<String>,
+    /// `LAT,LON,RADIUS` with the radius in m, km or mi (`48.85,2.35,20km`).
+    #[serde(default)]
+    pub near: Option<String>,
+    /// Only photos whose camera (make and model) contains this, ignoring case.
+    #[serde(default)]
+    pub camera: Option<String>,
+    /// Only these file types, comma-separated (`jpg,png`).
+    #[serde(default, rename = "type")]
+    #[schema(rename = "type")]
+    pub file_type: Option<String>,
+    /// Only files of at least this size: bytes, or with a unit (`200KB`, `1.5MB`).
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub min_size: Option<String>,
+    /// Only files of at most this size.
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub max_size: Option<String>,
+}
+
+/// A size given as a JSON string (`"200KB"`) or a number of bytes.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Text(String),
+        Bytes(u64),
+    }
+    Ok(Option::<Size>::deserialize(d)?.map(|s| match s {
+        Size::Text(t) => t,
+        Size::Bytes(n) => n.to_string(),
+    }))
+}
+
+impl SearchFilter {
+    /// The library's filter, each field checked, an error naming the field that is wrong.
+    pub fn parse(&self) -> Result<Filter, ApiError> {
+        fn field<T>(
+            name: &'static str,
+            value: &Option<String>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<Option<T>, ApiError> {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| parse(v).map_err(|e| ApiError::invalid(name, format!("{name}: {e}"))))
+                .transpose()
+        }
+        let folders = match self
+            .folder
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
+            None => Vec::new(),
+            Some(f) => {
+                let canonical = std::fs::canonicalize(f)
+                    .ok()
+                    .filter(|c| c.is_dir())
+                    .ok_or_else(|| {
+                        ApiError::invalid("in", format!("in: {f} is not a folder on the server"))
+                    })?;
+                vec![canonical]
+            }
+        };
+        let file_types = match self.file_type.as_deref() {
+            None => Vec::new(),
+            Some(types) => types
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    filter_text::file_type(t)
+                        .map_err(|e| ApiError::invalid("type", format!("type: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let filter = Filter {
+            after: field("after", &self.after, filter_text::date)?,
+            before: field("before", &self.before, filter_text::date)?,
+            folders,
+            near: field("near", &self.near, filter_text::near)?,
+            camera: self
+                .camera
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+            file_types,
+            min_size: field("min_size", &self.min_size, filter_text::size)?,
+            max_size: field("max_size", &self.max_size, filter_text::size)?,
+        };
+        filter_text::check(&filter)
+            .map_err(|(name, problem)| ApiError::invalid(name, format!("{name}: {problem}")))?;
+        Ok(filter)
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -48,6 +185,8 @@ pub struct SearchImageRequest {
     pub k: Option<usize>,
     #[serde(default)]
     pub threshold: Option<f32>,
+    #[serde(flatten)]
+    pub filter: SearchFilter,
 }
 
 /// The same request as multipart/form-data.
@@ -60,6 +199,16 @@ pub struct SearchImageForm {
     pub not: Option<String>,
     pub k: Option<usize>,
     pub threshold: Option<f32>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+    #[schema(rename = "in")]
+    pub folder: Option<String>,
+    pub near: Option<String>,
+    pub camera: Option<String>,
+    #[schema(rename = "type")]
+    pub file_type: Option<String>,
+    pub min_size: Option<String>,
+    pub max_size: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,8 +275,19 @@ pub async fn search_text(
 ) -> Result<Json<SearchResponse>, ApiError> {
     state.store()?;
     let k = check_k(params.k)?;
+    let filter = SearchFilter {
+        after: params.after,
+        before: params.before,
+        folder: params.folder,
+        near: params.near,
+        camera: params.camera,
+        file_type: params.file_type,
+        min_size: params.min_size,
+        max_size: params.max_size,
+    }
+    .parse()?;
     let terms = text_terms(Some(&params.q), params.not.as_deref());
-    run(&state.0, terms, None, k, params.threshold).await
+    run(&state.0, terms, None, k, params.threshold, filter).await
 }
 
 #[utoipa::path(
@@ -156,13 +316,14 @@ pub async fn search_image(
     body: JsonOrForm<SearchImageRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     state.store()?;
-    let (image, q, not, k, threshold) = match body {
+    let (image, q, not, k, threshold, filter) = match body {
         JsonOrForm::Json(r) => (
             parse_image_string(0, &r.image)?,
             r.q,
             r.not,
             r.k,
             r.threshold,
+            r.filter,
         ),
         JsonOrForm::Form(form) => {
             let image = form
@@ -176,12 +337,23 @@ pub async fn search_image(
                 form.text("not")?,
                 form.number("k")?,
                 form.number("threshold")?,
+                SearchFilter {
+                    after: form.text("after")?,
+                    before: form.text("before")?,
+                    folder: form.text("in")?,
+                    near: form.text("near")?,
+                    camera: form.text("camera")?,
+                    file_type: form.text("type")?,
+                    min_size: form.text("min_size")?,
+                    max_size: form.text("max_size")?,
+                },
             )
         }
     };
     let k = check_k(k)?;
+    let filter = filter.parse()?;
     let terms = text_terms(q.as_deref(), not.as_deref());
-    run(&state.0, terms, Some(image), k, threshold).await
+    run(&state.0, terms, Some(image), k, threshold, filter).await
 }
 
 async fn run(
@@ -190,6 +362,7 @@ async fn run(
     image: Option<Vec<u8>>,
     k: usize,
     threshold: Option<f32>,
+    filter: Filter,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let store = state.store()?;
     if terms.is_empty() && image.is_none() {
@@ -212,24 +385,17 @@ async fn run(
         }
     }
     let handle = store.store.clone();
-    let hits: Vec<Hit> = tokio::task::spawn_blocking(move || {
-        query(
-            &*handle,
-            &parts,
-            k,
-            threshold,
-            &clipkit_index::Filter::default(),
-        )
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("search task failed: {e}")))?
-    .map_err(|e| match e {
-        IndexError::EmptyQuery => ApiError::invalid(
-            "q",
-            "the query has only negative parts; add something to search for",
-        ),
-        other => store_error("the collection failed", &other),
-    })?;
+    let hits: Vec<Hit> =
+        tokio::task::spawn_blocking(move || query(&*handle, &parts, k, threshold, &filter))
+            .await
+            .map_err(|e| ApiError::Internal(format!("search task failed: {e}")))?
+            .map_err(|e| match e {
+                IndexError::EmptyQuery => ApiError::invalid(
+                    "q",
+                    "the query has only negative parts; add something to search for",
+                ),
+                other => store_error("the collection failed", &other),
+            })?;
     let results = hits
         .into_iter()
         .enumerate()
