@@ -61,8 +61,11 @@ pub struct EmbeddedStore {
     graph: GraphParams,
     seen: Mutex<Seen>,
     /// The last filter's matching ids and the write counters they were listed at.
-    filter_cache: Mutex<Option<((i64, u64), Filter, Arc<Vec<i64>>)>>,
+    filter_cache: Mutex<Option<FilterIds>>,
 }
+
+/// A filter's matching ids (sorted), with the write counters they were listed at.
+type FilterIds = ((i64, u64), Filter, Arc<Vec<i64>>);
 
 /// The store's generation and size as this process last read them, and the two counters that
 /// say, in O(1), whether they may have changed since: SQLite's `data_version` (bumped when
