@@ -95,8 +95,9 @@ impl GraphParams {
 pub(super) struct Ann {
     pub(super) generation: i64,
     pub(super) graph: usearch::Index,
-    pub(super) vectors: VectorFile,
-    /// Whether the graph is memory-mapped (`view`) rather than loaded.
+    pub(super) vectors: Arc<VectorFile>,
+    /// Whether the graph was opened by mapping the saved file (no rebuild, no catch-up); a
+    /// copy into memory may since have replaced the view (see `load_in_background`).
     pub(super) mapped: bool,
     /// The graph file's mapping when `mapped`; `graph` reads straight from it.
     _graph_map: Option<memmap2::Mmap>,
@@ -228,6 +229,9 @@ impl EmbeddedStore {
         *cached = None;
         let ann = Arc::new(self.refresh_ann(generation)?);
         *cached = Some(ann.clone());
+        if ann._graph_map.is_some() {
+            load_in_background(Arc::clone(&self.ann), Arc::clone(&ann), self.new_graph()?);
+        }
         Ok(ann)
     }
 
@@ -269,7 +273,7 @@ impl EmbeddedStore {
                         return Ok(Ann {
                             generation,
                             graph,
-                            vectors,
+                            vectors: Arc::new(vectors),
                             mapped: true,
                             _graph_map: Some(map),
                         });
@@ -289,7 +293,7 @@ impl EmbeddedStore {
                     return Ok(Ann {
                         generation,
                         graph,
-                        vectors,
+                        vectors: Arc::new(vectors),
                         mapped: false,
                         _graph_map: None,
                     });
@@ -382,7 +386,7 @@ impl EmbeddedStore {
         Ok(Ann {
             generation,
             graph,
-            vectors,
+            vectors: Arc::new(vectors),
             mapped: false,
             _graph_map: None,
         })
@@ -445,4 +449,42 @@ fn map_populated(path: &std::path::Path) -> Option<memmap2::Mmap> {
     // SAFETY: the file is only ever replaced by rename, never modified in place (see
     // `save_ann`), so the mapping's bytes stay what they were when mapped.
     unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()
+}
+
+/// Copies a mapped graph into memory on a background thread and swaps the copy in, if the store
+/// is still at that generation. The view answers at once after open; the copy answers faster
+/// once there: at a million vectors, queries walking the file mapping's 4 KiB pages measured
+/// 1.5× slower than the same graph in (huge-page-backed) heap memory, whose page walks are
+/// shorter — populating the mapping did not close that gap. A process that exits first (a
+/// one-shot search) simply never uses the copy.
+fn load_in_background(
+    slot: Arc<std::sync::Mutex<Option<Arc<Ann>>>>,
+    viewed: Arc<Ann>,
+    graph: usearch::Index,
+) {
+    std::thread::spawn(move || {
+        let Some(map) = viewed._graph_map.as_ref() else {
+            return;
+        };
+        // The same bytes the view reads, so the copy is the viewed graph by construction.
+        if graph.load_from_buffer(map).is_err()
+            || graph
+                .reserve_capacity_and_threads(graph.size().max(1), rayon::current_num_threads())
+                .is_err()
+        {
+            return;
+        }
+        graph.change_expansion_search(viewed.graph.expansion_search());
+        let loaded = Arc::new(Ann {
+            generation: viewed.generation,
+            graph,
+            vectors: Arc::clone(&viewed.vectors),
+            mapped: true,
+            _graph_map: None,
+        });
+        let mut cached = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_some_and(|c| Arc::ptr_eq(c, &viewed)) {
+            *cached = Some(loaded);
+        }
+    });
 }

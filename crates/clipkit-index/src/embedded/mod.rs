@@ -57,7 +57,8 @@ pub struct EmbeddedStore {
     filter_exact_share: f64,
     /// All vectors in memory for exact search, tagged with the generation they reflect.
     exact: Mutex<Option<(i64, Arc<ExactIndex>)>>,
-    ann: Mutex<Option<Arc<ann::Ann>>>,
+    /// Shared with the thread that copies a mapped graph into memory (`ann.rs`).
+    ann: Arc<Mutex<Option<Arc<ann::Ann>>>>,
     graph: GraphParams,
     seen: Mutex<Seen>,
     /// The last filter's matching ids and the write counters they were listed at.
@@ -153,7 +154,7 @@ impl EmbeddedStore {
             exact_limit: DEFAULT_EXACT_LIMIT,
             filter_exact_share: FILTER_EXACT_SHARE,
             exact: Mutex::new(None),
-            ann: Mutex::new(None),
+            ann: Arc::new(Mutex::new(None)),
             graph: GraphParams::default(),
             seen: Mutex::new(Seen::default()),
             filter_cache: Mutex::new(None),
@@ -176,7 +177,7 @@ impl EmbeddedStore {
     /// other parameters is rebuilt on next use).
     pub fn set_graph_params(&mut self, params: GraphParams) {
         self.graph = params;
-        *self.ann.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.ann.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn graph_params(&self) -> GraphParams {

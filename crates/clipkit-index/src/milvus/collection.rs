@@ -301,14 +301,28 @@ impl MilvusStore {
         Ok(self.describe(&self.collection)?.get_properties().clone())
     }
 
+    /// Sets one collection property. Several shard workers update the same property (the
+    /// roots) at about the same moment, and milvus-lite 3.2 can fail one of two concurrent
+    /// updates (its `schema.json` rename races); the update is idempotent, so a failed one is
+    /// retried a few times before it counts.
     pub(super) fn set_property(&self, key: &str, value: String) -> Result<()> {
-        let request = AlterCollectionPropertiesRequest::builder()
-            .collection_name(&self.collection)
-            .property(key, value)
-            .build()
-            .map_err(|e| self.error("updating collection properties", e))?;
-        self.block_on(self.client.alter_collection_properties(request))
-            .map_err(|e| self.error("updating collection properties", e))
+        const ATTEMPTS: u64 = 5;
+        let mut attempt = 1;
+        loop {
+            let request = AlterCollectionPropertiesRequest::builder()
+                .collection_name(&self.collection)
+                .property(key, value.clone())
+                .build()
+                .map_err(|e| self.error("updating collection properties", e))?;
+            match self.block_on(self.client.alter_collection_properties(request)) {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < ATTEMPTS => {
+                    std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.error("updating collection properties", e)),
+            }
+        }
     }
 
     pub(super) fn rename_collection(&self, from: &str, to: &str) -> Result<()> {
