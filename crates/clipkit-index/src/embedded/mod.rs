@@ -231,6 +231,18 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// The paths (stored as bytes) a one-column query returns.
+    fn select_paths(&self, query: &str) -> Result<Vec<PathBuf>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(query).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.sql(e))?;
+        rows.map(|r| r.map(|b| path_from_bytes(&b)))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sql(e))
+    }
+
     fn check_dim(&self, v: &[f32]) -> Result<()> {
         if v.len() != self.info.dim {
             return Err(IndexError::WrongVectorDimension {
@@ -553,17 +565,8 @@ impl Store for EmbeddedStore {
     }
 
     fn unread_metadata(&self) -> Result<Vec<PathBuf>> {
-        let conn = self.conn();
         // `meta_read = 0` is what the partial index `files_unread` holds: no table scan.
-        let mut stmt = conn
-            .prepare("SELECT path FROM files WHERE meta_read = 0 ORDER BY path")
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.sql(e))?;
-        rows.map(|r| r.map(|b| path_from_bytes(&b)))
-            .collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sql(e))
+        self.select_paths("SELECT path FROM files WHERE meta_read = 0 ORDER BY path")
     }
 
     fn set_metadata(&mut self, files: &[(PathBuf, PhotoMetadata)]) -> Result<()> {
@@ -606,16 +609,7 @@ impl Store for EmbeddedStore {
     }
 
     fn roots(&self) -> Result<Vec<PathBuf>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT path FROM roots ORDER BY rowid")
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.sql(e))?;
-        rows.map(|r| r.map(|b| path_from_bytes(&b)))
-            .collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sql(e))
+        self.select_paths("SELECT path FROM roots ORDER BY rowid")
     }
 
     fn add_roots(&mut self, roots: &[PathBuf]) -> Result<()> {

@@ -217,6 +217,17 @@ impl MilvusStore {
         }
     }
 
+    /// A search answers one result list per query; anything else is a server fault.
+    fn check_result_lists(&self, what: &str, lists: usize, queries: usize) -> Result<()> {
+        if lists == queries {
+            return Ok(());
+        }
+        Err(self.error(
+            what,
+            format!("the server answered {lists} result lists for {queries} queries"),
+        ))
+    }
+
     fn check_dim(&self, got: usize) -> Result<()> {
         if got != self.info.dim {
             return Err(IndexError::WrongVectorDimension {

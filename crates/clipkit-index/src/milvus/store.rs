@@ -215,16 +215,7 @@ impl Store for MilvusStore {
                 .block_on(self.client.search(request))
                 .map_err(|e| self.error(what, e))?;
             let results = response.results();
-            if results.len() != block.len() {
-                return Err(self.error(
-                    what,
-                    format!(
-                        "the server answered {} result lists for {} queries",
-                        results.len(),
-                        block.len()
-                    ),
-                ));
-            }
+            self.check_result_lists(what, results.len(), block.len())?;
             for result in results.iter() {
                 let scores = result.get_scores();
                 let rows = result.rows().map_err(|e| self.error(what, e))?;
